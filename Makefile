@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh machine: `make conformance` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+UV_VERSION := 0.13.8
+# uv does not read pip's config; point it at the system CA bundle (needed on our machines).
+export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: venv conformance test lint lock bench clean
+
+venv: $(VENV)/.installed
+
+# Pinned, resolved ahead of time: pip's resolver backtracks for >18 min on this set, uv installs
+# the lock in seconds.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install -q -p $(PY) -r requirements.lock
+	$(VENV)/bin/uv pip install -q -p $(PY) --no-deps -e .
+	touch $@
+
+lock:
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+# The suite on the embedded default mode (a local Ray cluster on this machine).
+conformance: venv
+	$(PY) -m pytest suites --ray-modes local $(ARGS)
+
+# The project's own tests: harness tests, then every mode this machine can run for real.
+test: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest tests $(ARGS)
+	$(PY) -m pytest suites $(ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+bench: venv
+	$(PY) bench/bench_local.py
+
+clean:
+	rm -rf $(VENV) reports/out

@@ -1,0 +1,3 @@
+"""Wiring only: the ray-conformance plugin (options, markers, fixtures, reports)."""
+
+pytest_plugins = ["fixtures.plugin"]

@@ -1,0 +1,1 @@
+"""Deployment modes: the Provisioner contract, its registry, and one module per mode."""

@@ -1,0 +1,239 @@
+"""The contract every deployment mode implements, and the values it passes around.
+
+A mode is any object that structurally satisfies :class:`Provisioner`; vendors never have to
+import this module to conform. Optional abilities are separate ``runtime_checkable`` Protocols
+that suites probe with ``isinstance`` and skip without.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+#: Label key stamped on everything a run creates (containers, networks, pods, instances, ...).
+RUN_ID_LABEL = "ray-conformance.run-id"
+
+#: Ray's in-cluster ports, the ones suites ask ``port_forward`` for.
+CLIENT_PORT = 10001
+DASHBOARD_PORT = 8265
+
+
+class ProvisionError(RuntimeError):
+    """Provisioning failed; the message is shown to the user as-is, so make it say why."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Upper bounds, in seconds, for every wait a provisioner or suite makes."""
+
+    provision: float = 600.0  # whole provision step (image builds included)
+    node_join: float = 180.0  # each expected node becoming alive
+    preflight: float = 30.0  # an address answering at all
+    job: float = 180.0  # a script or job run in the cluster
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What to provision: one per mode per session, built from the ``--ray-*`` options."""
+
+    mode: str
+    run_id: str
+    workdir: Path  # scratch space owned by this mode for this run (rendered files, keys, logs)
+    workers: int | None = None  # extra worker nodes; None means the mode's own default
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    #: Every ``--ray-*`` option by its dest name (``ray_address``, ``ray_image``, ...), and
+    #: ``--ray-opt KEY=VALUE`` pairs under their KEY, for mode-specific settings.
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: Live one-line progress ("head up in 14.2 s"); the harness prefixes the mode name.
+    progress: Callable[[str], None] = field(default=lambda _msg: None, compare=False)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """An option's value, or ``default`` when unset."""
+        value = self.options.get(name)
+        return default if value is None else value
+
+
+@dataclass(frozen=True)
+class ClusterHandle:
+    """A provisioned cluster, as the suites see it."""
+
+    mode: str
+    expected_nodes: int  # alive Ray nodes the suites must find
+    ray_version: str  # the cluster's Ray version, as the provisioner installed it
+    python_version: str  # "major.minor" of the cluster's Python
+    head_address: str  # GCS address as seen from inside the cluster ("ray-head:6379")
+    #: How a person reaches the cluster (printed by --ray-keep-cluster): label -> value.
+    access: Mapping[str, str] = field(default_factory=dict)
+    #: False when the run did not create the cluster (``external``): teardown deletes nothing
+    #: and there is nothing of the run's to inventory.
+    owned: bool = True
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A forwarded port on this machine's loopback."""
+
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class InventoryItem:
+    """One thing a run created (process, port, container, Service, instance, ...)."""
+
+    kind: str  # "process", "container", "network", "service", "security-group", ...
+    name: str  # its id or name, enough to find and remove it by hand
+    run_id: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        extra = f" ({self.detail})" if self.detail else ""
+        return f"{self.kind} {self.name}{extra}"
+
+
+@runtime_checkable
+class Provisioner(Protocol):
+    """One deployment mode's lifecycle. Instances hold one cluster; classes hold no state.
+
+    The harness calls, per session: ``missing_prerequisites`` (skip if non-empty), ``provision``,
+    the suites' ``port_forward`` / ``run_in_cluster`` calls, ``collect_diagnostics`` when
+    something failed, ``teardown``, and ``inventory`` after it for the leak check.
+    """
+
+    def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
+        """What this machine lacks for the mode ("docker: no engine answers"); empty if ready.
+
+        Must be quick and side-effect free: it decides SKIPPED before anything is created.
+        """
+        ...
+
+    def provision(self, spec: ClusterSpec) -> ClusterHandle:
+        """Create the cluster and wait (bounded by ``spec.timeouts``) until every node is alive.
+
+        Raise :class:`ProvisionError` saying what failed; the harness still calls ``teardown``.
+        """
+        ...
+
+    def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
+        """Reach the head's ``remote_port`` on loopback; closing the context frees the port."""
+        ...
+
+    def run_in_cluster(self, script: str, timeout: float) -> str:
+        """Run a Python script inside the cluster and return its stdout.
+
+        The script runs where the cluster's own jobs run (a job, or exec on the head) with
+        ``RAY_ADDRESS`` set to ``head_address``, so ``ray.init()`` connects in-cluster.
+        Raise ``RuntimeError`` with the script's output when it exits non-zero.
+        """
+        ...
+
+    def inventory(self) -> list[InventoryItem]:
+        """Everything this run created that still exists; empty after a clean teardown."""
+        ...
+
+    def collect_diagnostics(self, dest: Path) -> None:
+        """Copy logs, events and state useful for a failure report into ``dest``."""
+        ...
+
+    def teardown(self) -> None:
+        """Remove everything this run created. Idempotent; safe after a half-done provision."""
+        ...
+
+
+@runtime_checkable
+class SupportsKillNode(Protocol):
+    """A mode that can take one worker node away (for failure-tolerance checks)."""
+
+    def kill_node(self, node_id: str) -> None:
+        """Stop the Ray node with this id abruptly."""
+        ...
+
+
+@runtime_checkable
+class SupportsAutoscaling(Protocol):
+    """A mode whose cluster adds workers on demand and removes idle ones."""
+
+    def autoscaling_limits(self) -> AutoscalingLimits:
+        """The bounds the autoscaler was configured with."""
+        ...
+
+
+@dataclass(frozen=True)
+class AutoscalingLimits:
+    """Autoscaler settings a check needs to know what to expect."""
+
+    min_workers: int
+    max_workers: int
+    cpus_per_worker: float
+    head_cpus: float
+    idle_timeout_s: float
+    scale_up_timeout_s: float  # bound for new workers to be alive once work is queued
+    scale_down_timeout_s: float  # bound for idle workers to be gone, idle timeout included
+
+
+@contextlib.contextmanager
+def direct_endpoint(host: str, port: int) -> Iterator[Endpoint]:
+    """A "forward" for a port that is already on loopback (local mode, published ports)."""
+    yield Endpoint(host, port)
+
+
+# --- Optional abilities of container and launcher modes -------------------------------------
+
+
+@runtime_checkable
+class SupportsNodeExec(Protocol):
+    """A mode that can run a command on each node (containers, SSH hosts, pods)."""
+
+    def node_names(self) -> list[str]:
+        """The nodes as the mode names them (container names, host names, pod names)."""
+        ...
+
+    def node_exec(self, node: str, argv: list[str], timeout: float) -> str:
+        """Run ``argv`` on ``node``; return stdout; raise RuntimeError with output on failure."""
+        ...
+
+
+@runtime_checkable
+class SupportsSharedMemory(Protocol):
+    """A mode that sizes each node's shared memory (Docker's ``--shm-size``)."""
+
+    def shm_bytes_per_node(self) -> int:
+        """The /dev/shm size each node was asked to have."""
+        ...
+
+
+@runtime_checkable
+class SupportsImageRun(Protocol):
+    """A mode whose nodes come from a container image that can also run code by itself."""
+
+    def image_run(self, argv: list[str], timeout: float) -> str:
+        """Run ``argv`` in a throwaway container of the node image; return its stdout."""
+        ...
+
+
+@runtime_checkable
+class SupportsLauncher(Protocol):
+    """A mode driven by Ray's cluster launcher (``ray up`` / ``ray exec`` / ``ray down``)."""
+
+    def cluster_config(self) -> Path:
+        """The rendered cluster YAML this run passed to ``ray up``."""
+        ...
+
+    def launcher_exec(self, command: str, timeout: float) -> str:
+        """``ray exec <yaml> '<command>'``; return its output."""
+        ...
+
+    def head_ssh(self, command: str, timeout: float) -> str:
+        """Plain ``ssh`` to the head with the run's key; return the command's output."""
+        ...
+
+    def setup_packages(self) -> list[str]:
+        """Python modules ``setup_commands`` installed on every node."""
+        ...

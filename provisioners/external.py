@@ -1,0 +1,160 @@
+"""Mode ``external``: a cluster someone else runs, given by ``--ray-address``.
+
+Nothing is created, so teardown deletes nothing and the leak check is skipped with that reason.
+Scripts "inside the cluster" are submitted as Ray jobs: they run on the head, where Ray itself
+sets RAY_ADDRESS, exactly like a user's in-cluster job.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from provisioners.base import (
+    CLIENT_PORT,
+    DASHBOARD_PORT,
+    ClusterHandle,
+    ClusterSpec,
+    Endpoint,
+    InventoryItem,
+    ProvisionError,
+)
+from provisioners.relay import tcp_relay
+from provisioners.waits import WaitTimeout, alive_nodes, http_json, port_accepts, wait_for
+
+
+def parse_address(address: str) -> tuple[str, int, int | None]:
+    """``ray://H:P`` -> (H, client P, None); ``H:P`` (GCS) -> (H, 10001, P)."""
+    text = address.strip()
+    if text.startswith("ray://"):
+        text = text[len("ray://") :]
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ProvisionError(f"external: --ray-address {address!r} is not ray://HOST:PORT")
+        return host, int(port), None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ProvisionError(
+            f"external: --ray-address {address!r} is neither ray://HOST:PORT nor HOST:PORT"
+        )
+    return host, CLIENT_PORT, int(port)
+
+
+class ExternalProvisioner:
+    """Suites against a running cluster; the harness never changes or removes it."""
+
+    def __init__(self) -> None:
+        self._spec: ClusterSpec | None = None
+        self._host = ""
+        self._client_port = CLIENT_PORT
+        self._dashboard = ""
+
+    def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
+        if not spec.option("ray_address"):
+            return [
+                "external: no cluster given (--ray-address ray://HOST:10001 or HOST:6379, "
+                "with --ray-dashboard-url and --ray-expect-nodes as needed)"
+            ]
+        return []
+
+    def provision(self, spec: ClusterSpec) -> ClusterHandle:
+        self._spec = spec
+        address = str(spec.option("ray_address"))
+        self._host, self._client_port, gcs_port = parse_address(address)
+        self._dashboard = str(
+            spec.option("ray_dashboard_url", f"http://{self._host}:{DASHBOARD_PORT}")
+        ).rstrip("/")
+        bound = spec.timeouts.preflight
+        try:
+            wait_for(
+                lambda: port_accepts(self._host, self._client_port),
+                timeout=bound,
+                what=f"the Ray Client port at {self._host}:{self._client_port} (--ray-address {address})",
+            )
+            version = wait_for(
+                lambda: http_json(f"{self._dashboard}/api/version", timeout=min(5.0, bound)),
+                timeout=bound,
+                what=f"the dashboard at {self._dashboard}/api/version (--ray-dashboard-url)",
+            )
+        except WaitTimeout as exc:
+            raise ProvisionError(f"external: {exc}") from None
+        nodes = alive_nodes(self._dashboard)
+        expect = spec.option("ray_expect_nodes")
+        expected = int(expect) if expect else len(nodes)
+        spec.progress(
+            f"found Ray {version['ray_version']} with {len(nodes)} alive node(s) at {address}"
+            + ("" if expect else " (no --ray-expect-nodes: expecting that many)")
+        )
+        python = self._python_version(spec)
+        head = f"{self._host}:{gcs_port}" if gcs_port else f"ray://{self._host}:{self._client_port}"
+        return ClusterHandle(
+            mode=spec.mode,
+            expected_nodes=expected,
+            ray_version=str(version["ray_version"]),
+            python_version=python,
+            head_address=head,
+            access={
+                "ray client": f"ray://{self._host}:{self._client_port}",
+                "dashboard": self._dashboard,
+            },
+            owned=False,
+        )
+
+    def _python_version(self, spec: ClusterSpec) -> str:
+        out = self.run_in_cluster(
+            'import sys; print("PY", f"{sys.version_info[0]}.{sys.version_info[1]}")',
+            timeout=spec.timeouts.job,
+        )
+        for line in out.splitlines():
+            if line.startswith("PY "):
+                return line.split()[1]
+        raise ProvisionError(
+            f"external: could not read the cluster's Python version:\n{out[-500:]}"
+        )
+
+    def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
+        if remote_port == CLIENT_PORT:
+            return tcp_relay(self._host, self._client_port)
+        if remote_port == DASHBOARD_PORT:
+            parts = urlsplit(self._dashboard)
+            return tcp_relay(parts.hostname or self._host, parts.port or 80)
+        raise ValueError(f"external: no forward for port {remote_port}")
+
+    def run_in_cluster(self, script: str, timeout: float) -> str:
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        client = JobSubmissionClient(self._dashboard)
+        encoded = base64.b64encode(script.encode()).decode()
+        job_id = client.submit_job(
+            entrypoint=f"python -c \"import base64; exec(base64.b64decode('{encoded}'))\"",
+            metadata={"ray-conformance.run-id": self._spec.run_id if self._spec else ""},
+        )
+        deadline = time.monotonic() + timeout
+        status = client.get_job_status(job_id)
+        while not status.is_terminal():
+            if time.monotonic() > deadline:
+                client.stop_job(job_id)
+                raise RuntimeError(f"external: job {job_id} did not finish within {timeout:.0f} s")
+            time.sleep(0.5)
+            status = client.get_job_status(job_id)
+        logs = str(client.get_job_logs(job_id))
+        if status != JobStatus.SUCCEEDED:
+            raise RuntimeError(f"external: job {job_id} ended {status}:\n{logs[-3000:]}")
+        return logs
+
+    def inventory(self) -> list[InventoryItem]:
+        return []  # nothing here was created by this run
+
+    def collect_diagnostics(self, dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(Exception):
+            (dest / "nodes.json").write_text(
+                json.dumps(http_json(f"{self._dashboard}/nodes?view=summary"), indent=2)
+            )
+
+    def teardown(self) -> None:
+        """Nothing to remove: the cluster belongs to someone else."""

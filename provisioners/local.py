@@ -1,0 +1,309 @@
+"""Mode ``local``: a Ray cluster of processes on this machine (``ray start`` head + workers).
+
+Every node is a ``ray start --block`` child in its own process group, with a per-run
+``--temp-dir`` and kernel-picked ports, so it never collides with a Ray the user already runs
+and teardown can stop exactly what this run started (``ray stop`` would kill every Ray here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from provisioners.base import (
+    CLIENT_PORT,
+    DASHBOARD_PORT,
+    ClusterHandle,
+    ClusterSpec,
+    Endpoint,
+    InventoryItem,
+    ProvisionError,
+)
+from provisioners.relay import free_port, tcp_relay
+from provisioners.waits import WaitTimeout, urlopen_ok, wait_for, wait_for_nodes
+
+DEFAULT_WORKERS = 1
+#: Small on purpose: several nodes share this machine's /dev/shm, and the suites move little data.
+OBJECT_STORE_BYTES = 256 * 1024**2
+_STOP_GRACE_S = 20.0
+
+
+def ray_executable() -> str | None:
+    """The ``ray`` CLI of the interpreter running the harness, else the one on PATH."""
+    beside = Path(sys.executable).with_name("ray")
+    return str(beside) if beside.exists() else shutil.which("ray")
+
+
+class LocalProvisioner:
+    """Head and ``--ray-workers`` nodes as local processes; the nodes share one hostname."""
+
+    def __init__(self) -> None:
+        self._spec: ClusterSpec | None = None
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._temp_dir: Path | None = None
+        self._ports: dict[str, int] = {}
+        self._shm_before: set[str] = set()
+        self._dashboard_url = ""
+
+    # -- contract ----------------------------------------------------------------------------
+
+    def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
+        if ray_executable() is None:
+            return ["local: the `ray` command is not installed (pip install 'ray[default]')"]
+        return []
+
+    def provision(self, spec: ClusterSpec) -> ClusterHandle:
+        import ray  # the harness's own Ray is the cluster's Ray in this mode
+
+        self._spec = spec
+        workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
+        # Short path: Ray puts unix sockets under it (108-byte limit).
+        self._temp_dir = Path(f"/tmp/rc-{spec.run_id}")
+        self._temp_dir.mkdir(parents=True, exist_ok=True)
+        self._shm_before = _shm_entries()
+        self._ports = {"gcs": free_port(), "dashboard": free_port(), "client": free_port()}
+        self._dashboard_url = f"http://127.0.0.1:{self._ports['dashboard']}"
+        t0 = time.monotonic()
+        self._start_node(
+            "head",
+            [
+                "--head",
+                f"--port={self._ports['gcs']}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self._ports['dashboard']}",
+                f"--ray-client-server-port={self._ports['client']}",
+            ],
+        )
+        self._wait(
+            lambda: urlopen_ok(f"{self._dashboard_url}/api/version"),
+            f"the head's dashboard at {self._dashboard_url}",
+        )
+        self._wait_nodes(1)
+        spec.progress(f"head up in {time.monotonic() - t0:.1f} s")
+        for i in range(1, workers + 1):
+            self._start_node(f"worker{i}", [f"--address=127.0.0.1:{self._ports['gcs']}"])
+        if workers:
+            self._wait_nodes(
+                1 + workers, on_change=lambda n: spec.progress(f"worker {n - 1}/{workers} joined")
+            )
+        spec.progress(f"{1 + workers} node(s) alive in {time.monotonic() - t0:.1f} s")
+        gcs = f"127.0.0.1:{self._ports['gcs']}"
+        return ClusterHandle(
+            mode=spec.mode,
+            expected_nodes=1 + workers,
+            ray_version=ray.__version__,
+            python_version=f"{sys.version_info[0]}.{sys.version_info[1]}",
+            head_address=gcs,
+            access={
+                "RAY_ADDRESS": gcs,
+                "ray client": f"ray://127.0.0.1:{self._ports['client']}",
+                "dashboard": self._dashboard_url,
+                "stop": "kill -TERM " + " ".join(f"-{p.pid}" for p in self._procs),
+                "temp dir": str(self._temp_dir),
+            },
+        )
+
+    def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
+        local = {CLIENT_PORT: "client", DASHBOARD_PORT: "dashboard"}.get(remote_port)
+        if local is None or local not in self._ports:
+            raise ValueError(
+                f"local: no forward for port {remote_port} (known: {CLIENT_PORT}, {DASHBOARD_PORT})"
+            )
+        return tcp_relay("127.0.0.1", self._ports[local])
+
+    def run_in_cluster(self, script: str, timeout: float) -> str:
+        if self._spec is None:
+            raise RuntimeError("local: run_in_cluster before provision")
+        path = self._spec.workdir / f"in-cluster-{time.monotonic_ns()}.py"
+        path.write_text(script)
+        env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{self._ports['gcs']}"}
+        try:
+            proc = subprocess.run(
+                [sys.executable, str(path)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(
+                f"local: in-cluster script did not finish within {timeout:.0f} s"
+            ) from exc
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"local: in-cluster script exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc.stdout
+
+    def inventory(self) -> list[InventoryItem]:
+        if self._spec is None:
+            return []
+        run_id = self._spec.run_id
+        items = [
+            InventoryItem("process", str(p.pid), run_id, " ".join(p.cmdline())[:120])
+            for p in self._ray_processes()
+        ]
+        ours = {p.pid for p in self._ray_processes()}
+        with contextlib.suppress(psutil.Error):
+            for conn in psutil.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.pid in ours:
+                    items.append(
+                        InventoryItem(
+                            "port", str(conn.laddr.port), run_id, f"listening, pid {conn.pid}"
+                        )
+                    )
+        if self._temp_dir and self._temp_dir.exists():
+            items.append(InventoryItem("session-dir", str(self._temp_dir), run_id))
+        for name in sorted(_shm_entries() - self._shm_before):
+            items.append(
+                InventoryItem("shared-memory", f"/dev/shm/{name}", run_id, "created during the run")
+            )
+        return items
+
+    def collect_diagnostics(self, dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        if self._spec:
+            for log in self._spec.workdir.glob("*.log"):
+                shutil.copy2(log, dest / log.name)
+        if self._temp_dir and (self._temp_dir / "session_latest" / "logs").is_dir():
+            shutil.copytree(
+                self._temp_dir / "session_latest" / "logs", dest / "ray-logs", dirs_exist_ok=True
+            )
+
+    def teardown(self) -> None:
+        # Workers first, then the head: each `ray start --block` stops its node on SIGTERM.
+        for proc in reversed(self._procs):
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE_S
+        for proc in reversed(self._procs):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        # Whatever survived (workers Ray re-parented, a hung raylet) is still ours by its
+        # session dir or process group: kill exactly those.
+        for p in self._ray_processes():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(self._ray_processes(), timeout=10)
+        for proc in self._procs:
+            _signal_group(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _start_node(self, name: str, args: list[str]) -> None:
+        assert self._spec is not None
+        assert self._temp_dir is not None
+        ray = ray_executable()
+        if ray is None:
+            raise ProvisionError("local: the `ray` command is not installed")
+        argv = [
+            ray,
+            "start",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=1",
+            f"--object-store-memory={OBJECT_STORE_BYTES}",
+            f"--temp-dir={self._temp_dir}",
+            "--disable-usage-stats",
+            # Kernel-picked ports so a Ray the user runs (defaults 52365, 8080, ...) never clashes.
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            *args,
+        ]
+        # Job entrypoints run `python` from the node's PATH: make that the cluster's interpreter.
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        log = (self._spec.workdir / f"{name}.log").open("wb")
+        try:
+            self._procs.append(
+                subprocess.Popen(
+                    argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
+        finally:
+            log.close()
+
+    def _wait(self, probe: object, what: str) -> None:
+        assert self._spec is not None
+        try:
+            wait_for(probe, timeout=self._spec.timeouts.node_join, what=what)  # type: ignore[arg-type]
+        except WaitTimeout as exc:
+            raise ProvisionError(f"local: {exc}{self._exited_nodes()}") from None
+
+    def _wait_nodes(self, n: int, on_change: object = None) -> None:
+        assert self._spec is not None
+        try:
+            wait_for_nodes(
+                self._dashboard_url, n, timeout=self._spec.timeouts.node_join, on_change=on_change
+            )  # type: ignore[arg-type]
+        except WaitTimeout as exc:
+            raise ProvisionError(f"local: {exc}{self._exited_nodes()}") from None
+
+    def _exited_nodes(self) -> str:
+        assert self._spec is not None
+        lines = []
+        for i, proc in enumerate(self._procs):
+            if proc.poll() is not None:
+                name = "head" if i == 0 else f"worker{i}"
+                tail = (
+                    (self._spec.workdir / f"{name}.log")
+                    .read_text(errors="replace")
+                    .strip()
+                    .splitlines()[-5:]
+                )
+                lines.append(
+                    f"\n  {name} (pid {proc.pid}) exited {proc.returncode}: " + "\n    ".join(tail)
+                )
+        return "".join(lines)
+
+    def _ray_processes(self) -> list[psutil.Process]:
+        """Live processes of this run: in a process group we started, or using our temp dir."""
+        groups = {p.pid for p in self._procs}
+        marker = str(self._temp_dir) if self._temp_dir else None
+        found = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if p.pid == os.getpid():
+                    continue
+                cmd = " ".join(p.info["cmdline"] or [])
+                ours = (marker and marker in cmd) or (groups and os.getpgid(p.pid) in groups)
+                if ours and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except (psutil.Error, ProcessLookupError):
+                continue
+        return found
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _shm_entries() -> set[str]:
+    try:
+        return set(os.listdir("/dev/shm"))
+    except OSError:
+        return set()

@@ -1,0 +1,122 @@
+"""Bounded waits and dashboard queries shared by provisioners and fixtures."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class WaitTimeout(TimeoutError):
+    """A bounded wait ran out; the message says what was awaited and what was last seen."""
+
+
+def wait_for(
+    probe: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    last_seen: Callable[[], str] | None = None,
+) -> T:
+    """Call ``probe`` until it returns something other than None/False, at most ``timeout`` s.
+
+    Exceptions from ``probe`` count as "not yet" (a server still starting refuses connections);
+    the last one is quoted in the timeout message.
+    """
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while True:
+        try:
+            value = probe()
+            if value is not None and value is not False:
+                return value
+        except Exception as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            seen = last_seen() if last_seen else last_error
+            raise WaitTimeout(
+                f"timed out after {timeout:.0f} s waiting for {what}"
+                + (f"; last seen: {seen}" if seen else "")
+            )
+        time.sleep(interval)
+
+
+def http_json(url: str, timeout: float = 5.0) -> Any:
+    """GET a URL and decode its JSON body."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read().decode())
+
+
+def alive_nodes(dashboard_url: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The dashboard's view of alive nodes: dicts with node_id, hostname, ip."""
+    data = http_json(f"{dashboard_url.rstrip('/')}/nodes?view=summary", timeout=timeout)
+    out = []
+    for node in data["data"]["summary"]:
+        raylet = node.get("raylet") or {}
+        if raylet.get("state") == "ALIVE":
+            out.append(
+                {
+                    "node_id": raylet.get("nodeId", ""),
+                    "hostname": node.get("hostname", ""),
+                    "ip": node.get("ip", ""),
+                }
+            )
+    return out
+
+
+def port_accepts(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_nodes(
+    dashboard_url: str,
+    expected: int,
+    *,
+    timeout: float,
+    on_change: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Wait until exactly ``expected`` nodes are alive; report each change of the count."""
+    seen: list[int] = [-1]
+    last: list[list[dict[str, Any]]] = [[]]
+
+    def probe() -> list[dict[str, Any]] | None:
+        nodes = alive_nodes(dashboard_url)
+        last[0] = nodes
+        if len(nodes) != seen[0]:
+            seen[0] = len(nodes)
+            if on_change:
+                on_change(len(nodes))
+        return nodes if len(nodes) == expected else None
+
+    def describe() -> str:
+        return f"{len(last[0])} alive: " + (
+            ", ".join(f"{n['hostname']}/{n['ip']}/{n['node_id'][:8]}" for n in last[0]) or "none"
+        )
+
+    return wait_for(
+        probe,
+        timeout=timeout,
+        what=f"{expected} alive Ray node(s) at {dashboard_url}",
+        last_seen=describe,
+    )
+
+
+def urlopen_ok(url: str, timeout: float = 5.0) -> bool:
+    """True when GET url answers 2xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= int(resp.status) < 300
+    except (urllib.error.URLError, OSError):
+        return False

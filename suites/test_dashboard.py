@@ -1,0 +1,54 @@
+"""Dashboard: its API tells the truth about version, nodes and jobs."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from provisioners.base import ClusterHandle, ClusterSpec
+from provisioners.waits import alive_nodes
+
+
+def test_dashboard_version_matches_cluster(
+    ray_cluster: ClusterHandle, ray_cluster_version: str
+) -> None:
+    assert ray_cluster_version == ray_cluster.ray_version, (
+        f"/api/version says Ray {ray_cluster_version}, the cluster was provisioned with {ray_cluster.ray_version}"
+    )
+
+
+def test_dashboard_nodes_match_expected(
+    ray_cluster: ClusterHandle, ray_dashboard_url: str, ray_alive_nodes: list[dict[str, Any]]
+) -> None:
+    nodes = alive_nodes(ray_dashboard_url)
+    listed = ", ".join(f"{n['hostname']}/{n['ip']}" for n in nodes)
+    assert len(nodes) == ray_cluster.expected_nodes, (
+        f"dashboard lists {len(nodes)} alive node(s), expected {ray_cluster.expected_nodes}: {listed}"
+    )
+    assert len({n["node_id"] for n in nodes}) == len(nodes), (
+        f"duplicate node ids in the dashboard's node list: {listed}"
+    )
+
+
+def test_dashboard_job_succeeds_with_logs(ray_dashboard_url: str, ray_spec: ClusterSpec) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    token = f"rc-job-{secrets.token_hex(4)}"
+    client = JobSubmissionClient(ray_dashboard_url)
+    job_id = client.submit_job(
+        entrypoint=f"python -c \"import ray; ray.init(); print('{token}', ray.get(ray.remote(num_cpus=0)(lambda: 21 * 2).remote()))\"",
+        metadata={"ray-conformance.run-id": ray_spec.run_id},
+    )
+    deadline = time.monotonic() + ray_spec.timeouts.job
+    status = client.get_job_status(job_id)
+    while not status.is_terminal() and time.monotonic() < deadline:
+        time.sleep(1)
+        status = client.get_job_status(job_id)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, (
+        f"job {job_id} is {status} after {ray_spec.timeouts.job:.0f} s; logs:\n{logs[-2000:]}"
+    )
+    assert f"{token} 42" in logs, (
+        f"job {job_id} succeeded but its logs lack '{token} 42':\n{logs[-2000:]}"
+    )

@@ -1,0 +1,58 @@
+"""Port-forward: the client (10001) and dashboard (8265) ports reachable on loopback, and freed."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from provisioners.base import CLIENT_PORT, DASHBOARD_PORT, ClusterHandle, Provisioner
+from provisioners.waits import http_json, port_accepts
+
+CLIENT_SESSION = """
+import sys, ray
+ray.init(sys.argv[1], logging_level="ERROR")
+print("CPUS", ray.cluster_resources().get("CPU", 0))
+print("PING", ray.get(ray.remote(num_cpus=0)(lambda: "pong").remote(), timeout=60))
+ray.shutdown()
+"""
+
+
+def port_is_free(port: int) -> bool:
+    """True when a new listener could bind the loopback port (nothing holds it any more)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Closed connections linger in TIME_WAIT; that is not a listener still holding the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.mark.parametrize("remote_port", [CLIENT_PORT, DASHBOARD_PORT], ids=["client", "dashboard"])
+def test_port_forward_reachable_on_loopback_then_freed(
+    ray_provisioner: Provisioner, ray_cluster: ClusterHandle, remote_port: int
+) -> None:
+    with ray_provisioner.port_forward(remote_port) as endpoint:
+        assert endpoint.host in ("127.0.0.1", "localhost", "::1"), (
+            f"forward of {remote_port} is not on loopback: {endpoint.address}"
+        )
+        assert port_accepts(endpoint.host, endpoint.port, timeout=5), (
+            f"nothing accepts connections at {endpoint.address} (forward of {remote_port})"
+        )
+        if remote_port == DASHBOARD_PORT:
+            version = http_json(f"http://{endpoint.address}/api/version")
+            assert "ray_version" in version, f"{endpoint.address}/api/version answered {version}"
+    assert port_is_free(endpoint.port), (
+        f"local port {endpoint.port} (forward of {remote_port}) is still held after the forward was closed"
+    )
+
+
+def test_port_forward_client_session_opens(ray_client_address: str, ray_run_script: Any) -> None:
+    run = ray_run_script(CLIENT_SESSION, ray_client_address)
+    assert run.returncode == 0, (
+        f"a Ray Client session through {ray_client_address} failed: " + run.explain()
+    )
+    assert "PING pong" in run.stdout, run.explain()

@@ -1,0 +1,91 @@
+"""Node-spread counter: work reaches every node, from outside (Ray Client) and from inside."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioners.base import ClusterHandle, ClusterSpec, Provisioner
+
+SCRIPT = Path(__file__).parent / "scripts" / "spread.py"
+
+
+def spread_source(iterations: int) -> str:
+    return re.sub(
+        r"^ITERATIONS = \d+$", f"ITERATIONS = {iterations}", SCRIPT.read_text(), flags=re.M
+    )
+
+
+def parse_result(output: str) -> dict[str, Any]:
+    for line in reversed(output.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])  # type: ignore[no-any-return]
+    raise AssertionError(f"the spread script printed no RESULT line; its output:\n{output[-3000:]}")
+
+
+def check_spread(
+    result: dict[str, Any],
+    cluster: ClusterHandle,
+    where: str,
+    record: Callable[[str, object], None],
+) -> None:
+    # Kept in the results: the pinned tally is the proof, the SPREAD tally shows the default.
+    record.append((f"spread_{where}_pinned", result["pinned"]))
+    record.append((f"spread_{where}_spread_tally", result["spread"]))
+    alive = {n["node_id"]: f"{n['hostname']}/{n['ip']}" for n in result["alive"]}
+    assert len(alive) == cluster.expected_nodes, (
+        f"{where}: {len(alive)} alive node(s), expected {cluster.expected_nodes}: "
+        + ", ".join(alive.values())
+    )
+    idle = {nid: name for nid, name in alive.items() if result["pinned"].get(nid, 0) == 0}
+    assert not idle, (
+        f"{where}: node(s) never ran work: "
+        + ", ".join(f"{n} ({nid[:12]})" for nid, n in idle.items())
+        + f"; tally {result['pinned']}"
+    )
+    assert not result["misplaced"], (
+        f"{where}: pinned tasks ran on another node (target, actual): {result['misplaced']}"
+    )
+    total = sum(result["pinned"].values())
+    assert total == cluster.expected_nodes * result["iterations"], (
+        f"{where}: tally {result['pinned']} sums to {total}"
+    )
+
+
+@pytest.fixture(scope="module")
+def iterations(ray_spec: ClusterSpec) -> int:
+    return int(ray_spec.option("ray_spread_iterations", 3))
+
+
+def test_spread_from_outside_every_node_runs_work(
+    ray_cluster: ClusterHandle,
+    ray_client_address: str,
+    ray_alive_nodes: list[dict[str, Any]],
+    ray_run_script: Any,
+    iterations: int,
+    request: pytest.FixtureRequest,
+) -> None:
+    """localPython.py: a driver outside the cluster, through the forwarded client port."""
+    run = ray_run_script(spread_source(iterations), ray_client_address)
+    assert run.returncode == 0, run.explain()
+    check_spread(parse_result(run.stdout), ray_cluster, "outside", request.node.user_properties)
+
+
+def test_spread_from_inside_every_node_runs_work(
+    ray_cluster: ClusterHandle,
+    ray_provisioner: Provisioner,
+    ray_alive_nodes: list[dict[str, Any]],
+    ray_spec: ClusterSpec,
+    iterations: int,
+    request: pytest.FixtureRequest,
+) -> None:
+    """servicePython.py: the same counter run inside the cluster against the head's in-cluster address."""
+    output = ray_provisioner.run_in_cluster(
+        spread_source(iterations), timeout=ray_spec.timeouts.job
+    )
+    check_spread(parse_result(output), ray_cluster, "inside", request.node.user_properties)
