@@ -1,0 +1,206 @@
+"""The results document (``results.json``): its types, validation and the matrix view of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+SCHEMA = "ray-conformance/results/v1"
+RESULTS_FILE = "results.json"
+HTML_FILE = "report.html"
+
+#: Every outcome a (check, mode) can have, worst first: a matrix cell that folds several cases
+#: (a check parametrized beyond its mode) shows the worst of them.
+OUTCOMES = ("error", "failed", "skipped", "xfailed", "passed")
+
+
+class BundleError(Exception):
+    """A report directory that cannot be read; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """The folded setup/call/teardown outcome of one test item, i.e. one check on one mode."""
+
+    check: str
+    mode: str
+    outcome: str
+    duration_s: float
+    message: str
+    nodeid: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        # Keyed by nodeid too: a check parametrized beyond its mode has several items per mode.
+        return (self.check, self.mode, self.nodeid)
+
+
+@dataclass
+class Results:
+    """One run's results, or several merged runs'."""
+
+    run_id: str
+    started: str  # ISO 8601, UTC
+    finished: str
+    exit_status: int
+    environment: dict[str, Any]
+    modes: list[dict[str, Any]]  # ModeRecord fields, one per mode in column order
+    results: list[Result]
+    collection_errors: list[dict[str, str]] = field(default_factory=list)
+    merged_from: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"schema": SCHEMA}
+        data.update(asdict(self))
+        if not self.merged_from:
+            del data["merged_from"]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, source: Path) -> Results:
+        """Validate enough of ``data`` that the renderers cannot trip on it."""
+        if not isinstance(data, dict):
+            raise BundleError(f"{source}: not a results object")
+        if data.get("schema") != SCHEMA:
+            raise BundleError(
+                f"{source}: unsupported schema {data.get('schema')!r} (expected {SCHEMA!r})"
+            )
+        try:
+            results = [
+                Result(
+                    check=str(r["check"]),
+                    mode=str(r["mode"]),
+                    outcome=str(r["outcome"]),
+                    duration_s=float(r["duration_s"]),
+                    message=str(r.get("message", "")),
+                    nodeid=str(r["nodeid"]),
+                )
+                for r in data["results"]
+            ]
+            modes = [dict(m) for m in data["modes"]]
+            for m in modes:
+                str(m["mode"])
+            return cls(
+                run_id=str(data["run_id"]),
+                started=str(data["started"]),
+                finished=str(data["finished"]),
+                exit_status=int(data["exit_status"]),
+                environment=dict(data.get("environment", {})),
+                modes=modes,
+                results=results,
+                collection_errors=[dict(e) for e in data.get("collection_errors", [])],
+                merged_from=[dict(m) for m in data.get("merged_from", [])],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{source}: malformed results ({type(exc).__name__}: {exc})") from exc
+
+    # -- the matrix view shared by the HTML and text renderers --------------------------------
+
+    def mode_names(self) -> list[str]:
+        names = [str(m["mode"]) for m in self.modes]
+        # A result for a mode without a record still gets a column rather than vanishing.
+        names += sorted({r.mode for r in self.results} - set(names))
+        return names
+
+    def check_names(self) -> list[str]:
+        # Sorted by file then name: xdist delivers results in no stable order, and a matrix
+        # whose rows move between runs is hard to compare by eye.
+        first_file: dict[str, str] = {}
+        for r in self.results:
+            first_file.setdefault(r.check, r.nodeid.split("::", 1)[0])
+        return sorted(first_file, key=lambda c: (first_file[c], c))
+
+    def cells(self) -> dict[tuple[str, str], list[Result]]:
+        out: dict[tuple[str, str], list[Result]] = {}
+        for r in self.results:
+            out.setdefault((r.check, r.mode), []).append(r)
+        return out
+
+    def totals(self, mode: str) -> dict[str, int]:
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for r in self.results:
+            if r.mode == mode:
+                counts[r.outcome] = counts.get(r.outcome, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True)
+class Note:
+    """A line of the details list: one non-passed result, or the skips that share a reason."""
+
+    outcome: str
+    mode: str
+    message: str
+    checks: tuple[str, ...]
+    nodeid: str  # empty for a group of skips
+
+
+def notes(results: Results) -> list[Note]:
+    # A skipped mode skips every check with the same reason; one line says it once.
+    skips: dict[tuple[str, str], list[str]] = {}
+    out: list[Note] = []
+    for r in results.results:
+        if r.outcome == "skipped":
+            skips.setdefault((r.mode, r.message), []).append(r.check)
+        elif r.outcome != "passed" or r.message:
+            out.append(Note(r.outcome, r.mode, r.message, (r.check,), r.nodeid))
+    for (mode, message), checks in skips.items():
+        nodeid = (
+            ""
+            if len(checks) > 1
+            else next(r.nodeid for r in results.results if (r.mode, r.check) == (mode, checks[0]))
+        )
+        out.append(Note("skipped", mode, message, tuple(checks), nodeid))
+    return out
+
+
+def worst(results: list[Result]) -> str:
+    rank = {o: i for i, o in enumerate(OUTCOMES)}
+    return min((r.outcome for r in results), key=lambda o: rank.get(o, -1))
+
+
+def load_results(report_dir: Path) -> Results:
+    """Read ``<report_dir>/results.json``, raising `BundleError` with a one-line reason."""
+    if not report_dir.is_dir():
+        raise BundleError(f"{report_dir}: no such directory")
+    return Results.from_json(read_json(report_dir / RESULTS_FILE), report_dir / RESULTS_FILE)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"{path}: not found (is this a ray-conformance report dir?)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable ({exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    # Write-then-rename: an interrupted run leaves the previous file or none, never half a JSON.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def is_safe_relpath(rel: str) -> bool:
+    """True for a plain relative POSIX path inside the bundle (no ``..``, not absolute)."""
+    p = PurePosixPath(rel)
+    return bool(rel) and not p.is_absolute() and ".." not in p.parts and "\\" not in rel

@@ -1,0 +1,360 @@
+"""The report writer, driven by a real pytest run in pytester; and the bundle CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reports.bundle import main, render_text, write_report
+from reports.manifest import write_manifest
+from reports.model import Result, Results, load_results
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Stands in for the lead's plugin: registers the writer on the controller only, points junit.xml
+# into the report dir, tags items with ray_mode/ray_check and writes the ModeRecords.
+CONFTEST = """
+import pytest
+from pathlib import Path
+
+from fixtures.context import ModeRecord, RunContext
+from reports.writer import ResultsWriter
+
+MODES = ("local", "docker")
+REPORT_DIR = Path({report_dir!r})
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        return
+    if not config.option.xmlpath:
+        config.option.xmlpath = str(REPORT_DIR / "junit.xml")
+    ModeRecord(
+        "local", "torn-down", provision_seconds=1.5, teardown_seconds=0.25,
+        handle={{"ray_version": "2.60.0", "python_version": "3.11.9", "expected_nodes": 3}},
+        diagnostics=str(REPORT_DIR / "diagnostics" / "local.txt"),
+    ).save(REPORT_DIR)
+    ModeRecord("docker", "skipped", reason="docker: no engine answers on /var/run/docker.sock").save(
+        REPORT_DIR
+    )
+    (REPORT_DIR / "diagnostics").mkdir(exist_ok=True)
+    (REPORT_DIR / "diagnostics" / "local.txt").write_text("ray status output")
+    ctx = RunContext("run-1", REPORT_DIR, MODES)
+    config.pluginmanager.register(ResultsWriter(ctx), "ray-conformance-results")
+
+
+def pytest_generate_tests(metafunc):
+    if "mode" in metafunc.fixturenames:
+        metafunc.parametrize("mode", MODES, indirect=True)
+
+
+@pytest.fixture
+def mode(request):
+    if request.param == "docker":
+        pytest.skip("docker: no engine answers on /var/run/docker.sock")
+    return request.param
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec and "mode" in callspec.params:
+            item.user_properties.append(("ray_mode", callspec.params["mode"]))
+            item.user_properties.append(("ray_check", item.originalname))
+"""
+
+CHECKS = """
+import pytest
+
+def test_ok(mode):
+    pass
+
+def test_bad(mode):
+    assert mode == "nope", f"node n1 never ran work on {mode} <b>&"
+
+@pytest.fixture
+def leaky():
+    yield
+    raise RuntimeError("service svc-1 left behind")
+
+def test_leaky(mode, leaky):
+    pass
+
+@pytest.mark.xfail(reason="known gap", strict=True)
+def test_gap(mode):
+    assert False
+
+def test_harness_only():
+    pass
+"""
+
+EXPECTED = {
+    ("test_ok", "local"): "passed",
+    ("test_bad", "local"): "failed",
+    ("test_leaky", "local"): "error",
+    ("test_gap", "local"): "xfailed",
+    ("test_ok", "docker"): "skipped",
+    ("test_bad", "docker"): "skipped",
+    ("test_leaky", "docker"): "skipped",
+    ("test_gap", "docker"): "skipped",
+}
+
+
+def run_suite(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, Path]:
+    report_dir = pytester.path / "report"
+    report_dir.mkdir()
+    pytester.makeconftest(CONFTEST.format(report_dir=str(report_dir)))
+    pytester.makepyfile(test_checks=CHECKS)
+    return pytester.runpytest(*args), report_dir
+
+
+def read(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def outcomes(doc: dict[str, Any]) -> dict[tuple[str, str], str]:
+    return {(r["check"], r["mode"]): r["outcome"] for r in doc["results"]}
+
+
+def test_writer_records_one_outcome_per_check_and_mode(pytester: pytest.Pytester) -> None:
+    result, report_dir = run_suite(pytester)
+    result.assert_outcomes(passed=3, failed=1, errors=1, skipped=4, xfailed=1)
+    doc = read(report_dir / "results.json")
+    assert doc["schema"] == "ray-conformance/results/v1"
+    assert doc["run_id"] == "run-1"
+    assert doc["exit_status"] == 1
+    assert doc["started"] <= doc["finished"]
+    assert doc["environment"]["ray"] == "2.60.0"
+    assert outcomes(doc) == EXPECTED  # the harness-only test is left out
+    by_key = {(r["check"], r["mode"]): r for r in doc["results"]}
+    assert by_key["test_ok", "docker"]["message"] == (
+        "docker: no engine answers on /var/run/docker.sock"
+    )
+    assert "never ran work on local" in by_key["test_bad", "local"]["message"]
+    assert by_key["test_leaky", "local"]["message"].startswith("teardown failed: RuntimeError")
+    assert by_key["test_gap", "local"]["message"] == "known gap"
+    assert by_key["test_ok", "local"]["nodeid"] == "test_checks.py::test_ok[local]"
+    assert [m["mode"] for m in doc["modes"]] == ["local", "docker"]
+    assert doc["modes"][0]["handle"]["expected_nodes"] == 3
+    assert doc["modes"][1]["status"] == "skipped"
+    assert doc["modes"][0]["diagnostics"] == "diagnostics/local.txt"  # relative: bundles move
+    # A skipped mode's reason is said once, not once per check.
+    shown = render_text(load_results(report_dir)).splitlines()
+    assert "SKIP 4 checks [docker]: docker: no engine answers on /var/run/docker.sock" in shown
+    result.stdout.fnmatch_lines(
+        [f"ray-conformance report: {report_dir}/report.html (results: {report_dir}/results.json)"]
+    )
+
+
+def test_html_shows_the_matrix_escaped(pytester: pytest.Pytester) -> None:
+    _, report_dir = run_suite(pytester)
+    page = (report_dir / "report.html").read_text()
+    for (check, mode), outcome in EXPECTED.items():
+        assert f'data-check="{check}" data-mode="{mode}" data-outcome="{outcome}"' in page
+    assert "docker: no engine answers" in page
+    assert "<td>2.60.0</td>" in page  # mode header: ray version, provision time
+    assert "<td>1.50s</td>" in page
+    assert "1 passed, 1 failed, 1 error, 1 xfailed" in page  # local's totals
+    assert "&lt;b&gt;&amp;" in page
+    assert "<b>&" not in page
+    assert "test_harness_only" not in page
+    assert 'href="diagnostics/local.txt"' in page
+
+
+def test_writer_records_collection_errors(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_broken="import no_such_module_here")
+    _, report_dir = run_suite(pytester, "--continue-on-collection-errors")
+    doc = read(report_dir / "results.json")
+    assert [e["nodeid"] for e in doc["collection_errors"]] == ["test_broken.py"]
+    assert "no_such_module_here" in doc["collection_errors"][0]["message"]
+    assert outcomes(doc) == EXPECTED
+
+
+def test_manifest_lists_every_file_including_junit(pytester: pytest.Pytester) -> None:
+    _, report_dir = run_suite(pytester)
+    listed = [f["path"] for f in read(report_dir / "manifest.json")["files"]]
+    assert listed == [
+        "diagnostics/local.txt",
+        "junit.xml",
+        "modes/docker.json",
+        "modes/local.json",
+        "report.html",
+        "results.json",
+    ]
+    # junit.xml is complete when hashed, not an empty placeholder.
+    assert "</testsuites>" in (report_dir / "junit.xml").read_text()
+
+
+def test_verify_accepts_the_bundle_and_names_every_tampered_file(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, report_dir = run_suite(pytester)
+    capsys.readouterr()
+    assert main(["verify", str(report_dir)]) == 0
+    assert capsys.readouterr().out == f"{report_dir}: OK\n"
+
+    results = report_dir / "results.json"
+    results.write_text(results.read_text().replace('"failed"', '"passed"'))
+    (report_dir / "modes" / "docker.json").unlink()
+    (report_dir / "extra.txt").write_text("x")
+    assert main(["verify", str(report_dir)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[1:] == [
+        "  missing: modes/docker.json",
+        "  modified: results.json",
+        "  extra: extra.txt",
+    ]
+
+
+def test_writer_under_xdist_matches_a_serial_run(pytester: pytest.Pytester) -> None:
+    # One worker is enough: every report still crosses the execnet serialization.
+    result, report_dir = run_suite(pytester, "-n", "1")
+    result.assert_outcomes(passed=3, failed=1, errors=1, skipped=4, xfailed=1)
+    doc = read(report_dir / "results.json")
+    assert outcomes(doc) == EXPECTED
+    # user_properties and skip tuples arrive as lists once serialized between processes.
+    skip = next(r for r in doc["results"] if r["mode"] == "docker")
+    assert skip["message"] == "docker: no engine answers on /var/run/docker.sock"
+    assert main(["verify", str(report_dir)]) == 0
+
+
+def make_bundle(path: Path, run_id: str, results: list[Result], modes: dict[str, str]) -> Path:
+    doc = Results(
+        run_id=run_id,
+        started=f"2025-01-0{len(run_id)}T00:00:00+00:00",
+        finished=f"2025-01-0{len(run_id)}T01:00:00+00:00",
+        exit_status=0 if all(r.outcome == "passed" for r in results) else 1,
+        environment={"python": "CPython 3.11.9", "ray": "2.60.0", "platform": run_id},
+        modes=[{"mode": m, "status": s} for m, s in modes.items()],
+        results=results,
+    )
+    write_report(path, doc)
+    write_manifest(path, run_id)
+    return path
+
+
+def result(check: str, mode: str, outcome: str) -> Result:
+    return Result(check, mode, outcome, 1.0, "", f"suites/test_x.py::{check}[{mode}]")
+
+
+def shards(tmp_path: Path) -> tuple[Path, Path]:
+    a = make_bundle(
+        tmp_path / "a",
+        "a",
+        [result("test_ok", "local", "passed"), result("test_two", "local", "passed")],
+        {"local": "torn-down", "docker": "pending"},
+    )
+    b = make_bundle(
+        tmp_path / "bb",
+        "bb",
+        [result("test_ok", "docker", "passed"), result("test_ok", "local", "failed")],
+        {"local": "pending", "docker": "torn-down"},
+    )
+    return a, b
+
+
+def test_merge_combines_shards_and_last_wins_a_conflict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = shards(tmp_path)
+    out = tmp_path / "out"
+    assert main(["merge", str(out), str(a), str(b)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert "test_ok [local]" in err
+    doc = read(out / "results.json")
+    assert outcomes(doc) == {
+        ("test_ok", "local"): "failed",
+        ("test_two", "local"): "passed",
+        ("test_ok", "docker"): "passed",
+    }
+    # A shard's "pending" placeholder does not replace another shard's real record.
+    assert {m["mode"]: m["status"] for m in doc["modes"]} == {
+        "local": "torn-down",
+        "docker": "torn-down",
+    }
+    assert doc["run_id"] == "a+bb"
+    assert doc["exit_status"] == 1
+    assert (doc["started"], doc["finished"]) == (
+        "2025-01-01T00:00:00+00:00",
+        "2025-01-02T01:00:00+00:00",
+    )
+    assert doc["environment"]["ray"] == "2.60.0"
+    assert doc["environment"]["platform"] == "mixed: a | bb"
+    assert [s["run_id"] for s in doc["merged_from"]] == ["a", "bb"]
+    assert (
+        'data-check="test_ok" data-mode="docker" data-outcome="passed"'
+        in (out / "report.html").read_text()
+    )
+    assert main(["verify", str(out)]) == 0
+
+
+def test_merge_refuses_a_tampered_input_or_a_used_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = shards(tmp_path)
+    assert main(["merge", str(a), str(b)]) == 2
+    assert capsys.readouterr().err == f"error: {a}: exists and is not an empty directory\n"
+    (b / "report.html").write_text("edited")
+    assert main(["merge", str(tmp_path / "out"), str(a), str(b)]) == 2
+    assert capsys.readouterr().err == f"error: {b}: does not verify (modified: report.html)\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_show_prints_a_text_matrix(tmp_path: Path) -> None:
+    a, _ = shards(tmp_path)
+    # Through the real entry point once, to cover `python -m reports`.
+    proc = subprocess.run(
+        [sys.executable, "-m", "reports", "show", str(a)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    lines = proc.stdout.splitlines()
+    assert lines[2].split() == ["check", "local", "docker"]
+    assert lines[3].split() == ["torn-down", "pending"]
+    assert lines[4].split() == ["test_ok", "PASS", "-"]
+    assert lines[6].split() == ["totals", "2/2", "pass", "0/0", "pass"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (lambda d: None, "no such directory"),
+        (lambda d: d.mkdir(), "results.json: not found (is this a ray-conformance report dir?)"),
+        (lambda d: (d.mkdir(), (d / "results.json").write_text("{")), "not valid JSON (line 1"),
+        (
+            lambda d: (d.mkdir(), (d / "results.json").write_text('{"schema": "v0"}')),
+            "unsupported schema 'v0'",
+        ),
+    ],
+    ids=["missing-dir", "not-a-bundle", "corrupt-json", "wrong-schema"],
+)
+def test_cli_unreadable_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: Any, expected: str
+) -> None:
+    d = tmp_path / "bundle"
+    setup(d)
+    assert main(["show", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert expected in err
+    assert err.count("\n") == 1
+
+
+def test_verify_rejects_paths_outside_the_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, _ = shards(tmp_path)
+    manifest = read(a / "manifest.json")
+    manifest["files"].append({"path": "../a/results.json", "size": 1, "sha256": "0"})
+    (a / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["verify", str(a)]) == 1
+    assert "  invalid path: '../a/results.json'" in capsys.readouterr().err.splitlines()
