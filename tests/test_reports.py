@@ -14,7 +14,6 @@ from reports.bundle import main, render_text, write_report
 from reports.manifest import write_manifest
 from reports.model import Result, Results, load_results
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 # Stands in for the lead's plugin: registers the writer on the controller only, points junit.xml

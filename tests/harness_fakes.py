@@ -1,0 +1,177 @@
+"""Fake provisioners and run helpers shared by the harness tests (tests/test_harness_*.py).
+
+The fakes are written into each pytester dir as ``fakemod.py``. Every lifecycle call appends one
+JSON line to ``calls.jsonl`` next to it, so a test can count provisions and teardowns even when
+they happened in another process (``runpytest_subprocess``, xdist workers).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LEAK_SUITE = REPO / "suites" / "test_teardown_leak.py"
+CALLS_FILE = "calls.jsonl"
+
+FAKEMOD = '''
+"""Fake provisioners: no cluster, every call recorded in calls.jsonl."""
+
+import json
+import os
+from pathlib import Path
+
+from provisioners.base import ClusterHandle, InventoryItem, ProvisionError, direct_endpoint
+
+LOG = Path(__file__).with_name("calls.jsonl")
+
+
+def record(event, mode, **extra):
+    line = {
+        "event": event,
+        "mode": mode,
+        "pid": os.getpid(),
+        "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        **extra,
+    }
+    with LOG.open("a") as fh:
+        fh.write(json.dumps(line) + "\\n")
+
+
+class FakeProvisioner:
+    """Provisions instantly; its inventory is the head while up, empty after teardown."""
+
+    def __init__(self):
+        self.spec = None
+        self.up = False
+
+    def missing_prerequisites(self, spec):
+        return []
+
+    def provision(self, spec):
+        self.spec = spec
+        record("provision", spec.mode, run_id=spec.run_id)
+        self.up = True
+        return ClusterHandle(
+            mode=spec.mode,
+            expected_nodes=1,
+            ray_version="2.60.0",
+            python_version="3.11",
+            head_address="fake-head:6379",
+            access={"dashboard": f"http://{spec.mode}.invalid:8265"},
+        )
+
+    def port_forward(self, remote_port):
+        return direct_endpoint("127.0.0.1", remote_port)
+
+    def run_in_cluster(self, script, timeout):
+        return ""
+
+    def inventory(self):
+        if not self.up:
+            return []
+        return [InventoryItem("process", f"{self.spec.mode}-head", self.spec.run_id)]
+
+    def collect_diagnostics(self, dest):
+        record("diagnostics", self.spec.mode)
+
+    def teardown(self):
+        record("teardown", self.spec.mode if self.spec else "?")
+        self.up = False
+
+
+class LeakyProvisioner(FakeProvisioner):
+    """Its teardown forgets a container."""
+
+    def inventory(self):
+        return [
+            InventoryItem("container", "fake-head-1", self.spec.run_id, "still running"),
+        ]
+
+
+class FailingProvisioner(FakeProvisioner):
+    """Creates the head, then gives up with a ProvisionError."""
+
+    def provision(self, spec):
+        self.spec = spec
+        record("provision", spec.mode, run_id=spec.run_id)
+        self.up = True  # half-way: something exists that teardown must remove
+        raise ProvisionError("head started, worker fake-w1 never joined")
+
+
+class CrashingProvisioner(FakeProvisioner):
+    """Creates the head, then hits a bug (not a ProvisionError)."""
+
+    def provision(self, spec):
+        self.spec = spec
+        record("provision", spec.mode, run_id=spec.run_id)
+        self.up = True
+        raise RuntimeError("unexpected reply from the fake API")
+
+
+class UnreadyProvisioner(FakeProvisioner):
+    """This machine lacks what the mode needs."""
+
+    def missing_prerequisites(self, spec):
+        return ["fake: the `frob` binary is not on PATH"]
+'''
+
+# Inner suite tests: mode-agnostic, like suites/.
+CHECKS = """
+def test_one(ray_cluster):
+    assert ray_cluster.expected_nodes == 1
+
+
+def test_two(ray_cluster, ray_spec, ray_provisioner):
+    assert ray_spec.mode == ray_cluster.mode
+"""
+
+
+def write_fakes(pytester: pytest.Pytester) -> None:
+    """Put ``fakemod.py`` into the pytester dir, importable by in-process runs too."""
+    pytester.makepyfile(fakemod=FAKEMOD)
+    # As in pyproject.toml: without it pytest-asyncio warns in every inner run.
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    # The plugin imports fakemod in pytest_configure, before collection puts the dir on sys.path.
+    pytester.syspathinsert()
+
+
+def modes(*specs: str) -> list[str]:
+    """``"alpha=FakeProvisioner"`` -> ``["--ray-provisioner", "alpha=fakemod:FakeProvisioner"]``."""
+    out: list[str] = []
+    for spec in specs:
+        name, _, cls = spec.partition("=")
+        out += ["--ray-provisioner", f"{name}=fakemod:{cls}"]
+    return out
+
+
+def run(pytester: pytest.Pytester, *args: str, **kwargs: Any) -> pytest.RunResult:
+    """An in-process inner run with the ray-conformance plugin loaded."""
+    return pytester.runpytest("-p", "fixtures.plugin", *args, **kwargs)
+
+
+def run_subprocess(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """The same in a fresh interpreter (entry points, xdist, process state)."""
+    return pytester.runpytest_subprocess("-p", "fixtures.plugin", *args, timeout=120)
+
+
+def calls(pytester: pytest.Pytester) -> list[dict[str, Any]]:
+    """Every recorded lifecycle call, in the order made."""
+    path = pytester.path / CALLS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def events(pytester: pytest.Pytester, *kinds: str) -> list[tuple[str, str]]:
+    """(event, mode) pairs, keeping only ``kinds`` when given."""
+    return [(c["event"], c["mode"]) for c in calls(pytester) if not kinds or c["event"] in kinds]
+
+
+def literal(text: str) -> str:
+    """An fnmatch pattern matching ``text`` exactly (``[``, ``*`` and ``?`` escaped)."""
+    return glob.escape(text)

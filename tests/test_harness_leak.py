@@ -1,0 +1,51 @@
+"""The teardown-leak suite (suites/test_teardown_leak.py) against clean and leaky fakes."""
+
+from __future__ import annotations
+
+import pytest
+from harness_fakes import CHECKS, LEAK_SUITE, events, modes, run, write_fakes
+
+
+@pytest.fixture(autouse=True)
+def _fakes(pytester: pytest.Pytester) -> None:
+    write_fakes(pytester)
+
+
+def test_leak_suite_fails_listing_what_teardown_left(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_leak=LEAK_SUITE.read_text())
+    result = run(pytester, *modes("fake=LeakyProvisioner"))
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_teardown_leaves_nothing_behind?fake?*",
+            "E * AssertionError: fake: teardown left 1 thing(s) behind:",
+            "E *   container fake-head-1 (still running)",
+        ]
+    )
+
+
+def test_leak_suite_passes_for_a_clean_teardown(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_leak=LEAK_SUITE.read_text())
+    result = run(pytester, *modes("fake=FakeProvisioner"))
+    result.assert_outcomes(passed=2)
+    assert events(pytester, "teardown") == [("teardown", "fake")]  # not again at session end
+
+
+def test_teardown_check_runs_last_in_its_mode_though_its_file_sorts_first(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_a_leak=LEAK_SUITE.read_text(), test_b_checks=CHECKS)
+    result = run(pytester, "-v", *modes("alpha=FakeProvisioner", "beta=FakeProvisioner"))
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(
+        [
+            f"{nodeid}?{mode}? PASSED*"
+            for mode in ("alpha", "beta")
+            for nodeid in (
+                "test_a_leak.py::test_inventory_sees_the_running_cluster",
+                "test_b_checks.py::test_one",
+                "test_b_checks.py::test_two",
+                "test_a_leak.py::test_teardown_leaves_nothing_behind",
+            )
+        ]
+    )
