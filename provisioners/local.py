@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -160,7 +161,10 @@ class LocalProvisioner:
                 if conn.status == psutil.CONN_LISTEN and conn.pid in ours:
                     items.append(
                         InventoryItem(
-                            "port", str(conn.laddr.port), run_id, f"listening, pid {conn.pid}"
+                            "port",
+                            str(getattr(conn.laddr, "port", "")),
+                            run_id,
+                            f"listening, pid {conn.pid}",
                         )
                     )
         if self._temp_dir and self._temp_dir.exists():
@@ -248,19 +252,19 @@ class LocalProvisioner:
         finally:
             log.close()
 
-    def _wait(self, probe: object, what: str) -> None:
+    def _wait(self, probe: Callable[[], bool], what: str) -> None:
         assert self._spec is not None
         try:
-            wait_for(probe, timeout=self._spec.timeouts.node_join, what=what)  # type: ignore[arg-type]
+            wait_for(probe, timeout=self._spec.timeouts.node_join, what=what)
         except WaitTimeout as exc:
             raise ProvisionError(f"local: {exc}{self._exited_nodes()}") from None
 
-    def _wait_nodes(self, n: int, on_change: object = None) -> None:
+    def _wait_nodes(self, n: int, on_change: Callable[[int], None] | None = None) -> None:
         assert self._spec is not None
         try:
             wait_for_nodes(
                 self._dashboard_url, n, timeout=self._spec.timeouts.node_join, on_change=on_change
-            )  # type: ignore[arg-type]
+            )
         except WaitTimeout as exc:
             raise ProvisionError(f"local: {exc}{self._exited_nodes()}") from None
 

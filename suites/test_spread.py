@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ def check_spread(
     result: dict[str, Any],
     cluster: ClusterHandle,
     where: str,
-    record: Callable[[str, object], None],
+    record: list[tuple[str, object]],
 ) -> None:
     # Kept in the results: the pinned tally is the proof, the SPREAD tally shows the default.
     record.append((f"spread_{where}_pinned", result["pinned"]))

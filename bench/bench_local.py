@@ -1,0 +1,91 @@
+"""Harness overhead on local mode: plain commands vs `pytest -k spread --ray-modes local`.
+
+Both sides do the same work in one run: start a one-node Ray head, run the spread counter from
+outside (Ray Client) and inside (RAY_ADDRESS), stop the head. The baseline stops its head the
+way the harness does (SIGTERM to its process group, SIGKILL after the same grace), never with
+`ray stop`, which would kill every Ray on the machine. Prints the ratio; target <= 1.15.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from provisioners.local import _STOP_GRACE_S, ray_executable
+from provisioners.relay import free_port
+from provisioners.waits import urlopen_ok, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TARGET = 1.15
+
+
+def baseline(workdir: Path) -> float:
+    spread = (ROOT / "suites" / "scripts" / "spread.py").read_text()
+    script = workdir / "spread.py"
+    script.write_text(spread)
+    gcs, dash, client = free_port(), free_port(), free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    t0 = time.monotonic()
+    head = subprocess.Popen(
+        [str(ray_executable()), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--ray-client-server-port={client}",
+         f"--temp-dir=/tmp/rc-bench-{os.getpid()}", "--num-cpus=1", "--disable-usage-stats",
+         f"--dashboard-agent-listen-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+         f"--metrics-export-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: urlopen_ok(f"http://127.0.0.1:{dash}/api/version"),
+            timeout=180,
+            what="baseline head",
+        )
+        subprocess.run(
+            [sys.executable, str(script), f"ray://127.0.0.1:{client}"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run([sys.executable, str(script)], check=True, capture_output=True,
+                       env={**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"})  # fmt: skip
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=_STOP_GRACE_S)
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        subprocess.run(["rm", "-rf", f"/tmp/rc-bench-{os.getpid()}"], check=False)
+    return time.monotonic() - t0
+
+
+def harness(workdir: Path) -> float:
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites", "--ray-modes=local", "--ray-workers=0", "-k", "spread",
+         "-p", "no:cacheprovider", "-q", f"--ray-report-dir={workdir / 'report'}"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    elapsed = time.monotonic() - t0
+    if proc.returncode != 0:
+        sys.exit(f"pytest failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+    return elapsed
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = baseline(Path(tmp))
+        ours = harness(Path(tmp))
+    ratio = ours / base
+    print(f"baseline (ray start, spread outside+inside, stop): {base:.1f} s")
+    print(f"pytest --ray-modes local -k spread:               {ours:.1f} s")
+    print(f"ratio: {ratio:.2f} (target <= {TARGET}) {'OK' if ratio <= TARGET else 'OVER TARGET'}")
+
+
+if __name__ == "__main__":
+    main()
