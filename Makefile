@@ -8,7 +8,7 @@ export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: venv conformance test lint lock bench clean
+.PHONY: venv conformance test test-run lint lock bench clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ conformance: venv
 
 # The project's own tests: harness tests, then every mode this machine can run for real.
 test: venv
+	bash .ci/system-deps.sh
+	bash .ci/with-docker-engine.sh $(MAKE) --no-print-directory test-run
+
+test-run:
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests $(ARGS)
 	$(PY) -m pytest suites $(ARGS)

@@ -10,6 +10,8 @@ set -euo pipefail
 PIDFILE="${RC_DOCKERD_PIDFILE:-/run/ray-conformance-dockerd.pid}"
 LOGFILE="${RC_DOCKERD_LOG:-/var/log/ray-conformance-dockerd.log}"
 WAIT_S="${RC_DOCKERD_WAIT_S:-60}"
+# Extra dockerd flags, word-split (used to test this script beside a running engine).
+DOCKERD_ARGS="${RC_DOCKERD_ARGS:-}"
 
 say() { echo "docker-engine: $*"; }
 
@@ -52,7 +54,8 @@ start() {
   else
     say "starting dockerd (log: $LOGFILE)"
     mkdir -p "$(dirname "$PIDFILE")" "$(dirname "$LOGFILE")"
-    nohup dockerd >>"$LOGFILE" 2>&1 </dev/null &
+    # shellcheck disable=SC2086
+    nohup dockerd $DOCKERD_ARGS >>"$LOGFILE" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
   fi
   local waited=0
