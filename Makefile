@@ -45,6 +45,7 @@ lint: venv
 
 bench: venv
 	$(PY) bench/bench_local.py
+	bash .ci/with-docker-engine.sh $(PY) bench/bench_docker.py
 
 clean:
 	rm -rf $(VENV) reports/out

@@ -1,0 +1,171 @@
+"""Docker mode overhead: DockerProvisioner.provision against a plain docker-CLI script.
+
+Both start the same three containers (head + 2 workers, same image, shm, object store and
+published ports) and stop the clock when the dashboard lists three alive nodes. Prints both
+times, their ratio (target <= 1.15) and the peak memory of each node (cgroup's max usage, as
+``docker stats`` reads it). Removes exactly the containers and networks it created, by id.
+
+Usage: .venv/bin/python bench/bench_docker.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from provisioners.base import RUN_ID_LABEL, ClusterSpec, Timeouts
+from provisioners.docker import DockerProvisioner
+from provisioners.docker.image import docker_client, ensure_node_image
+from provisioners.docker.provisioner import (
+    DEFAULT_WORKERS,
+    OBJECT_STORE_SHARE_OF_SHM,
+    SHM_SHARE,
+)
+from provisioners.relay import free_port
+from provisioners.waits import alive_nodes
+
+TARGET_RATIO = 1.15
+NODE_TIMEOUT_S = 180.0
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(
+        ["docker", *args], check=True, capture_output=True, text=True, timeout=120
+    ).stdout.strip()
+
+
+def wait_nodes(dashboard: str, expected: int) -> None:
+    deadline = time.monotonic() + NODE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if len(alive_nodes(dashboard, timeout=5)) == expected:
+                return
+        except Exception:  # dashboard not up yet
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{expected} alive nodes at {dashboard} within {NODE_TIMEOUT_S:.0f} s")
+
+
+def plain_cli(image: str, run_id: str, shm: int) -> tuple[float, list[str], str]:
+    """The baseline: what a person would type. Returns (seconds, container ids, network id)."""
+    label = f"{RUN_ID_LABEL}={run_id}"
+    store = f"--object-store-memory={int(shm * OBJECT_STORE_SHARE_OF_SHM)}"
+    common = ["--label", label, "--shm-size", str(shm), "-e", "RAY_USAGE_STATS_ENABLED=0"]
+    ids: list[str] = []
+    t0 = time.monotonic()
+    net = docker("network", "create", "--label", label, f"rc-{run_id}-net")
+    try:
+        dash = free_port()
+        head = f"rc-{run_id}-head"
+        ids.append(
+            docker(
+                "run", "-d", *common, "--name", head, "--hostname", head, "--network", net,
+                "-p", f"127.0.0.1:{free_port()}:10001", "-p", f"127.0.0.1:{dash}:8265",
+                image, "ray", "start", "--head", "--block", "--port=6379",
+                "--dashboard-host=0.0.0.0", "--ray-client-server-port=10001", "--num-cpus=1", store,
+            )
+        )  # fmt: skip
+        for i in range(1, DEFAULT_WORKERS + 1):
+            name = f"rc-{run_id}-worker-{i}"
+            ids.append(
+                docker(
+                    "run", "-d", *common, "--name", name, "--hostname", name, "--network", net,
+                    image, "ray", "start", "--block", f"--address={head}:6379", "--num-cpus=1",
+                    store,
+                )
+            )  # fmt: skip
+        wait_nodes(f"http://127.0.0.1:{dash}", 1 + DEFAULT_WORKERS)
+    except BaseException:
+        remove(ids, net)
+        raise
+    return time.monotonic() - t0, ids, net
+
+
+def remove(ids: list[str], net: str) -> None:
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=120, check=False)
+    if net:
+        subprocess.run(
+            ["docker", "network", "rm", net], capture_output=True, timeout=60, check=False
+        )
+
+
+def peak_memory(names: list[str]) -> dict[str, int]:
+    """Peak memory per container: cgroup v1's max_usage, else the current usage."""
+    client = docker_client(timeout=60)
+    out = {}
+    try:
+        for name in names:
+            stats: dict[str, Any] = client.api.stats(name, stream=False)
+            mem = stats.get("memory_stats") or {}
+            out[name] = int(mem.get("max_usage") or mem.get("usage") or 0)
+    finally:
+        client.close()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1, help="Alternating rounds of each")
+    args = parser.parse_args()
+
+    t0 = time.monotonic()
+    image = ensure_node_image(lambda m: print(f"  image: {m}"), 900, need_ssh=False)
+    print(f"image {image} ready in {time.monotonic() - t0:.1f} s (not timed)")
+    client = docker_client()
+    shm = int(int(client.info()["MemTotal"]) * SHM_SHARE / (1 + DEFAULT_WORKERS))
+    client.close()
+
+    plain_times: list[float] = []
+    prov_times: list[float] = []
+    peaks: dict[str, int] = {}
+    for _ in range(args.rounds):
+        run_id = f"bench-{uuid.uuid4().hex[:6]}"
+        seconds, ids, net = plain_cli(image, run_id, shm)
+        remove(ids, net)
+        plain_times.append(seconds)
+        print(f"plain docker CLI: 3 alive nodes in {seconds:.1f} s")
+
+        run_id = f"bench-{uuid.uuid4().hex[:6]}"
+        spec = ClusterSpec(
+            mode="docker",
+            run_id=run_id,
+            workdir=Path("/tmp") / run_id,
+            workers=DEFAULT_WORKERS,
+            timeouts=Timeouts(node_join=NODE_TIMEOUT_S),
+            options={"ray_image": image, "ray_shm_size": str(shm)},
+        )
+        provisioner = DockerProvisioner()
+        try:
+            start = time.monotonic()
+            provisioner.provision(spec)
+            seconds = time.monotonic() - start
+            prov_times.append(seconds)
+            print(f"DockerProvisioner.provision: 3 alive nodes in {seconds:.1f} s")
+            peaks = peak_memory(provisioner.node_names())
+        finally:
+            provisioner.teardown()
+        leftovers = provisioner.inventory()
+        if leftovers:
+            print(f"LEFT BEHIND: {[str(i) for i in leftovers]}")
+            return 1
+
+    plain, prov = min(plain_times), min(prov_times)
+    ratio = prov / plain
+    verdict = "ok" if ratio <= TARGET_RATIO else f"over the {TARGET_RATIO} target"
+    print(f"ratio provisioner/plain = {prov:.1f} / {plain:.1f} = {ratio:.2f} ({verdict})")
+    for name, peak in peaks.items():
+        print(f"peak memory {name}: {peak / 1024**2:.0f} MiB")
+    print(f"peak memory, three nodes together: {sum(peaks.values()) / 1024**2:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

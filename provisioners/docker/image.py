@@ -1,0 +1,410 @@
+"""The node image: Ray's official image when the engine has or can pull it, else a local build.
+
+The build needs no container registry: ``debootstrap`` makes a Debian base from Debian's own
+packages, ``docker import`` turns it into an image, and Ray is installed from wheels downloaded
+on the host (pip inside a container fails TLS verification on our machines). Every input is
+cached under ``~/.cache/ray-conformance/`` and images are tagged by a hash of their inputs, so a
+second run finds them in seconds. Concurrent runs (xdist workers building for two modes) share
+one build through a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from provisioners.base import ProvisionError
+
+#: Label stamped on images this module builds: the hash of their inputs.
+IMAGE_HASH_LABEL = "ray-conformance.image-hash"
+
+#: Debian release and packages of the base. openssh-server and rsync stay: Ray's cluster
+#: launcher (the ``vm`` mode) drives containers of this image over SSH.
+DEBIAN_SUITE = "bookworm"
+BASE_PACKAGES = (
+    "python3",
+    "python3-venv",
+    "python3-pip",
+    "procps",
+    "iproute2",
+    "openssh-server",
+    "rsync",
+    "ca-certificates",
+)
+#: The Python the base gets from Debian; the wheels must match it.
+NODE_PYTHON = "3.11"
+
+BASE_REPO = "ray-conformance-base"
+NODE_REPO = "ray-conformance-node"
+_DOCKERFILE = Path(__file__).with_name("Dockerfile.node")
+_PULL_TIMEOUT_S = 20.0
+
+
+def cache_dir() -> Path:
+    """Where bases, wheels and build contexts are kept between runs."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "ray-conformance"
+
+
+def client_ray_version() -> str:
+    """The Ray version installed next to this harness (read without importing Ray: ~1 s)."""
+    return importlib.metadata.version("ray")
+
+
+def official_image(ray_version: str) -> str:
+    """Ray's published image for this Ray version and the node Python."""
+    return f"rayproject/ray:{ray_version}-py{NODE_PYTHON.replace('.', '')}"
+
+
+def docker_client(docker_host: str | None = None, timeout: float = 60.0) -> docker.DockerClient:
+    """A client for ``docker_host`` (or the environment's engine) without touching os.environ."""
+    env = dict(os.environ)
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    return docker.from_env(environment=env, timeout=max(1, round(timeout)))
+
+
+def ensure_node_image(
+    progress: Callable[[str], None],
+    timeout: float,
+    ray_version: str | None = None,
+    *,
+    image: str | None = None,
+    force_build: bool = False,
+    need_ssh: bool = False,
+    docker_host: str | None = None,
+    run_id: str | None = None,
+) -> str:
+    """Return the tag of an image whose nodes run Ray ``ray_version`` on Python 3.11.
+
+    Order: ``image`` when given (must exist locally or be pullable); else Ray's official image
+    when present or pullable within a short bound; else a registry-free local build (cached).
+
+    Args:
+        progress: Receives one line per step, with elapsed seconds.
+        timeout: Upper bound for the whole call, in seconds.
+        ray_version: Ray version to install; defaults to the version next to this harness.
+        image: An image the user named (``--ray-image``); never built, only found or pulled.
+        force_build: Skip the official image and build (``ray_image_build``).
+        need_ssh: The caller needs sshd and rsync in the image; the official image has no
+            sshd, so this implies a local build unless ``image`` is given.
+        docker_host: Engine address; defaults to the environment's.
+        run_id: Stamped on the build's intermediate containers so a leak check finds them.
+
+    Raises:
+        ProvisionError: The image cannot be found, pulled or built within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    version = ray_version or client_ray_version()
+    client = docker_client(docker_host)
+    try:
+        if image:
+            if _present_or_pulled(client, image, progress, deadline):
+                return image
+            raise ProvisionError(
+                f"docker: image {image!r} is not present on the engine and could not be pulled "
+                "(build one with --ray-opt ray_image_build=true, or `docker load` it)"
+            )
+        if not (force_build or need_ssh):
+            official = official_image(version)
+            if _present_or_pulled(client, official, progress, deadline):
+                return official
+        return build_node_image(client, progress, deadline, version, run_id=run_id)
+    except docker.errors.DockerException as exc:
+        raise ProvisionError(f"docker: preparing the node image failed: {_one_line(exc)}") from exc
+    finally:
+        client.close()
+
+
+def build_node_image(
+    client: docker.DockerClient,
+    progress: Callable[[str], None],
+    deadline: float,
+    ray_version: str,
+    *,
+    run_id: str | None = None,
+) -> str:
+    """Build (or find cached) the node image; return its tag. ``deadline`` is monotonic."""
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with _file_lock(cache / "build.lock", deadline, progress):
+        base = _ensure_base(client, progress, deadline, cache)
+        wheels = _ensure_wheels(progress, deadline, cache, ray_version)
+        template = _DOCKERFILE.read_text()
+        image_hash = _digest(
+            {
+                "dockerfile": template,
+                "base": base,
+                "ray": ray_version,
+                "wheels": sorted(p.name for p in wheels.glob("*.whl")),
+            }
+        )
+        tag = f"{NODE_REPO}:{ray_version}-py{NODE_PYTHON.replace('.', '')}-{image_hash}"
+        if _image_exists(client, tag):
+            progress(f"node image {tag} cached")
+            return tag
+        _build(client, progress, deadline, cache, tag, template, base, wheels, image_hash, run_id)
+        return tag
+
+
+def _present_or_pulled(
+    client: docker.DockerClient, image: str, progress: Callable[[str], None], deadline: float
+) -> bool:
+    if _image_exists(client, image):
+        return True
+    bound = min(_PULL_TIMEOUT_S, max(1.0, deadline - time.monotonic()))
+    started = time.monotonic()
+    repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+    try:
+        with http_timeout(client, bound):
+            client.api.pull(repo, tag=tag)
+    except Exception as exc:  # any failure (no route, auth, timeout) means "not pullable"
+        progress(f"pull {image} failed in {time.monotonic() - started:.1f} s: {_one_line(exc)}")
+        return False
+    progress(f"pulled {image} in {time.monotonic() - started:.1f} s")
+    return _image_exists(client, image)
+
+
+def _image_exists(client: docker.DockerClient, ref: str) -> bool:
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def _ensure_base(
+    client: docker.DockerClient, progress: Callable[[str], None], deadline: float, cache: Path
+) -> str:
+    key = _digest({"suite": DEBIAN_SUITE, "variant": "minbase", "packages": sorted(BASE_PACKAGES)})
+    tag = f"{BASE_REPO}:{DEBIAN_SUITE}-{key}"
+    if _image_exists(client, tag):
+        progress(f"base image {tag} cached")
+        return tag
+    if shutil.which("debootstrap") is None:
+        raise ProvisionError(
+            "docker: cannot build the node image: debootstrap is not installed "
+            "(apt-get install -y debootstrap, or pass --ray-image)"
+        )
+    started = time.monotonic()
+    progress(f"debootstrap {DEBIAN_SUITE} (about 75 s) ...")
+    root = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache))
+    try:
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                DEBIAN_SUITE,
+                str(root),
+            ],
+            deadline,
+            "debootstrap",
+        )
+        progress(f"debootstrap done in {time.monotonic() - started:.1f} s")
+        started = time.monotonic()
+        # Remove what a base image should not carry: apt's downloaded .debs and lists.
+        for sub in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for entry in (root / sub).glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+        tar = subprocess.Popen(
+            ["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE
+        )
+        try:
+            assert tar.stdout is not None
+            with http_timeout(client, deadline - time.monotonic()):
+                client.api.import_image(
+                    src=tar.stdout,
+                    stream_src=True,
+                    repository=BASE_REPO,
+                    tag=tag.split(":", 1)[1],
+                    changes=[f"LABEL {IMAGE_HASH_LABEL}={key}", 'CMD ["/bin/bash"]'],
+                )
+        finally:
+            tar.kill()
+            tar.wait()
+        if not _image_exists(client, tag):
+            raise ProvisionError(f"docker: import of the debootstrap tree did not create {tag}")
+        progress(f"base image {tag} imported in {time.monotonic() - started:.1f} s")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return tag
+
+
+def _ensure_wheels(
+    progress: Callable[[str], None], deadline: float, cache: Path, ray_version: str
+) -> Path:
+    """Download ``ray[default]`` and its dependencies as wheels for the node's Python."""
+    dest = cache / "wheels" / f"ray-{ray_version}-cp{NODE_PYTHON.replace('.', '')}-x86_64"
+    manifest = dest / "manifest.json"
+    if manifest.exists():
+        names = json.loads(manifest.read_text())
+        if all((dest / name).exists() for name in names):
+            progress(f"wheels cached ({len(names)} in {dest})")
+            return dest
+    started = time.monotonic()
+    progress(f"downloading ray[default]=={ray_version} wheels ...")
+    dest.mkdir(parents=True, exist_ok=True)
+    # Target the container's interpreter, not the host's: cp311, glibc 2.36 (bookworm), x86_64.
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(17, 37)]
+    argv = [sys.executable, "-m", "pip", "download", "-q", f"ray[default]=={ray_version}"]
+    argv += ["-d", str(dest), "--only-binary=:all:", "--implementation", "cp"]
+    argv += ["--python-version", NODE_PYTHON, "--abi", f"cp{NODE_PYTHON.replace('.', '')}"]
+    argv += ["--abi", "abi3", "--abi", "none"]
+    for plat in [*platforms, "manylinux2014_x86_64", "linux_x86_64", "any"]:
+        argv += ["--platform", plat]
+    _run(argv, deadline, "pip download of the Ray wheels")
+    names = sorted(p.name for p in dest.glob("*.whl"))
+    manifest.write_text(json.dumps(names))
+    progress(f"downloaded {len(names)} wheels in {time.monotonic() - started:.1f} s")
+    return dest
+
+
+def _build(
+    client: docker.DockerClient,
+    progress: Callable[[str], None],
+    deadline: float,
+    cache: Path,
+    tag: str,
+    template: str,
+    base: str,
+    wheels: Path,
+    image_hash: str,
+    run_id: str | None,
+) -> None:
+    started = time.monotonic()
+    progress(f"building {tag} (about 35 s) ...")
+    context = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
+    try:
+        (context / "Dockerfile").write_text(
+            template.format(base=base, ray_version=_ray_version_of(tag), image_hash=image_hash)
+        )
+        (context / "wheels").mkdir()
+        for wheel in wheels.glob("*.whl"):
+            # Same filesystem as the cache: hard links make the context free to assemble.
+            try:
+                os.link(wheel, context / "wheels" / wheel.name)
+            except OSError:
+                shutil.copy2(wheel, context / "wheels" / wheel.name)
+        tail: list[str] = []
+        try:
+            for chunk in client.api.build(
+                path=str(context),
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                buildargs={"RUN_ID": run_id or "none"},
+                timeout=max(1, round(deadline - time.monotonic())),
+            ):
+                line = str(chunk.get("stream") or chunk.get("status") or "").strip()
+                if line:
+                    tail = [*tail[-19:], line]
+                if "error" in chunk:
+                    raise ProvisionError(
+                        f"docker: building {tag} failed: {chunk['error'].strip()}; last output: "
+                        + " | ".join(tail[-5:])
+                    )
+        except docker.errors.DockerException as exc:
+            raise ProvisionError(f"docker: building {tag} failed: {_one_line(exc)}") from exc
+        except OSError as exc:  # requests' read timeout when the deadline passes mid-build
+            raise ProvisionError(
+                f"docker: building {tag} did not finish within the provision timeout "
+                f"({_one_line(exc)})"
+            ) from exc
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    if not _image_exists(client, tag):
+        raise ProvisionError(f"docker: build finished but {tag} is missing")
+    progress(f"built {tag} in {time.monotonic() - started:.1f} s")
+
+
+def _ray_version_of(tag: str) -> str:
+    return tag.split(":", 1)[1].split("-py", 1)[0]
+
+
+def _run(argv: list[str], deadline: float, what: str) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ProvisionError(f"docker: no time left for {what} (provision timeout reached)")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=remaining, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ProvisionError(f"docker: {what} did not finish within {remaining:.0f} s") from exc
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise ProvisionError(f"docker: {what} failed (exit {proc.returncode}): {tail}")
+
+
+@contextlib.contextmanager
+def http_timeout(client: docker.DockerClient, seconds: float) -> Iterator[None]:
+    """Bound each HTTP request ``client`` makes inside the block (pulls, imports, exec)."""
+    saved = client.api.timeout
+    client.api.timeout = max(1, round(seconds))
+    try:
+        yield
+    finally:
+        client.api.timeout = saved
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, deadline: float, progress: Callable[[str], None]) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``; wait for another builder at most until ``deadline``."""
+    with path.open("a") as handle:
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ProvisionError(
+                        f"docker: another run held the image build lock {path} until the "
+                        "provision timeout"
+                    ) from None
+                if not told:
+                    progress("waiting for another run's image build ...")
+                    told = True
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _digest(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _one_line(exc: BaseException) -> str:
+    # The engine's own explanation, without the SDK's "500 Server Error for http+docker://..."
+    text = " ".join(str(getattr(exc, "explanation", None) or exc).split())
+    return text[:300]
+
+
+__all__ = [
+    "IMAGE_HASH_LABEL",
+    "build_node_image",
+    "cache_dir",
+    "client_ray_version",
+    "docker_client",
+    "ensure_node_image",
+    "http_timeout",
+    "official_image",
+]
