@@ -135,6 +135,9 @@ def _cell(check: str, mode: str, cases: list[Result]) -> str:
     shown = next((c.message for c in cases if c.outcome == outcome and c.message), "")
     if len(cases) > 1:
         shown = f"{len(cases)} cases. {shown}"
+    recorded = "; ".join(f"{k}: {v}" for c in cases for k, v in c.properties.items())
+    if recorded:  # e.g. the spread counter's per-node tallies
+        tip = f"{tip}\n{recorded}".strip()
     duration = sum(c.duration_s for c in cases)
     return (
         f'<td class="o-{_e(outcome)}" {attrs} data-outcome="{_e(outcome)}" title="{_e(tip)}">'

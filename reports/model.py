@@ -32,6 +32,9 @@ class Result:
     duration_s: float
     message: str
     nodeid: str
+    #: What a check recorded besides its verdict (``request.node.user_properties``), e.g. the
+    #: spread counter's tallies.
+    properties: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -78,6 +81,7 @@ class Results:
                     duration_s=float(r["duration_s"]),
                     message=str(r.get("message", "")),
                     nodeid=str(r["nodeid"]),
+                    properties=dict(r.get("properties") or {}),
                 )
                 for r in data["results"]
             ]

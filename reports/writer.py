@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -68,9 +68,13 @@ class _Fold:
     outcome: str = "passed"
     duration_s: float = 0.0
     message: str = ""
+    properties: dict[str, Any] = field(default_factory=dict)
 
     def add(self, report: pytest.TestReport) -> None:
         self.duration_s += report.duration
+        for key, value in report.user_properties:
+            if key not in ("ray_mode", "ray_check"):
+                self.properties[str(key)] = value
         wasxfail = getattr(report, "wasxfail", None)
         if report.when == "teardown":
             if report.failed:
@@ -106,6 +110,7 @@ class _Fold:
             round(self.duration_s, 3),
             self.message,
             self.nodeid,
+            dict(self.properties),
         )
 
 

@@ -71,8 +71,8 @@ def pytest_collection_modifyitems(items):
 CHECKS = """
 import pytest
 
-def test_ok(mode):
-    pass
+def test_ok(mode, request):
+    request.node.user_properties.append(("spread_tally", {"n1": 3, "n2": 0}))
 
 def test_bad(mode):
     assert mode == "nope", f"node n1 never ran work on {mode} <b>&"
@@ -138,6 +138,9 @@ def test_writer_records_one_outcome_per_check_and_mode(pytester: pytest.Pytester
     assert "never ran work on local" in by_key["test_bad", "local"]["message"]
     assert by_key["test_leaky", "local"]["message"].startswith("teardown failed: RuntimeError")
     assert by_key["test_gap", "local"]["message"] == "known gap"
+    # What a check records (the spread counter's tallies) travels with its result.
+    assert by_key["test_ok", "local"]["properties"] == {"spread_tally": {"n1": 3, "n2": 0}}
+    assert by_key["test_ok", "docker"]["properties"] == {}
     assert by_key["test_ok", "local"]["nodeid"] == "test_checks.py::test_ok[local]"
     assert [m["mode"] for m in doc["modes"]] == ["local", "docker"]
     assert doc["modes"][0]["handle"]["expected_nodes"] == 3
