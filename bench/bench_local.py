@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 from provisioners.local import _STOP_GRACE_S, ray_executable
 from provisioners.relay import free_port
@@ -60,7 +63,18 @@ def baseline(workdir: Path) -> float:
             head.wait(timeout=_STOP_GRACE_S)
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
-        subprocess.run(["rm", "-rf", f"/tmp/rc-bench-{os.getpid()}"], check=False)
+        # Some Ray processes leave the group; they are ours by the temp dir in their args.
+        marker = f"/tmp/rc-bench-{os.getpid()}"
+        strays = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if marker in " ".join(p.info["cmdline"] or [])
+        ]
+        for p in strays:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(strays, timeout=10)
+        shutil.rmtree(marker, ignore_errors=True)
     return time.monotonic() - t0
 
 
