@@ -1,0 +1,114 @@
+"""Mode ``vm`` on bad input: a clear one-line error, and nothing left behind."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provisioners import launcher
+from provisioners.base import ClusterSpec, ProvisionError, Timeouts
+from provisioners.vm import VmProvisioner
+
+
+def _spec(tmp_path: Path, **options: object) -> ClusterSpec:
+    return ClusterSpec(
+        mode="vm",
+        run_id=f"t{int(time.time() * 1000) % 10**8}",
+        workdir=tmp_path / "work",
+        workers=0,
+        timeouts=Timeouts(provision=120, node_join=60, preflight=3, job=60),
+        options=options,
+    )
+
+
+@pytest.fixture
+def silent_host() -> Iterator[str]:
+    """A loopback address whose port 22 accepts and then never speaks (a hung sshd)."""
+    host = "127.0.0.77"
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # earlier probes' TIME_WAIT
+        try:
+            s.bind((host, 22))
+        except OSError as e:
+            pytest.skip(f"cannot listen on {host}:22 here ({e})")
+        s.listen(4)
+        yield host
+
+
+def test_schema_error_fails_before_any_node_exists(tmp_path: Path) -> None:
+    overrides = tmp_path / "bad.yaml"
+    overrides.write_text(yaml.safe_dump({"idle_timeout_minutes": "soon"}))
+    spec = _spec(tmp_path, ray_launcher_config=str(overrides))
+    p = VmProvisioner()
+    with pytest.raises(ProvisionError, match=r"field 'idle_timeout_minutes'") as info:
+        p.provision(spec)
+    assert "\n" not in str(info.value)
+    p.teardown()
+    assert p.inventory() == []
+    assert not (spec.workdir / "cluster.yaml").exists()  # `ray up` never got a config
+
+
+def test_missing_key_for_real_hosts_is_a_clear_error(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, ray_vm_hosts="10.0.0.5", ray_ssh_key=str(tmp_path / "nope"))
+    p = VmProvisioner()
+    with pytest.raises(ProvisionError, match="--ray-ssh-key must name a private key file"):
+        p.provision(spec)
+    p.teardown()
+    assert p.inventory() == []
+
+
+def test_host_that_does_not_answer_fails_within_timeout_naming_it(
+    tmp_path: Path, silent_host: str
+) -> None:
+    key = launcher.generate_key(tmp_path / "keys")
+    spec = _spec(tmp_path, ray_vm_hosts=silent_host, ray_ssh_user="root", ray_ssh_key=str(key))
+    p = VmProvisioner()
+    started = time.monotonic()
+    with pytest.raises(ProvisionError, match=rf"ssh did not answer within 3s on {silent_host}"):
+        p.provision(spec)
+    assert time.monotonic() - started < spec.timeouts.preflight + 12
+    p.teardown()
+    assert p.inventory() == []
+
+
+def _engine_and_image() -> str | None:
+    """Why the container-backed test cannot run here, or None when it can."""
+    try:
+        from provisioners.docker.image import docker_client
+
+        client = docker_client(timeout=5)
+        client.ping()
+    except Exception as e:
+        return f"no Docker engine ({type(e).__name__})"
+    if not any(t.startswith("ray-conformance-node:") for i in client.images.list() for t in i.tags):
+        return "the node image is not built yet (run the docker mode once)"
+    return None
+
+
+def test_ray_up_failing_half_way_is_torn_down_completely(tmp_path: Path) -> None:
+    """Containers exist and `ray up` has started when it fails: teardown must still clean up."""
+    reason = _engine_and_image()
+    if reason:
+        pytest.skip(reason)
+    overrides = tmp_path / "fail.yaml"
+    overrides.write_text(yaml.safe_dump({"setup_commands": ["echo rc-half-way; false"]}))
+    spec = _spec(tmp_path, ray_launcher_config=str(overrides))
+    p = VmProvisioner()
+    try:
+        with pytest.raises(ProvisionError, match=r"ray up exited 1: .*full log") as info:
+            p.provision(spec)
+        assert "\n" not in str(info.value)
+        kinds = {i.kind for i in p.inventory()}
+        assert {"container", "network"} <= kinds, f"inventory missed the live nodes: {kinds}"
+    finally:
+        p.teardown()
+    assert p.inventory() == []
+    p.teardown()  # idempotent
+    log = (spec.workdir / "launcher.log").read_text()
+    assert "rc-half-way" in log, "the launcher log lacks the failing setup command's output"
+    assert " down -y " in log, "teardown did not run `ray down` after the failed `ray up`"
