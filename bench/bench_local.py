@@ -20,7 +20,8 @@ from pathlib import Path
 
 import psutil
 
-from provisioners.local import _STOP_GRACE_S, ray_executable
+from provisioners.local import _STOP_GRACE_S
+from provisioners.processes import env_with_interpreter_first, ray_cli
 from provisioners.relay import free_port
 from provisioners.waits import urlopen_ok, wait_for
 
@@ -34,10 +35,10 @@ def baseline(workdir: Path) -> float:
     script = workdir / "spread.py"
     script.write_text(spread)
     gcs, dash, client = free_port(), free_port(), free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = env_with_interpreter_first()
     t0 = time.monotonic()
     head = subprocess.Popen(
-        [str(ray_executable()), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+        [str(ray_cli()), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--ray-client-server-port={client}",
          f"--temp-dir=/tmp/rc-bench-{os.getpid()}", "--num-cpus=1", "--disable-usage-stats",
          f"--dashboard-agent-listen-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
@@ -58,7 +59,7 @@ def baseline(workdir: Path) -> float:
         subprocess.run([sys.executable, str(script)], check=True, capture_output=True,
                        env={**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"})  # fmt: skip
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
+        head.send_signal(signal.SIGTERM)  # as the harness stops its nodes
         with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(timeout=_STOP_GRACE_S)
         os.killpg(head.pid, signal.SIGKILL)

@@ -39,6 +39,7 @@ from provisioners.base import (
     InventoryItem,
     ProvisionError,
 )
+from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
 from provisioners.relay import tcp_relay
 from provisioners.waits import alive_nodes
 
@@ -65,7 +66,7 @@ class AutoscaleProvisioner:
         missing = []
         if not sys.platform.startswith("linux"):
             missing.append(f"autoscale: needs Linux process groups (this is {sys.platform})")
-        if not Path(launcher.ray_cli()).exists() and shutil.which("ray") is None:
+        if ray_cli() is None:
             missing.append("autoscale: no `ray` CLI beside the interpreter or on PATH")
         return missing
 
@@ -109,7 +110,7 @@ class AutoscaleProvisioner:
 
         self._temp_dir = Path(tempfile.mkdtemp(prefix=f"rc-{spec.run_id[:8]}-", dir="/tmp"))
         argv = [
-            launcher.ray_cli(), "start", "--head", "--block",
+            str(ray_cli()), "start", "--head", "--block",
             f"--autoscaling-config={self._config_path}",
             "--node-ip-address=127.0.0.1", f"--port={gcs}",
             "--num-cpus=0", "--object-store-memory=100000000",
@@ -119,9 +120,7 @@ class AutoscaleProvisioner:
             f"--temp-dir={self._temp_dir}", "--disable-usage-stats",
         ]  # fmt: skip
         env = {
-            **os.environ,
-            # Jobs' entrypoints run `python`: make it this interpreter, the one with Ray.
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            **env_with_interpreter_first(),
             "RAY_FAKE_CLUSTER": "1",
             "AUTOSCALER_UPDATE_INTERVAL_S": "1",
             "RAY_USAGE_STATS_ENABLED": "0",
@@ -226,9 +225,7 @@ class AutoscaleProvisioner:
         if self._pgid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._pgid, signal.SIGKILL)
-        for proc in self._own_processes():  # anything that left the group
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+        kill_all(self._own_processes())  # anything that left the group
         if self._head is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._head.wait(10)
@@ -246,21 +243,8 @@ class AutoscaleProvisioner:
 
     def _own_processes(self) -> list[psutil.Process]:
         """Alive processes of this run: our process group, or naming our temp dir."""
-        if self._pgid is None and self._temp_dir is None:
-            return []
-        marker = str(self._temp_dir) if self._temp_dir else None
-        found = []
-        for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-            with contextlib.suppress(psutil.Error):
-                if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                    continue
-                in_group = self._pgid is not None and os.getpgid(proc.pid) == self._pgid
-                names_dir = marker is not None and any(
-                    marker in arg for arg in proc.info["cmdline"] or []
-                )
-                if in_group or names_dir:
-                    found.append(proc)
-        return found
+        groups = [] if self._pgid is None else [self._pgid]
+        return run_processes(groups, str(self._temp_dir) if self._temp_dir else None)
 
 
 def _tail_file(path: Path, lines: int = 20) -> str:

@@ -22,7 +22,6 @@ import signal
 import socket
 import string
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import psutil
 import yaml
 
 from provisioners.base import Endpoint, InventoryItem, ProvisionError
+from provisioners.processes import ray_cli
 from provisioners.relay import free_port as free_port  # re-exported for launcher modes
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -43,12 +43,6 @@ LeakQuery = Callable[[], list[InventoryItem]]
 
 class CommandError(RuntimeError):
     """A command exited non-zero; the message carries the tail of its output."""
-
-
-def ray_cli() -> str:
-    """The ``ray`` script of the interpreter running the harness (same Ray as the suites)."""
-    beside = Path(sys.executable).with_name("ray")
-    return str(beside) if beside.exists() else "ray"
 
 
 def wait_port(host: str, port: int, timeout: float, what: str) -> None:
@@ -311,7 +305,7 @@ class Launcher:
     # The CLI -----------------------------------------------------------------------------
 
     def _ray(self, *args: str) -> list[str]:
-        return [ray_cli(), *args]
+        return [ray_cli() or "ray", *args]
 
     def up(self, timeout: float) -> None:
         """``ray up -y``; the error carries the last lines ``ray up`` printed."""

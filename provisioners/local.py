@@ -28,21 +28,15 @@ from provisioners.base import (
     InventoryItem,
     ProvisionError,
 )
+from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
 from provisioners.relay import free_port, tcp_relay
 from provisioners.waits import WaitTimeout, urlopen_ok, wait_for, wait_for_nodes
 
 DEFAULT_WORKERS = 1
 #: Small on purpose: several nodes share this machine's /dev/shm, and the suites move little data.
 OBJECT_STORE_BYTES = 256 * 1024**2
-# gcs_server lingers ~20 s after SIGTERM once its raylets are gone; nothing graceful is lost
-# by killing it sooner (the session dir is removed here anyway).
-_STOP_GRACE_S = 5.0
-
-
-def ray_executable() -> str | None:
-    """The ``ray`` CLI of the interpreter running the harness, else the one on PATH."""
-    beside = Path(sys.executable).with_name("ray")
-    return str(beside) if beside.exists() else shutil.which("ray")
+#: How long `ray start --block` may drain its node after SIGTERM before its group is killed.
+_STOP_GRACE_S = 8.0
 
 
 class LocalProvisioner:
@@ -59,7 +53,7 @@ class LocalProvisioner:
     # -- contract ----------------------------------------------------------------------------
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
-        if ray_executable() is None:
+        if ray_cli() is None:
             return ["local: the `ray` command is not installed (pip install 'ray[default]')"]
         return []
 
@@ -186,19 +180,19 @@ class LocalProvisioner:
             )
 
     def teardown(self) -> None:
-        # Workers first, then the head: each `ray start --block` stops its node on SIGTERM.
+        # Workers first, then the head. SIGTERM to `ray start --block` alone lets it drain and
+        # stop its children itself (seconds); SIGTERM to its whole group kills the GCS under
+        # the drain, and the rest then lingers for ~20 s.
         for proc in reversed(self._procs):
-            _signal_group(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + _STOP_GRACE_S
         for proc in reversed(self._procs):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         # Whatever survived (workers Ray re-parented, a hung raylet) is still ours by its
         # session dir or process group: kill exactly those.
-        for p in self._ray_processes():
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(self._ray_processes(), timeout=10)
+        kill_all(self._ray_processes())
         for proc in self._procs:
             _signal_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -211,7 +205,7 @@ class LocalProvisioner:
     def _start_node(self, name: str, args: list[str]) -> None:
         assert self._spec is not None
         assert self._temp_dir is not None
-        ray = ray_executable()
+        ray = ray_cli()
         if ray is None:
             raise ProvisionError("local: the `ray` command is not installed")
         argv = [
@@ -232,11 +226,7 @@ class LocalProvisioner:
             f"--metrics-export-port={free_port()}",
             *args,
         ]
-        # Job entrypoints run `python` from the node's PATH: make that the cluster's interpreter.
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
+        env = env_with_interpreter_first()
         log = (self._spec.workdir / f"{name}.log").open("wb")
         try:
             self._procs.append(
@@ -287,20 +277,9 @@ class LocalProvisioner:
 
     def _ray_processes(self) -> list[psutil.Process]:
         """Live processes of this run: in a process group we started, or using our temp dir."""
-        groups = {p.pid for p in self._procs}
-        marker = str(self._temp_dir) if self._temp_dir else None
-        found = []
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if p.pid == os.getpid():
-                    continue
-                cmd = " ".join(p.info["cmdline"] or [])
-                ours = (marker and marker in cmd) or (groups and os.getpgid(p.pid) in groups)
-                if ours and p.status() != psutil.STATUS_ZOMBIE:
-                    found.append(p)
-            except (psutil.Error, ProcessLookupError):
-                continue
-        return found
+        return run_processes(
+            (p.pid for p in self._procs), str(self._temp_dir) if self._temp_dir else None
+        )
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

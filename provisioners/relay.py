@@ -53,11 +53,17 @@ def tcp_relay(host: str, port: int, *, connect_timeout: float = 10.0) -> Iterato
     On exit the listener and every relayed connection are closed, so the port is free again.
     """
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # As Go's listeners (kubectl port-forward) do: connections we closed but a peer has not
+    # (FIN_WAIT2, TIME_WAIT) must not stop a new forward from binding the port.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
     listener.settimeout(0.5)
     stop = threading.Event()
     pumps: list[threading.Thread] = []
+    # Every socket the relay opened, so exit closes them itself instead of trusting threads
+    # that may be stuck connecting upstream: an accepted socket left open keeps the port bound.
+    opened: list[socket.socket] = []
 
     def accept_loop() -> None:
         while not stop.is_set():
@@ -67,11 +73,13 @@ def tcp_relay(host: str, port: int, *, connect_timeout: float = 10.0) -> Iterato
                 continue
             except OSError:
                 return
+            opened.append(conn)
             try:
                 upstream = socket.create_connection((host, port), timeout=connect_timeout)
             except OSError:
                 conn.close()
                 continue
+            opened.append(upstream)
             conn.settimeout(None)
             upstream.settimeout(None)
             t = threading.Thread(target=_pump, args=(conn, upstream, stop), daemon=True)
@@ -86,5 +94,9 @@ def tcp_relay(host: str, port: int, *, connect_timeout: float = 10.0) -> Iterato
         stop.set()
         listener.close()
         acceptor.join(timeout=5)
+        for sock in opened:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
         for t in pumps:
             t.join(timeout=5)

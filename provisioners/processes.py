@@ -1,0 +1,61 @@
+"""Processes a run started on this machine, found by id, never by a broad name.
+
+A run's Ray processes are its own when they are in a process group it started or when their
+arguments name its per-run temp dir (Ray re-parents some workers out of the group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import psutil
+
+
+def ray_cli() -> str | None:
+    """The ``ray`` CLI of the interpreter running the harness (same Ray as the suites), else PATH's."""
+    beside = Path(sys.executable).with_name("ray")
+    return str(beside) if beside.exists() else shutil.which("ray")
+
+
+def env_with_interpreter_first() -> dict[str, str]:
+    """This environment with the harness interpreter's bin dir first on PATH.
+
+    Job entrypoints run ``python`` from the node's PATH; it must be the cluster's interpreter.
+    """
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def run_processes(groups: Iterable[int] = (), marker: str | None = None) -> list[psutil.Process]:
+    """Live processes in one of ``groups`` or whose arguments contain ``marker``."""
+    pgids = set(groups)
+    if not pgids and not marker:
+        return []
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            in_group = bool(pgids) and os.getpgid(proc.pid) in pgids
+            names_marker = marker is not None and any(
+                marker in arg for arg in proc.info["cmdline"] or []
+            )
+            if in_group or names_marker:
+                found.append(proc)
+    return found
+
+
+def kill_all(procs: list[psutil.Process], timeout: float = 10.0) -> list[psutil.Process]:
+    """SIGKILL exactly these processes; return the ones still alive after ``timeout``."""
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return list(alive)

@@ -1,0 +1,77 @@
+"""The loopback relay every mode without a native forwarder uses as its port-forward."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from provisioners.relay import free_port, tcp_relay
+
+
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed by the fixture's teardown
+                return
+            with conn:
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1])
+    stop.set()
+    server.close()
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_relay_carries_bytes_both_ways(echo_port: int) -> None:
+    with (
+        tcp_relay("127.0.0.1", echo_port) as ep,
+        socket.create_connection((ep.host, ep.port), timeout=5) as c,
+    ):
+        c.sendall(b"ping")
+        assert c.recv(4) == b"ping"
+
+
+def test_relay_port_is_free_after_exit_even_with_a_client_still_connected(echo_port: int) -> None:
+    client = None
+    with tcp_relay("127.0.0.1", echo_port) as ep:
+        client = socket.create_connection((ep.host, ep.port), timeout=5)
+        client.sendall(b"x")
+        assert client.recv(1) == b"x"
+    try:
+        assert bindable(ep.port), f"port {ep.port} still held after the relay closed"
+    finally:
+        client.close()
+
+
+def test_relay_to_a_closed_port_refuses_the_session() -> None:
+    dead = free_port()
+    with (
+        tcp_relay("127.0.0.1", dead, connect_timeout=1) as ep,
+        socket.create_connection((ep.host, ep.port), timeout=5) as c,
+    ):
+        c.settimeout(5)
+        assert c.recv(1) == b"", "the relay should close a client whose upstream refuses"
