@@ -22,6 +22,7 @@ from provisioners.base import (
     Endpoint,
     InventoryItem,
     ProvisionError,
+    Provisioner,
 )
 from provisioners.relay import tcp_relay
 from provisioners.waits import WaitTimeout, alive_nodes, http_json, port_accepts, wait_for
@@ -158,3 +159,8 @@ class ExternalProvisioner:
 
     def teardown(self) -> None:
         """Nothing to remove: the cluster belongs to someone else."""
+
+
+def _conforms(p: ExternalProvisioner) -> Provisioner:
+    """Static conformance check: mypy fails here when a method drifts from the contract."""
+    return p

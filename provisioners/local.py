@@ -26,6 +26,7 @@ from provisioners.base import (
     ClusterSpec,
     Endpoint,
     InventoryItem,
+    Provisioner,
     ProvisionError,
 )
 from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
@@ -292,3 +293,8 @@ def _shm_entries() -> set[str]:
         return set(os.listdir("/dev/shm"))
     except OSError:
         return set()
+
+
+def _conforms(p: LocalProvisioner) -> Provisioner:
+    """Static conformance check: mypy fails here when a method drifts from the contract."""
+    return p

@@ -589,3 +589,18 @@ class DockerProvisioner:
 
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _conforms(p: DockerProvisioner) -> None:
+    """Static conformance check: mypy fails here when a method drifts from the contract."""
+    from provisioners.base import (
+        Provisioner,
+        SupportsImageRun,
+        SupportsNodeExec,
+        SupportsSharedMemory,
+    )
+
+    _a: Provisioner = p
+    _b: SupportsNodeExec = p
+    _c: SupportsSharedMemory = p
+    _d: SupportsImageRun = p
