@@ -21,8 +21,8 @@ from provisioners.base import (
     ClusterSpec,
     Endpoint,
     InventoryItem,
-    ProvisionError,
     Provisioner,
+    ProvisionError,
 )
 from provisioners.relay import tcp_relay
 from provisioners.waits import WaitTimeout, alive_nodes, http_json, port_accepts, wait_for
