@@ -35,6 +35,7 @@ test: venv
 
 test-run:
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy  # includes the static check that every built-in mode conforms (_conforms)
 	$(PY) -m pytest tests $(ARGS)
 	$(PY) -m pytest suites $(ARGS)
