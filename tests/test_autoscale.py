@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioners import launcher
+from provisioners import autoscale
 from provisioners.autoscale import AutoscaleProvisioner
 from provisioners.base import ClusterSpec, ProvisionError, Timeouts
 
@@ -57,7 +57,7 @@ def test_head_that_dies_half_way_is_reported_and_cleaned(
         "exit 1\n"
     )
     fake.chmod(0o755)
-    monkeypatch.setattr(launcher, "ray_cli", lambda: str(fake))
+    monkeypatch.setattr(autoscale, "ray_cli", lambda: str(fake))
     p = AutoscaleProvisioner()
     try:
         with pytest.raises(ProvisionError, match=r"ray start --head. exited 1: .*GCS failed") as e:
