@@ -9,16 +9,16 @@ import pytest
 from harness_fakes import CHECKS, LEAK_SUITE, calls, modes, run_subprocess, write_fakes
 
 
-@pytest.fixture
-def xdist_result(pytester: pytest.Pytester) -> pytest.RunResult:
+@pytest.fixture(params=[["--dist", "loadgroup"], []], ids=["loadgroup", "plain-n"])
+def xdist_result(pytester: pytest.Pytester, request: pytest.FixtureRequest) -> pytest.RunResult:
+    """Explicit --dist loadgroup, and plain -n (which the plugin turns into loadgroup)."""
     write_fakes(pytester)
     pytester.makepyfile(test_checks=CHECKS, test_leak=LEAK_SUITE.read_text())
     result = run_subprocess(
         pytester,
         "-n",
         "2",
-        "--dist",
-        "loadgroup",
+        *request.param,
         "--ray-report-dir",
         str(pytester.path / "report"),
         *modes("alpha=FakeProvisioner", "beta=FakeProvisioner"),
