@@ -309,6 +309,9 @@ def _build(
                 tag=tag,
                 rm=True,
                 forcerm=True,
+                # Wheels come from the context (--no-index): the build needs no network, and
+                # without one it cannot depend on the engine's default bridge or reach out.
+                network_mode="none",
                 decode=True,
                 buildargs={"RUN_ID": run_id or "none"},
                 timeout=max(1, round(deadline - time.monotonic())),
