@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -26,17 +26,34 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class Mode:
-    """A deployment mode: its name, where it comes from, and how to make its provisioner."""
+    """A deployment mode: its name, where it comes from, and how to make its provisioner.
+
+    Found without importing anything; ``load()`` imports it, so a run pays only for the modes
+    it selects (and a broken mode it does not select costs nothing).
+    """
 
     name: str
     source: str  # "module:Class", for messages
+    loader: Callable[[], Callable[[], Any]] | None = field(default=None, compare=False)
     factory: Callable[[], Any] | None = None
     load_error: str = ""  # why it could not be loaded; the mode is then SKIPPED with this
 
+    def load(self) -> Mode:
+        """This mode imported: with its factory, or with the error that stopped the import."""
+        if self.factory is not None or self.load_error or self.loader is None:
+            return self
+        try:
+            return replace(self, factory=self.loader())
+        except Exception as exc:  # a vendor's broken package must not take the whole run down
+            return replace(
+                self, load_error=f"cannot load {self.source}: {type(exc).__name__}: {exc}"
+            )
+
     def create(self) -> Any:
-        if self.factory is None:
-            raise RuntimeError(f"{self.name}: {self.load_error}")
-        return self.factory()
+        loaded = self.load()
+        if loaded.factory is None:
+            raise RuntimeError(f"{self.name}: {loaded.load_error}")
+        return loaded.factory()
 
 
 def _resolve(module: str, attr: str) -> Callable[[], Any]:
@@ -46,13 +63,6 @@ def _resolve(module: str, attr: str) -> Callable[[], Any]:
     if not callable(obj):
         raise TypeError(f"{module}:{attr} is not a class or factory")
     return obj  # type: ignore[no-any-return]
-
-
-def _load(name: str, source: str, loader: Callable[[], Callable[[], Any]]) -> Mode:
-    try:
-        return Mode(name, source, loader())
-    except Exception as exc:  # a vendor's broken package must not take the whole run down
-        return Mode(name, source, None, f"cannot load {source}: {type(exc).__name__}: {exc}")
 
 
 def default_name(attr: str) -> str:
@@ -75,7 +85,7 @@ def parse_provisioner_option(value: str) -> tuple[str, str, str]:
 
 
 def discover(extra: list[str] | None = None) -> tuple[dict[str, Mode], list[str]]:
-    """All modes, in registration order, and warnings (duplicate names, load failures).
+    """All modes (not yet imported), in registration order, and warnings about duplicate names.
 
     Entry points first (sorted by name for a stable order), then ``--ray-provisioner`` values,
     which override an entry point of the same name with a warning.
@@ -90,7 +100,7 @@ def discover(extra: list[str] | None = None) -> tuple[dict[str, Mode], list[str]
                     f"using {modes[ep.name].source}"
                 )
             continue
-        modes[ep.name] = _load(ep.name, ep.value, ep.load)
+        modes[ep.name] = Mode(ep.name, ep.value, ep.load)
     for value in extra or []:
         name, module, attr = parse_provisioner_option(value)
         source = f"{module}:{attr}"
@@ -98,8 +108,5 @@ def discover(extra: list[str] | None = None) -> tuple[dict[str, Mode], list[str]
             warnings.append(
                 f"--ray-provisioner {value} replaces the registered mode {name!r} ({modes[name].source})"
             )
-        modes[name] = _load(name, source, lambda m=module, a=attr: _resolve(m, a))  # type: ignore[misc]
-    for mode in modes.values():
-        if mode.load_error:
-            warnings.append(f"mode {mode.name!r} will be skipped: {mode.load_error}")
+        modes[name] = Mode(name, source, lambda m=module, a=attr: _resolve(m, a))  # type: ignore[misc]
     return modes, warnings
