@@ -45,7 +45,7 @@ def wait_nodes(dashboard: str, expected: int) -> None:
     deadline = time.monotonic() + NODE_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
-            if len(alive_nodes(dashboard, timeout=5)) == expected:
+            if len(alive_nodes(dashboard, timeout=5, view="summary")) == expected:
                 return
         except Exception:  # dashboard not up yet
             pass

@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -57,5 +58,19 @@ def kill_all(procs: list[psutil.Process], timeout: float = 10.0) -> list[psutil.
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    return list(alive)
+    # Poll briskly rather than psutil.wait_procs (exponential backoff, ~1.5 s for a node's
+    # processes): a zombie awaiting its reaper holds no port or file, so it counts as gone.
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _running(p)]
+        if alive:
+            time.sleep(0.05)
+    return alive
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -54,9 +54,28 @@ def http_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(resp.read().decode())
 
 
-def alive_nodes(dashboard_url: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """The dashboard's view of alive nodes: dicts with node_id, hostname, ip."""
-    data = http_json(f"{dashboard_url.rstrip('/')}/nodes?view=summary", timeout=timeout)
+def alive_nodes(
+    dashboard_url: str, timeout: float = 5.0, *, view: str = "state"
+) -> list[dict[str, Any]]:
+    """Alive nodes as dicts with node_id, hostname, ip.
+
+    ``view="state"`` asks the state API (``/api/v0/nodes``), which reads the GCS directly and
+    sees a new node about a second before the dashboard's own ``/nodes?view=summary``
+    (``view="summary"``), which is what a person sees in the dashboard.
+    """
+    base = dashboard_url.rstrip("/")
+    if view == "state":
+        data = http_json(f"{base}/api/v0/nodes?limit=10000", timeout=timeout)
+        return [
+            {
+                "node_id": n.get("node_id", ""),
+                "hostname": n.get("node_name", ""),
+                "ip": n.get("node_ip", ""),
+            }
+            for n in data["data"]["result"]["result"]
+            if n.get("state") == "ALIVE"
+        ]
+    data = http_json(f"{base}/nodes?view=summary", timeout=timeout)
     out = []
     for node in data["data"]["summary"]:
         raylet = node.get("raylet") or {}
@@ -86,13 +105,14 @@ def wait_for_nodes(
     *,
     timeout: float,
     on_change: Callable[[int], None] | None = None,
+    view: str = "state",
 ) -> list[dict[str, Any]]:
     """Wait until exactly ``expected`` nodes are alive; report each change of the count."""
     seen: list[int] = [-1]
     last: list[list[dict[str, Any]]] = [[]]
 
     def probe() -> list[dict[str, Any]] | None:
-        nodes = alive_nodes(dashboard_url)
+        nodes = alive_nodes(dashboard_url, view=view)
         last[0] = nodes
         if len(nodes) != seen[0]:
             seen[0] = len(nodes)
@@ -108,7 +128,7 @@ def wait_for_nodes(
     return wait_for(
         probe,
         timeout=timeout,
-        what=f"{expected} alive Ray node(s) at {dashboard_url}",
+        what=f"{expected} alive Ray node(s) at {dashboard_url} ({view} view)",
         interval=0.25,  # a local query; finer polling shaves the wait that gates every suite
         last_seen=describe,
     )

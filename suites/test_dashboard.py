@@ -6,8 +6,10 @@ import secrets
 import time
 from typing import Any
 
+import pytest
+
 from provisioners.base import ClusterHandle, ClusterSpec
-from provisioners.waits import alive_nodes
+from provisioners.waits import WaitTimeout, wait_for_nodes
 
 
 def test_dashboard_version_matches_cluster(
@@ -19,15 +21,29 @@ def test_dashboard_version_matches_cluster(
 
 
 def test_dashboard_nodes_match_expected(
-    ray_cluster: ClusterHandle, ray_dashboard_url: str, ray_alive_nodes: list[dict[str, Any]]
+    ray_cluster: ClusterHandle,
+    ray_dashboard_url: str,
+    ray_alive_nodes: list[dict[str, Any]],
+    ray_spec: ClusterSpec,
 ) -> None:
-    nodes = alive_nodes(ray_dashboard_url)
+    """The dashboard's own node list (what a person sees) converges on the alive nodes."""
+    try:
+        nodes = wait_for_nodes(
+            ray_dashboard_url,
+            ray_cluster.expected_nodes,
+            timeout=ray_spec.timeouts.node_join,
+            view="summary",
+        )
+    except WaitTimeout as exc:
+        pytest.fail(
+            f"the dashboard's node list never showed the cluster's nodes: {exc}", pytrace=False
+        )
     listed = ", ".join(f"{n['hostname']}/{n['ip']}" for n in nodes)
-    assert len(nodes) == ray_cluster.expected_nodes, (
-        f"dashboard lists {len(nodes)} alive node(s), expected {ray_cluster.expected_nodes}: {listed}"
-    )
     assert len({n["node_id"] for n in nodes}) == len(nodes), (
         f"duplicate node ids in the dashboard's node list: {listed}"
+    )
+    assert {n["node_id"] for n in nodes} == {n["node_id"] for n in ray_alive_nodes}, (
+        f"the dashboard lists {listed}; the GCS has {[n['node_id'][:12] for n in ray_alive_nodes]}"
     )
 
 

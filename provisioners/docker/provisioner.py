@@ -454,7 +454,7 @@ class DockerProvisioner:
         last_error = ""
         while True:
             try:
-                alive = {n["hostname"] for n in alive_nodes(dashboard, timeout=5)}
+                alive = {n["hostname"] for n in alive_nodes(dashboard, timeout=5, view="summary")}
                 last_error = ""
             except Exception as exc:  # dashboard still starting
                 alive = set()
