@@ -1,0 +1,78 @@
+"""Ray Client scripts: a known upstream flake is retried and recorded; anything else is not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from harness_fakes import modes, run, write_fakes
+
+# A "client script" that fails the first N runs (counted in a file) the way Ray 2.60's client
+# proxier does when its session server dies at birth (ray-project/ray#63202), then succeeds.
+CHECK = """
+import sys
+from pathlib import Path
+
+FLAKY = '''
+import sys
+from pathlib import Path
+count = Path(sys.argv[1])
+n = int(count.read_text()) if count.exists() else 0
+count.write_text(str(n + 1))
+if n < int(sys.argv[2]):
+    sys.exit(sys.argv[3])
+print("ok")
+'''
+
+def test_client(ray_run_script, tmp_path, request):
+    fails, message = request.config.getoption("--fails"), request.config.getoption("--message")
+    result = ray_run_script(FLAKY, str(tmp_path / "count"), fails, message)
+    assert result.returncode == 0, result.stderr
+    Path("runs.txt").write_text((tmp_path / "count").read_text())
+"""
+
+CONFTEST = """
+def pytest_addoption(parser):
+    parser.addoption("--fails")
+    parser.addoption("--message")
+"""
+
+FLAKE = "RuntimeError: Starting Ray client server failed. See ray_client_server_23002.err"
+
+
+def results(pytester: pytest.Pytester) -> dict[str, object]:
+    doc = json.loads((pytester.path / "report" / "results.json").read_text())
+    return dict(doc["results"][0])
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester) -> pytest.Pytester:
+    write_fakes(pytester)
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_client=CHECK)
+    return pytester
+
+
+def run_client(pytester: pytest.Pytester, fails: int, message: str) -> pytest.RunResult:
+    return run(
+        pytester, "--ray-report-dir", str(pytester.path / "report"), f"--fails={fails}",
+        f"--message={message}", *modes("alpha=FakeProvisioner"),
+    )  # fmt: skip
+
+
+def test_known_flake_is_retried_and_recorded(inner: pytest.Pytester) -> None:
+    run_client(inner, 2, FLAKE).assert_outcomes(passed=1)
+    assert Path(inner.path / "runs.txt").read_text() == "3"
+    assert results(inner)["properties"] == {
+        "known_flake_retries": ["ray-project/ray#63202", "ray-project/ray#63202"]
+    }
+
+
+def test_known_flake_three_times_in_a_row_fails(inner: pytest.Pytester) -> None:
+    run_client(inner, 3, FLAKE).assert_outcomes(failed=1)
+
+
+def test_other_failures_are_not_retried(inner: pytest.Pytester) -> None:
+    run_client(inner, 1, "ConnectionError: ray client version mismatch").assert_outcomes(failed=1)
+    assert results(inner)["properties"] == {}
