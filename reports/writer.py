@@ -171,18 +171,19 @@ class ResultsWriter:
         write_report(self.ctx.report_dir, self.collect(int(exitstatus)))
         self._written = True
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if self._written:
-            terminalreporter.write_line(
-                f"ray-conformance report: {self.html_path} (results: {self.results_path})"
-            )
-
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         # The manifest is the last file written: junitxml writes junit.xml in a plain
         # sessionfinish whose order against ours depends on registration order, and other
         # plugins may still drop diagnostics in the report dir; by unconfigure all are done.
-        if self._written:
-            write_manifest(self.ctx.report_dir, self.ctx.run_id)
+        if not self._written:
+            return
+        write_manifest(self.ctx.report_dir, self.ctx.run_id)
+        # Last line of the run, below pytest's own summary, where a person looks for it.
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            terminal.write_line(
+                f"ray-conformance report: {self.html_path} (results: {self.results_path})"
+            )
 
     def collect(self, exit_status: int) -> Results:
         ordered = sorted(
