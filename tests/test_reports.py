@@ -108,6 +108,8 @@ EXPECTED = {
 def run_suite(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, Path]:
     report_dir = pytester.path / "report"
     report_dir.mkdir()
+    # As in pyproject.toml: without it pytest-asyncio (loaded by kmock's plugin) warns.
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makeconftest(CONFTEST.format(report_dir=str(report_dir)))
     pytester.makepyfile(test_checks=CHECKS)
     return pytester.runpytest(*args), report_dir
