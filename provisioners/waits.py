@@ -99,6 +99,18 @@ def port_accepts(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a new listener could bind the port (nothing holds it any more)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Closed connections linger in TIME_WAIT; that is not a listener still holding the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def wait_for_nodes(
     dashboard_url: str,
     expected: int,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
 
 from provisioners.base import CLIENT_PORT, DASHBOARD_PORT, ClusterHandle, Provisioner
-from provisioners.waits import http_json, port_accepts
+from provisioners.waits import http_json, port_accepts, port_is_free
 
 CLIENT_SESSION = """
 import sys, ray
@@ -17,18 +16,6 @@ print("CPUS", ray.cluster_resources().get("CPU", 0))
 print("PING", ray.get(ray.remote(num_cpus=0)(lambda: "pong").remote(), timeout=60))
 ray.shutdown()
 """
-
-
-def port_is_free(port: int) -> bool:
-    """True when a new listener could bind the loopback port (nothing holds it any more)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # Closed connections linger in TIME_WAIT; that is not a listener still holding the port.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @pytest.mark.parametrize("remote_port", [CLIENT_PORT, DASHBOARD_PORT], ids=["client", "dashboard"])

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from provisioners.relay import free_port, tcp_relay
+from provisioners.waits import port_is_free
 
 
 @pytest.fixture
@@ -36,16 +37,6 @@ def echo_port() -> Iterator[int]:
     server.close()
 
 
-def bindable(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def test_relay_carries_bytes_both_ways(echo_port: int) -> None:
     with (
         tcp_relay("127.0.0.1", echo_port) as ep,
@@ -62,7 +53,7 @@ def test_relay_port_is_free_after_exit_even_with_a_client_still_connected(echo_p
         client.sendall(b"x")
         assert client.recv(1) == b"x"
     try:
-        assert bindable(ep.port), f"port {ep.port} still held after the relay closed"
+        assert port_is_free(ep.port), f"port {ep.port} still held after the relay closed"
     finally:
         client.close()
 
