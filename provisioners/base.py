@@ -11,7 +11,11 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from provisioners.options import Option
+
+T = TypeVar("T")
 
 #: Label key stamped on everything a run creates (containers, networks, pods, instances, ...).
 RUN_ID_LABEL = "ray-conformance.run-id"
@@ -29,7 +33,7 @@ class ProvisionError(RuntimeError):
 class Timeouts:
     """Upper bounds, in seconds, for every wait a provisioner or suite makes."""
 
-    provision: float = 600.0  # whole provision step (image builds included)
+    provision: float = 900.0  # whole provision step (image builds included)
     node_join: float = 180.0  # each expected node becoming alive
     preflight: float = 30.0  # an address answering at all
     job: float = 180.0  # a script or job run in the cluster
@@ -44,16 +48,16 @@ class ClusterSpec:
     workdir: Path  # scratch space owned by this mode for this run (rendered files, keys, logs)
     workers: int | None = None  # extra worker nodes; None means the mode's own default
     timeouts: Timeouts = field(default_factory=Timeouts)
-    #: Every ``--ray-*`` option by its dest name (``ray_address``, ``ray_image``, ...), and
-    #: ``--ray-opt KEY=VALUE`` pairs under their KEY, for mode-specific settings.
+    #: The typed values of the options the mode declares (``OPTIONS``), by ``Option.key``;
+    #: read them with :meth:`get`. An option not given is absent and reads as its default.
     options: Mapping[str, Any] = field(default_factory=dict)
     #: Live one-line progress ("head up in 14.2 s"); the harness prefixes the mode name.
     progress: Callable[[str], None] = field(default=lambda _msg: None, compare=False)
 
-    def option(self, name: str, default: Any = None) -> Any:
-        """An option's value, or ``default`` when unset."""
-        value = self.options.get(name)
-        return default if value is None else value
+    def get(self, option: Option[T]) -> T:
+        """The typed value of one of the mode's declared options (its default when not given)."""
+        value = self.options.get(option.key)
+        return option.default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -148,15 +152,6 @@ class Provisioner(Protocol):
 
 
 @runtime_checkable
-class SupportsKillNode(Protocol):
-    """A mode that can take one worker node away (for failure-tolerance checks)."""
-
-    def kill_node(self, node_id: str) -> None:
-        """Stop the Ray node with this id abruptly."""
-        ...
-
-
-@runtime_checkable
 class SupportsAutoscaling(Protocol):
     """A mode whose cluster adds workers on demand and removes idle ones."""
 
@@ -206,6 +201,10 @@ class SupportsSharedMemory(Protocol):
 
     def shm_bytes_per_node(self) -> int:
         """The /dev/shm size each node was asked to have."""
+        ...
+
+    def shm_advice(self) -> str:
+        """How a user of this mode gives nodes more shared memory (its own flag or setting)."""
         ...
 
 

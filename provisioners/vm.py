@@ -90,7 +90,7 @@ class VmProvisioner:
                    if shutil.which(t) is None]  # fmt: skip
         if not spec.option("ray_vm_hosts"):
             try:
-                from provisioners.docker.image import docker_client
+                from provisioners.containers import docker_client
 
                 docker_client(spec.option("docker_host"), timeout=5).ping()
             except Exception as e:  # any failure to reach the engine means "skip", with why
@@ -309,7 +309,7 @@ class VmProvisioner:
 
     def _download_wheel(self, spec: ClusterSpec, deadline: float) -> Path:
         """The setup package's wheel, downloaded once into the harness cache."""
-        from provisioners.docker.image import cache_dir
+        from provisioners.nodeimage import cache_dir
 
         dest = cache_dir() / "setup-wheels" / SETUP_REQUIREMENT.replace("==", "-")
         dest.mkdir(parents=True, exist_ok=True)
@@ -326,7 +326,8 @@ class VmProvisioner:
         return dest
 
     def _start_containers(self, spec: ClusterSpec, workers: int, deadline: float) -> list[Node]:
-        from provisioners.docker.image import docker_client, ensure_node_image
+        from provisioners.containers import docker_client
+        from provisioners.nodeimage import ensure_node_image
 
         image = ensure_node_image(
             spec.progress,
@@ -423,7 +424,7 @@ class VmProvisioner:
             and not self._spec.option("ray_vm_hosts")
         ):
             with contextlib.suppress(Exception):
-                from provisioners.docker.image import docker_client
+                from provisioners.containers import docker_client
 
                 self._client = docker_client(self._spec.option("docker_host"))
         yield self._client

@@ -10,11 +10,17 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from provisioners.base import ProvisionError
+
 T = TypeVar("T")
 
 
 class WaitTimeout(TimeoutError):
     """A bounded wait ran out; the message says what was awaited and what was last seen."""
+
+
+class WaitGaveUp(ProvisionError):
+    """A wait stopped early: what it waited on can no longer come (a process died)."""
 
 
 def wait_for(
@@ -24,11 +30,14 @@ def wait_for(
     what: str,
     interval: float = 0.5,
     last_seen: Callable[[], str] | None = None,
+    give_up: Callable[[], str | None] | None = None,
 ) -> T:
     """Call ``probe`` until it returns something other than None/False, at most ``timeout`` s.
 
-    Exceptions from ``probe`` count as "not yet" (a server still starting refuses connections);
-    the last one is quoted in the timeout message.
+    This is the project's only polling loop. Exceptions from ``probe`` count as "not yet" (a
+    server still starting refuses connections); the last one is quoted in the timeout message.
+    ``give_up`` is asked after each miss: a reason (the process that would answer has exited)
+    ends the wait at once with :class:`WaitGaveUp` naming it, instead of waiting out the bound.
     """
     deadline = time.monotonic() + timeout
     last_error = ""
@@ -39,13 +48,16 @@ def wait_for(
                 return value
         except Exception as exc:
             last_error = f"{type(exc).__name__}: {exc}"
+        reason = give_up() if give_up is not None else None
+        if reason:
+            raise WaitGaveUp(f"gave up waiting for {what}: {reason}")
         if time.monotonic() >= deadline:
             seen = last_seen() if last_seen else last_error
             raise WaitTimeout(
                 f"timed out after {timeout:.0f} s waiting for {what}"
                 + (f"; last seen: {seen}" if seen else "")
             )
-        time.sleep(interval)
+        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
 
 
 def http_json(url: str, timeout: float = 5.0) -> Any:

@@ -1,6 +1,5 @@
-"""Mode ``docker``: Ray nodes as containers of one Docker engine, and the node image they use."""
+"""Mode ``docker``: Ray nodes as containers of one Docker engine."""
 
-from provisioners.docker.image import ensure_node_image
 from provisioners.docker.provisioner import DockerProvisioner
 
-__all__ = ["DockerProvisioner", "ensure_node_image"]
+__all__ = ["DockerProvisioner"]

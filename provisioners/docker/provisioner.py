@@ -35,7 +35,8 @@ from provisioners.base import (
     InventoryItem,
     ProvisionError,
 )
-from provisioners.docker.image import docker_client, ensure_node_image, http_timeout
+from provisioners.containers import docker_client, http_timeout
+from provisioners.nodeimage import ensure_node_image
 from provisioners.relay import free_port, tcp_relay
 from provisioners.waits import alive_nodes
 

@@ -1,4 +1,4 @@
-"""The node image: Ray's official image when the engine has or can pull it, else a local build.
+"""The node image (a shared service of every container mode): Ray's official image when the engine has or can pull it, else a local build.
 
 The build needs no container registry: ``debootstrap`` makes a Debian base from Debian's own
 packages, ``docker import`` turns it into an image, and Ray is installed from wheels downloaded
@@ -29,6 +29,17 @@ import docker
 import docker.errors
 
 from provisioners.base import ProvisionError
+from provisioners.containers import docker_client, http_timeout, one_line
+from provisioners.options import Option
+
+#: Options of every mode whose nodes come from this image (one declaration, shared).
+IMAGE = Option.string(
+    "image",
+    "Node image for container modes; vm needs sshd in it (default: rayproject/ray matching the client, else a local build)",
+)
+IMAGE_BUILD = Option.switch(
+    "image-build", "Build the node image from Debian packages and wheels instead of pulling"
+)
 
 #: Label stamped on images this module builds: the hash of their inputs.
 IMAGE_HASH_LABEL = "ray-conformance.image-hash"
@@ -51,7 +62,7 @@ NODE_PYTHON = "3.11"
 
 BASE_REPO = "ray-conformance-base"
 NODE_REPO = "ray-conformance-node"
-_DOCKERFILE = Path(__file__).with_name("Dockerfile.node")
+_DOCKERFILE = Path(__file__).parent / "templates" / "Dockerfile.node"
 _PULL_TIMEOUT_S = 20.0
 
 
@@ -69,14 +80,6 @@ def client_ray_version() -> str:
 def official_image(ray_version: str) -> str:
     """Ray's published image for this Ray version and the node Python."""
     return f"rayproject/ray:{ray_version}-py{NODE_PYTHON.replace('.', '')}"
-
-
-def docker_client(docker_host: str | None = None, timeout: float = 60.0) -> docker.DockerClient:
-    """A client for ``docker_host`` (or the environment's engine) without touching os.environ."""
-    env = dict(os.environ)
-    if docker_host:
-        env["DOCKER_HOST"] = docker_host
-    return docker.from_env(environment=env, timeout=max(1, round(timeout)))
 
 
 def ensure_node_image(
@@ -118,7 +121,7 @@ def ensure_node_image(
                 return image
             raise ProvisionError(
                 f"docker: image {image!r} is not present on the engine and could not be pulled "
-                "(build one with --ray-opt ray_image_build=true, or `docker load` it)"
+                "(build one with --ray-image-build, or `docker load` it)"
             )
         if not (force_build or need_ssh):
             official = official_image(version)
@@ -126,7 +129,7 @@ def ensure_node_image(
                 return official
         return build_node_image(client, progress, deadline, version, run_id=run_id)
     except docker.errors.DockerException as exc:
-        raise ProvisionError(f"docker: preparing the node image failed: {_one_line(exc)}") from exc
+        raise ProvisionError(f"docker: preparing the node image failed: {one_line(exc)}") from exc
     finally:
         client.close()
 
@@ -174,7 +177,7 @@ def _present_or_pulled(
         with http_timeout(client, bound):
             client.api.pull(repo, tag=tag)
     except Exception as exc:  # any failure (no route, auth, timeout) means "not pullable"
-        progress(f"pull {image} failed in {time.monotonic() - started:.1f} s: {_one_line(exc)}")
+        progress(f"pull {image} failed in {time.monotonic() - started:.1f} s: {one_line(exc)}")
         return False
     progress(f"pulled {image} in {time.monotonic() - started:.1f} s")
     return _image_exists(client, image)
@@ -325,11 +328,11 @@ def _build(
                         + " | ".join(tail[-5:])
                     )
         except docker.errors.DockerException as exc:
-            raise ProvisionError(f"docker: building {tag} failed: {_one_line(exc)}") from exc
+            raise ProvisionError(f"docker: building {tag} failed: {one_line(exc)}") from exc
         except OSError as exc:  # requests' read timeout when the deadline passes mid-build
             raise ProvisionError(
                 f"docker: building {tag} did not finish within the provision timeout "
-                f"({_one_line(exc)})"
+                f"({one_line(exc)})"
             ) from exc
     finally:
         shutil.rmtree(context, ignore_errors=True)
@@ -353,17 +356,6 @@ def _run(argv: list[str], deadline: float, what: str) -> None:
     if proc.returncode != 0:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
         raise ProvisionError(f"docker: {what} failed (exit {proc.returncode}): {tail}")
-
-
-@contextlib.contextmanager
-def http_timeout(client: docker.DockerClient, seconds: float) -> Iterator[None]:
-    """Bound each HTTP request ``client`` makes inside the block (pulls, imports, exec)."""
-    saved = client.api.timeout
-    client.api.timeout = max(1, round(seconds))
-    try:
-        yield
-    finally:
-        client.api.timeout = saved
 
 
 @contextlib.contextmanager
@@ -395,19 +387,11 @@ def _digest(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _one_line(exc: BaseException) -> str:
-    # The engine's own explanation, without the SDK's "500 Server Error for http+docker://..."
-    text = " ".join(str(getattr(exc, "explanation", None) or exc).split())
-    return text[:300]
-
-
 __all__ = [
     "IMAGE_HASH_LABEL",
     "build_node_image",
     "cache_dir",
     "client_ray_version",
-    "docker_client",
     "ensure_node_image",
-    "http_timeout",
     "official_image",
 ]

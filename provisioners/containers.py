@@ -1,0 +1,117 @@
+"""Docker objects of one run and one mode: the engine client, and their inventory and removal.
+
+Every container, network and volume a mode creates carries two labels, the run id and the
+mode, so two modes of one run (``docker`` and ``vm`` side by side under xdist) never list or
+remove each other's objects, and a half-done provision is found even when no id came back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from provisioners.base import RUN_ID_LABEL, InventoryItem
+from provisioners.options import Option
+
+#: Label key naming the mode that created an object (beside ``RUN_ID_LABEL``).
+MODE_LABEL = "ray-conformance.mode"
+
+DOCKER_HOST = Option.string(
+    "docker-host", "Docker engine URL for container modes (default: the environment's engine)"
+)
+
+#: What a dead or unreachable engine raises through the SDK.
+ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+def docker_client(docker_host: str | None = None, timeout: float = 60.0) -> docker.DockerClient:
+    """A client for ``docker_host`` (or the environment's engine) without touching os.environ."""
+    env = dict(os.environ)
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    return docker.from_env(environment=env, timeout=max(1, round(timeout)))
+
+
+def engine_problem(docker_host: str | None, timeout: float = 5.0) -> str | None:
+    """Why no engine answers at ``docker_host`` (one line), or None when one does."""
+    try:
+        client = docker_client(docker_host, timeout=timeout)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # any failure to reach the engine means "skip", with why
+        where = docker_host or os.environ.get("DOCKER_HOST") or "the local socket"
+        return f"no Docker engine answers at {where} ({type(exc).__name__}: {one_line(exc)})"
+    return None
+
+
+@contextlib.contextmanager
+def http_timeout(client: docker.DockerClient, seconds: float) -> Iterator[None]:
+    """Bound each HTTP request ``client`` makes inside the block (pulls, imports, exec)."""
+    saved = client.api.timeout
+    client.api.timeout = max(1, round(seconds))
+    try:
+        yield
+    finally:
+        client.api.timeout = saved
+
+
+def one_line(exc: BaseException) -> str:
+    """The engine's own explanation, without the SDK's "500 Server Error for http+docker://..."."""
+    text = " ".join(str(getattr(exc, "explanation", None) or exc).split())
+    return text[:300]
+
+
+def labels(run_id: str, mode: str) -> dict[str, str]:
+    """The labels every Docker object of ``mode`` in run ``run_id`` carries."""
+    return {RUN_ID_LABEL: run_id, MODE_LABEL: mode}
+
+
+@dataclass(frozen=True)
+class RunObjects:
+    containers: list[Any]
+    networks: list[Any]
+    volumes: list[Any]
+
+
+def run_objects(client: docker.DockerClient, run_id: str, mode: str) -> RunObjects:
+    """This run's objects of ``mode`` that still exist (both labels must match)."""
+    flt = {"label": [f"{k}={v}" for k, v in labels(run_id, mode).items()]}
+    return RunObjects(
+        containers=client.containers.list(all=True, filters=flt),
+        networks=client.networks.list(filters=flt),
+        volumes=client.volumes.list(filters=flt),
+    )
+
+
+def inventory(client: docker.DockerClient, run_id: str, mode: str) -> list[InventoryItem]:
+    found = run_objects(client, run_id, mode)
+    items = [
+        InventoryItem("container", c.name, run_id, f"{c.short_id} {c.status}")
+        for c in found.containers
+    ]
+    items += [InventoryItem("network", n.name, run_id, n.short_id) for n in found.networks]
+    items += [InventoryItem("volume", v.name, run_id) for v in found.volumes]
+    return items
+
+
+def remove(client: docker.DockerClient, run_id: str, mode: str) -> None:
+    """Remove this run's containers (with their volumes), networks and volumes of ``mode``."""
+    found = run_objects(client, run_id, mode)
+    for c in found.containers:
+        with contextlib.suppress(docker.errors.NotFound):
+            c.remove(force=True, v=True)
+    for n in found.networks:
+        with contextlib.suppress(docker.errors.NotFound):
+            n.remove()
+    for v in found.volumes:
+        with contextlib.suppress(docker.errors.NotFound):
+            v.remove(force=True)
