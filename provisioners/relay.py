@@ -25,32 +25,80 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _pump(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
-    sel = selectors.DefaultSelector()
-    sel.register(a, selectors.EVENT_READ, b)
-    sel.register(b, selectors.EVENT_READ, a)
+class _Sessions:
+    """The relay's open sockets; once closed, a late session closes its own sockets instead.
+
+    One lock orders "register a socket" against "close them all": a session whose upstream
+    answers after the relay exited (an unreachable node takes ``connect_timeout``) never
+    touches a socket the exit already closed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self.closed = threading.Event()
+        self.pumping: list[threading.Thread] = []
+
+    def adopt(self, *socks: socket.socket) -> bool:
+        """Track ``socks`` until the relay closes; False (and closed) when it already has."""
+        with self._lock:
+            if not self.closed.is_set():
+                self._open.extend(socks)
+                return True
+        for sock in socks:
+            sock.close()
+        return False
+
+    def close_all(self) -> None:
+        with self._lock:
+            self.closed.set()
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a pump blocked in select
+                sock.close()
+
+
+def _session(conn: socket.socket, host: str, port: int, timeout: float, s: _Sessions) -> None:
     try:
+        upstream = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        conn.close()  # the client sees its session refused
+        return
+    if not s.adopt(upstream):
+        return
+    s.pumping.append(threading.current_thread())
+    try:
+        conn.settimeout(None)
+        upstream.settimeout(None)
+        _pump(conn, upstream, s.closed)
+    except (OSError, ValueError):
+        # The relay closed these sockets under us (ValueError: a closed socket has fd -1).
+        return
+    finally:
+        conn.close()
+        upstream.close()
+
+
+def _pump(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
+    with selectors.DefaultSelector() as sel:
+        sel.register(a, selectors.EVENT_READ, b)
+        sel.register(b, selectors.EVENT_READ, a)
         while not stop.is_set():
             for key, _ in sel.select(timeout=0.5):
                 src: socket.socket = key.fileobj  # type: ignore[assignment]
                 dst: socket.socket = key.data
                 data = src.recv(_CHUNK)
                 if not data:
-                    return
+                    return  # one side closed: end the session both ways
                 dst.sendall(data)
-    except OSError:
-        return
-    finally:
-        sel.close()
-        a.close()
-        b.close()
 
 
 @contextlib.contextmanager
 def tcp_relay(host: str, port: int, *, connect_timeout: float = 10.0) -> Iterator[Endpoint]:
     """Listen on a fresh loopback port and relay each connection to ``host:port``.
 
-    On exit the listener and every relayed connection are closed, so the port is free again.
+    On exit the listener and every relayed connection are closed, so the port is free again;
+    a session still connecting upstream does not hold the exit up.
     """
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # As Go's listeners (kubectl port-forward) do: connections we closed but a peer has not
@@ -59,44 +107,32 @@ def tcp_relay(host: str, port: int, *, connect_timeout: float = 10.0) -> Iterato
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
     listener.settimeout(0.5)
-    stop = threading.Event()
-    pumps: list[threading.Thread] = []
-    # Every socket the relay opened, so exit closes them itself instead of trusting threads
-    # that may be stuck connecting upstream: an accepted socket left open keeps the port bound.
-    opened: list[socket.socket] = []
+    sessions = _Sessions()
+    name = f"relay-{host}:{port}"
 
     def accept_loop() -> None:
-        while not stop.is_set():
+        while not sessions.closed.is_set():
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
             except OSError:
                 return
-            opened.append(conn)
-            try:
-                upstream = socket.create_connection((host, port), timeout=connect_timeout)
-            except OSError:
-                conn.close()
-                continue
-            opened.append(upstream)
-            conn.settimeout(None)
-            upstream.settimeout(None)
-            t = threading.Thread(target=_pump, args=(conn, upstream, stop), daemon=True)
-            t.start()
-            pumps.append(t)
+            # Each session connects upstream in its own thread, so a slow upstream never
+            # blocks the next accept or the relay's exit.
+            if sessions.adopt(conn):
+                args = (conn, host, port, connect_timeout, sessions)
+                threading.Thread(target=_session, args=args, name=name, daemon=True).start()
 
-    acceptor = threading.Thread(target=accept_loop, name=f"relay-{host}:{port}", daemon=True)
+    acceptor = threading.Thread(target=accept_loop, name=name, daemon=True)
     acceptor.start()
     try:
         yield Endpoint("127.0.0.1", int(listener.getsockname()[1]))
     finally:
-        stop.set()
+        sessions.close_all()
         listener.close()
         acceptor.join(timeout=5)
-        for sock in opened:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        for t in pumps:
-            t.join(timeout=5)
+        # Sessions that were pumping end at once on their closed sockets; one still
+        # connecting upstream ends by itself when the connect returns.
+        for thread in list(sessions.pumping):
+            thread.join(timeout=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -66,3 +67,33 @@ def test_relay_to_a_closed_port_refuses_the_session() -> None:
     ):
         c.settimeout(5)
         assert c.recv(1) == b"", "the relay should close a client whose upstream refuses"
+
+
+def test_relay_closes_cleanly_when_a_connection_outlives_it(
+    echo_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session whose upstream answers only after the relay closed ends without a thread error.
+
+    The accepted socket is closed by the relay's exit while its upstream is still connecting
+    (an unreachable node); the old relay then raised in ``selectors.register`` on it.
+    """
+    errors: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    connecting, release = threading.Event(), threading.Event()
+    real_connect = socket.create_connection
+
+    def slow_connect(address: tuple[str, int], timeout: float | None = None) -> socket.socket:
+        connecting.set()
+        release.wait(10)
+        return real_connect(address, timeout=timeout)
+
+    monkeypatch.setattr(socket, "create_connection", slow_connect)
+    t0 = time.monotonic()
+    with tcp_relay("127.0.0.1", echo_port) as ep, real_connect((ep.host, ep.port), timeout=5):
+        assert connecting.wait(5), "the relay never tried its upstream"
+    assert time.monotonic() - t0 < 3, "an upstream still connecting held up the relay's exit"
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name.startswith("relay-"):
+            thread.join(timeout=5)
+    assert not errors, [f"{e.thread}: {e.exc_type.__name__}: {e.exc_value}" for e in errors]
