@@ -130,8 +130,12 @@ def wait_for_nodes(
     timeout: float,
     on_change: Callable[[int], None] | None = None,
     view: str = "state",
+    give_up: Callable[[], str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Wait until exactly ``expected`` nodes are alive; report each change of the count."""
+    """Wait until exactly ``expected`` nodes are alive; report each change of the count.
+
+    ``give_up`` is :func:`wait_for`'s: a reason ends the wait at once (a node process died).
+    """
     seen: list[int] = [-1]
     last: list[list[dict[str, Any]]] = [[]]
 
@@ -155,6 +159,7 @@ def wait_for_nodes(
         what=f"{expected} alive Ray node(s) at {dashboard_url} ({view} view)",
         interval=0.25,  # a local query; finer polling shaves the wait that gates every suite
         last_seen=describe,
+        give_up=give_up,
     )
 
 
