@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import time
 from pathlib import Path
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from provisioners.base import (
@@ -24,8 +24,21 @@ from provisioners.base import (
     Provisioner,
     ProvisionError,
 )
+from provisioners.options import Option
 from provisioners.relay import tcp_relay
 from provisioners.waits import WaitTimeout, alive_nodes, http_json, port_accepts, wait_for
+
+ADDRESS = Option.string(
+    "address", "external: the cluster to test, ray://HOST:PORT (Ray Client) or HOST:PORT (GCS)"
+)
+DASHBOARD_URL = Option.string(
+    "dashboard-url", "external: the cluster's dashboard (default: http://HOST:8265)"
+)
+EXPECT_NODES = Option.integer(
+    "expect-nodes",
+    "external: how many alive nodes the cluster must have (default: as many as are alive)",
+    minimum=1,
+)
 
 
 def parse_address(address: str) -> tuple[str, int, int | None]:
@@ -35,18 +48,20 @@ def parse_address(address: str) -> tuple[str, int, int | None]:
         text = text[len("ray://") :]
         host, sep, port = text.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise ProvisionError(f"external: --ray-address {address!r} is not ray://HOST:PORT")
+            raise ProvisionError(f"external: {ADDRESS.flag} {address!r} is not ray://HOST:PORT")
         return host, int(port), None
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ProvisionError(
-            f"external: --ray-address {address!r} is neither ray://HOST:PORT nor HOST:PORT"
+            f"external: {ADDRESS.flag} {address!r} is neither ray://HOST:PORT nor HOST:PORT"
         )
     return host, CLIENT_PORT, int(port)
 
 
 class ExternalProvisioner:
     """Suites against a running cluster; the harness never changes or removes it."""
+
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (ADDRESS, DASHBOARD_URL, EXPECT_NODES)
 
     def __init__(self) -> None:
         self._spec: ClusterSpec | None = None
@@ -55,40 +70,42 @@ class ExternalProvisioner:
         self._dashboard = ""
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
-        if not spec.option("ray_address"):
+        if not spec.get(ADDRESS):
             return [
-                "external: no cluster given (--ray-address ray://HOST:10001 or HOST:6379, "
-                "with --ray-dashboard-url and --ray-expect-nodes as needed)"
+                f"external: no cluster given ({ADDRESS.flag} ray://HOST:10001 or HOST:6379, "
+                f"with {DASHBOARD_URL.flag} and {EXPECT_NODES.flag} as needed)"
             ]
         return []
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
-        address = str(spec.option("ray_address"))
+        address = spec.get(ADDRESS)
+        if not address:
+            raise ProvisionError(self.missing_prerequisites(spec)[0])
         self._host, self._client_port, gcs_port = parse_address(address)
-        self._dashboard = str(
-            spec.option("ray_dashboard_url", f"http://{self._host}:{DASHBOARD_PORT}")
-        ).rstrip("/")
+        dashboard = spec.get(DASHBOARD_URL) or f"http://{self._host}:{DASHBOARD_PORT}"
+        self._dashboard = dashboard.rstrip("/")
         bound = spec.timeouts.preflight
         try:
             wait_for(
                 lambda: port_accepts(self._host, self._client_port),
                 timeout=bound,
-                what=f"the Ray Client port at {self._host}:{self._client_port} (--ray-address {address})",
+                what=f"the Ray Client port at {self._host}:{self._client_port} "
+                f"({ADDRESS.flag} {address})",
             )
             version = wait_for(
                 lambda: http_json(f"{self._dashboard}/api/version", timeout=min(5.0, bound)),
                 timeout=bound,
-                what=f"the dashboard at {self._dashboard}/api/version (--ray-dashboard-url)",
+                what=f"the dashboard at {self._dashboard}/api/version ({DASHBOARD_URL.flag})",
             )
         except WaitTimeout as exc:
             raise ProvisionError(f"external: {exc}") from None
         nodes = alive_nodes(self._dashboard)
-        expect = spec.option("ray_expect_nodes")
-        expected = int(expect) if expect else len(nodes)
+        expect = spec.get(EXPECT_NODES)
+        expected = expect or len(nodes)
         spec.progress(
             f"found Ray {version['ray_version']} with {len(nodes)} alive node(s) at {address}"
-            + ("" if expect else " (no --ray-expect-nodes: expecting that many)")
+            + ("" if expect else f" (no {EXPECT_NODES.flag}: expecting that many)")
         )
         python = self._python_version(spec)
         head = f"{self._host}:{gcs_port}" if gcs_port else f"ray://{self._host}:{self._client_port}"
@@ -134,14 +151,17 @@ class ExternalProvisioner:
             entrypoint=f"python -c \"import base64; exec(base64.b64decode('{encoded}'))\"",
             metadata={"ray-conformance.run-id": self._spec.run_id if self._spec else ""},
         )
-        deadline = time.monotonic() + timeout
-        status = client.get_job_status(job_id)
-        while not status.is_terminal():
-            if time.monotonic() > deadline:
+        try:
+            status = wait_for(
+                lambda: _terminal(client.get_job_status(job_id)),
+                timeout=timeout,
+                what=f"job {job_id} at {self._dashboard} to finish",
+            )
+        except WaitTimeout:
+            # Someone else's cluster: never leave our script running on it.
+            with contextlib.suppress(Exception):
                 client.stop_job(job_id)
-                raise RuntimeError(f"external: job {job_id} did not finish within {timeout:.0f} s")
-            time.sleep(0.5)
-            status = client.get_job_status(job_id)
+            raise
         logs = str(client.get_job_logs(job_id))
         if status != JobStatus.SUCCEEDED:
             raise RuntimeError(f"external: job {job_id} ended {status}:\n{logs[-3000:]}")
@@ -159,6 +179,11 @@ class ExternalProvisioner:
 
     def teardown(self) -> None:
         """Nothing to remove: the cluster belongs to someone else."""
+
+
+def _terminal(status: Any) -> Any:
+    """The job's status once it is final (SUCCEEDED, FAILED, STOPPED), else None."""
+    return status if status.is_terminal() else None
 
 
 def _conforms(p: ExternalProvisioner) -> Provisioner:

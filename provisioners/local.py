@@ -12,11 +12,11 @@ import importlib.metadata
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
 import psutil
 
@@ -30,8 +30,10 @@ from provisioners.base import (
     Provisioner,
     ProvisionError,
 )
+from provisioners.options import Option
 from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
 from provisioners.relay import free_port, tcp_relay
+from provisioners.runner import Background, Started, run_full, tail_file
 from provisioners.waits import WaitTimeout, urlopen_ok, wait_for, wait_for_nodes
 
 DEFAULT_WORKERS = 1
@@ -44,9 +46,13 @@ _STOP_GRACE_S = 8.0
 class LocalProvisioner:
     """Head and ``--ray-workers`` nodes as local processes; the nodes share one hostname."""
 
+    #: Nothing to set: ports are the kernel's pick and the temp dir is the run's.
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = ()
+
     def __init__(self) -> None:
         self._spec: ClusterSpec | None = None
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._nodes: Background | None = None
+        self._procs: list[Started] = []  # `ray start --block` of each node, head first
         self._temp_dir: Path | None = None
         self._ports: dict[str, int] = {}
         self._shm_before: set[str] = set()
@@ -61,6 +67,7 @@ class LocalProvisioner:
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
+        self._nodes = Background(spec.run_id, spec.workdir, env_with_interpreter_first())
         workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
         # Short path: Ray puts unix sockets under it (108-byte limit).
         self._temp_dir = Path(f"/tmp/rc-{spec.run_id}")
@@ -88,9 +95,12 @@ class LocalProvisioner:
         for i in range(1, workers + 1):
             self._start_node(f"worker{i}", [f"--address=127.0.0.1:{self._ports['gcs']}"])
         if workers:
-            self._wait_nodes(
-                1 + workers, on_change=lambda n: spec.progress(f"worker {n - 1}/{workers} joined")
-            )
+
+            def joined(alive: int) -> None:
+                if alive > 1:  # the head alone was reported above
+                    spec.progress(f"worker {alive - 1}/{workers} joined")
+
+            self._wait_nodes(1 + workers, on_change=joined)
         spec.progress(f"{1 + workers} node(s) alive in {time.monotonic() - t0:.1f} s")
         gcs = f"127.0.0.1:{self._ports['gcs']}"
         return ClusterHandle(
@@ -104,8 +114,11 @@ class LocalProvisioner:
                 "RAY_ADDRESS": gcs,
                 "ray client": f"ray://127.0.0.1:{self._ports['client']}",
                 "dashboard": self._dashboard_url,
-                "stop": "kill -TERM " + " ".join(f"-{p.pid}" for p in self._procs),
                 "temp dir": str(self._temp_dir),
+                # By process group: each node's group holds its raylet, GCS and workers.
+                "remove": "kill -TERM "
+                + " ".join(f"-{p.pid}" for p in self._procs)
+                + f"; rm -rf {self._temp_dir}",
             },
         )
 
@@ -122,20 +135,14 @@ class LocalProvisioner:
             raise RuntimeError("local: run_in_cluster before provision")
         path = self._spec.workdir / f"in-cluster-{time.monotonic_ns()}.py"
         path.write_text(script)
-        env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{self._ports['gcs']}"}
-        try:
-            proc = subprocess.run(
-                [sys.executable, str(path)],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(
-                f"local: in-cluster script did not finish within {timeout:.0f} s"
-            ) from exc
+        proc = run_full(
+            [sys.executable, str(path)],
+            timeout,
+            what="local: in-cluster script",
+            env={"RAY_ADDRESS": f"127.0.0.1:{self._ports['gcs']}"},
+            merge=False,  # stdout is the script's answer; stderr only its noise
+            check=False,  # the whole output, not runner's tail: tracebacks run long
+        )
         if proc.returncode != 0:
             raise RuntimeError(
                 f"local: in-cluster script exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
@@ -184,20 +191,21 @@ class LocalProvisioner:
         # Workers first, then the head. SIGTERM to `ray start --block` alone lets it drain and
         # stop its children itself (seconds); SIGTERM to its whole group kills the GCS under
         # the drain, and the rest then lingers for ~20 s.
-        for proc in reversed(self._procs):
+        for node in reversed(self._procs):
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + _STOP_GRACE_S
-        for proc in reversed(self._procs):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                node.popen.send_signal(signal.SIGTERM)
+        with contextlib.suppress(WaitTimeout):
+            wait_for(
+                lambda: all(node.exited() is not None for node in self._procs),
+                timeout=_STOP_GRACE_S,
+                what="local: nodes to drain",
+                interval=0.05,
+            )
         # Whatever survived (workers Ray re-parented, a hung raylet) is still ours by its
-        # session dir or process group: kill exactly those.
+        # session dir or process group: kill exactly those, then reap the leaders.
         kill_all(self._ray_processes())
-        for proc in self._procs:
-            _signal_group(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+        if self._nodes is not None:
+            self._nodes.close()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 
@@ -227,65 +235,48 @@ class LocalProvisioner:
             f"--metrics-export-port={free_port()}",
             *args,
         ]
-        env = env_with_interpreter_first()
-        log = (self._spec.workdir / f"{name}.log").open("wb")
-        try:
-            self._procs.append(
-                subprocess.Popen(
-                    argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    start_new_session=True,
-                )
-            )
-        finally:
-            log.close()
+        assert self._nodes is not None
+        # Its own process group, output to <workdir>/<name>-<ns>.log; teardown reaps it.
+        self._procs.append(self._nodes.spawn(argv, name))
 
     def _wait(self, probe: Callable[[], bool], what: str) -> None:
         assert self._spec is not None
         try:
-            wait_for(probe, timeout=self._spec.timeouts.node_join, what=what)
+            wait_for(
+                probe, timeout=self._spec.timeouts.node_join, what=what, give_up=self._node_died
+            )
         except WaitTimeout as exc:
-            raise ProvisionError(f"local: {exc}{self._exited_nodes()}") from None
+            raise ProvisionError(f"local: {exc}") from None
 
     def _wait_nodes(self, n: int, on_change: Callable[[int], None] | None = None) -> None:
         assert self._spec is not None
         try:
             wait_for_nodes(
-                self._dashboard_url, n, timeout=self._spec.timeouts.node_join, on_change=on_change
+                self._dashboard_url,
+                n,
+                timeout=self._spec.timeouts.node_join,
+                on_change=on_change,
+                give_up=self._node_died,
             )
         except WaitTimeout as exc:
-            raise ProvisionError(f"local: {exc}{self._exited_nodes()}") from None
+            raise ProvisionError(f"local: {exc}") from None
 
-    def _exited_nodes(self) -> str:
-        assert self._spec is not None
-        lines = []
-        for i, proc in enumerate(self._procs):
-            if proc.poll() is not None:
-                name = "head" if i == 0 else f"worker{i}"
-                tail = (
-                    (self._spec.workdir / f"{name}.log")
-                    .read_text(errors="replace")
-                    .strip()
-                    .splitlines()[-5:]
+    def _node_died(self) -> str | None:
+        """Which ``ray start`` exited (a node that can no longer join), with its log's tail."""
+        for node in self._procs:
+            code = node.exited()
+            if code is not None:
+                return (
+                    f"local: {node.what} (`ray start`, pid {node.pid}) exited {code}; "
+                    f"last lines of {node.log}:\n{tail_file(node.log, 8)}"
                 )
-                lines.append(
-                    f"\n  {name} (pid {proc.pid}) exited {proc.returncode}: " + "\n    ".join(tail)
-                )
-        return "".join(lines)
+        return None
 
     def _ray_processes(self) -> list[psutil.Process]:
         """Live processes of this run: in a process group we started, or using our temp dir."""
         return run_processes(
             (p.pid for p in self._procs), str(self._temp_dir) if self._temp_dir else None
         )
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _shm_entries() -> set[str]:

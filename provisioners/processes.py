@@ -10,11 +10,12 @@ import contextlib
 import os
 import shutil
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
+
+from provisioners.waits import WaitTimeout, wait_for
 
 
 def ray_cli() -> str | None:
@@ -60,12 +61,14 @@ def kill_all(procs: list[psutil.Process], timeout: float = 10.0) -> list[psutil.
             proc.kill()
     # Poll briskly rather than psutil.wait_procs (exponential backoff, ~1.5 s for a node's
     # processes): a zombie awaiting its reaper holds no port or file, so it counts as gone.
-    deadline = time.monotonic() + timeout
     alive = list(procs)
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _running(p)]
-        if alive:
-            time.sleep(0.05)
+
+    def all_gone() -> bool:
+        alive[:] = [p for p in alive if _running(p)]
+        return not alive
+
+    with contextlib.suppress(WaitTimeout):
+        wait_for(all_gone, timeout=timeout, what="killed processes to exit", interval=0.05)
     return alive
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from provisioners.base import ClusterHandle, ClusterSpec, ProvisionError, Timeouts
-from provisioners.external import parse_address
+from provisioners.external import ADDRESS, DASHBOARD_URL, EXPECT_NODES, parse_address
 from provisioners.local import LocalProvisioner
+from provisioners.options import OptionError
+from provisioners.waits import wait_for
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
 
@@ -62,7 +64,7 @@ def test_external_unanswering_address_fails_within_preflight_naming_it(tmp_path:
     port = free_port()  # nothing listens there
     spec = ClusterSpec(
         mode="external", run_id="x", workdir=tmp_path, timeouts=Timeouts(preflight=1.5),
-        options={"ray_address": f"ray://127.0.0.1:{port}"},
+        options={ADDRESS.key: f"ray://127.0.0.1:{port}"},
     )  # fmt: skip
     t0 = time.monotonic()
     with pytest.raises(
@@ -100,3 +102,35 @@ def test_external_without_address_is_skipped_with_reason(tmp_path: Path) -> None
         "external: no cluster given (--ray-address ray://HOST:10001 or HOST:6379, "
         "with --ray-dashboard-url and --ray-expect-nodes as needed)"
     ]
+
+
+def test_external_job_past_its_timeout_is_stopped(
+    tmp_path: Path, someone_elses_cluster: ClusterHandle
+) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from provisioners.external import ExternalProvisioner
+
+    access = someone_elses_cluster.access
+    spec = ClusterSpec(
+        mode="external", run_id="x", workdir=tmp_path,
+        options={ADDRESS.key: access["ray client"], DASHBOARD_URL.key: access["dashboard"]},
+    )  # fmt: skip
+    external = ExternalProvisioner()
+    external.provision(spec)
+    with pytest.raises(TimeoutError, match=r"timed out after 3 s waiting for job (\S+) at"):
+        external.run_in_cluster("import time; time.sleep(600)", timeout=3)
+    client = JobSubmissionClient(access["dashboard"])
+    job = max(client.list_jobs(), key=lambda j: j.start_time or 0)
+    stopped = wait_for(
+        lambda: client.get_job_status(job.submission_id or "") == JobStatus.STOPPED,
+        timeout=30,
+        what="the timed-out job to be stopped",
+    )
+    assert stopped
+
+
+def test_external_expect_nodes_must_be_positive() -> None:
+    assert EXPECT_NODES.value("3") == 3
+    with pytest.raises(OptionError, match="--ray-expect-nodes '0': must be at least 1"):
+        EXPECT_NODES.value("0")
