@@ -1,0 +1,94 @@
+"""Mode ``kind-operator``: a kind cluster of the run, KubeRay on it, one RayCluster.
+
+The book's path: ``kind create cluster``, the Ray operator (CRDs, then the operator), a
+RayCluster, a Job running the in-cluster counter against ``<cluster>-head-svc``, and
+``kubectl port-forward`` of 10001 and 8265. kind, kubectl, the node image and the operator
+image come from :mod:`provisioners.kube.toolchain` (built offline from Go modules and Debian
+packages, once per machine); the Ray image is the shared node image, loaded with ``kind load``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any, ClassVar
+
+from provisioners import containers, nodeimage
+from provisioners.base import ClusterSpec
+from provisioners.kube.clusters import KindCluster
+from provisioners.kube.kuberay import OperatorSource
+from provisioners.kube.mode import KUBERAY_VERSION, OPERATOR_IMAGE, OPERATOR_INSTALL, OperatorMode
+from provisioners.naming import run_name
+from provisioners.options import Option
+
+KIND_CLUSTER = Option.string(
+    "kind-cluster", "kind-operator: reuse this kind cluster (nothing of it is deleted)"
+)
+
+
+class KindOperatorProvisioner(OperatorMode):
+    """KubeRay on a kind cluster created for the run (or ``--ray-kind-cluster``)."""
+
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
+        *OperatorMode.OPTIONS,
+        KIND_CLUSTER,
+        nodeimage.IMAGE,
+        nodeimage.IMAGE_BUILD,
+        containers.DOCKER_HOST,
+    )
+
+    def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
+        missing = []
+        if problem := containers.engine_problem(spec.get(containers.DOCKER_HOST)):
+            missing.append(f"kind-operator: {problem}")
+        if shutil.which("go") is None and not _go_beside():
+            missing.append(
+                "kind-operator: `go` is not on PATH (kind, kubectl, the kind node image and "
+                "KubeRay are built from Go modules here; install Go 1.24+)"
+            )
+        return missing
+
+    def make_cluster(self, spec: ClusterSpec) -> KindCluster:
+        reuse = spec.get(KIND_CLUSTER)
+        return KindCluster(
+            run_id=spec.run_id,
+            name=reuse or run_name(spec.run_id, "kind", limit=40),
+            workdir=spec.workdir / "kind",
+            progress=spec.progress,
+            reuse=bool(reuse),
+        )
+
+    def node_image(self, spec: ClusterSpec, timeout: float) -> str:
+        return nodeimage.ensure_node_image(
+            spec.progress,
+            timeout,
+            image=spec.get(nodeimage.IMAGE),
+            force_build=spec.get(nodeimage.IMAGE_BUILD),
+            docker_host=spec.get(containers.DOCKER_HOST),
+            run_id=spec.run_id,
+        )
+
+    def operator_source(self, spec: ClusterSpec, timeout: float) -> OperatorSource | None:
+        if spec.get(OPERATOR_INSTALL) == "none":
+            return None
+        cluster = self._cluster
+        assert isinstance(cluster, KindCluster)
+        tools = cluster.prepare(timeout)
+        return OperatorSource(
+            KUBERAY_VERSION,
+            tools.operator_manifests,
+            spec.get(OPERATOR_IMAGE) or tools.operator_image,
+        )
+
+
+def _go_beside() -> bool:
+    from pathlib import Path
+
+    return Path("/usr/local/go/bin/go").exists()
+
+
+def _conforms(p: KindOperatorProvisioner) -> None:
+    """Static conformance check: mypy fails here when a method drifts from the contract."""
+    from provisioners.base import Provisioner, SupportsNodeExec
+
+    _a: Provisioner = p
+    _b: SupportsNodeExec = p

@@ -1,0 +1,1 @@
+"""Kubernetes modes: cluster providers (kind, existing), the KubeRay deployer, the offline toolchain."""

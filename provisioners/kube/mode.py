@@ -1,0 +1,217 @@
+"""The operator modes' shared body: a cluster provider plus the KubeRay deployer.
+
+``kind-operator`` and ``kube-operator`` differ only in where the cluster comes from (and so in
+how the node image reaches it); each is a few lines on :class:`OperatorMode`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import shutil
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from provisioners.base import (
+    CLIENT_PORT,
+    ClusterHandle,
+    ClusterSpec,
+    Endpoint,
+    InventoryItem,
+    ProvisionError,
+)
+from provisioners.kube.api import Kube
+from provisioners.kube.clusters import ClusterProvider
+from provisioners.kube.kuberay import GCS_PORT, KubeRayDeployer, OperatorSource, RaySize
+from provisioners.naming import run_name
+from provisioners.options import Option
+from provisioners.runner import run
+
+KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
+KUBERAY_VERSION = "v1.5.0"
+UPSTREAM_OPERATOR_IMAGE = f"quay.io/kuberay/operator:{KUBERAY_VERSION}"
+DEFAULT_WORKERS = 2
+
+OPERATOR_INSTALL = Option.choice(
+    "operator-install",
+    "How kube modes get KubeRay: its release manifests (from its Go module), or none (the cluster's own)",
+    ("manifests", "none"),
+    "manifests",
+)
+OPERATOR_IMAGE = Option.string(
+    "operator-image", "KubeRay operator image (default: the mode's; see README, Kubernetes)"
+)
+
+
+def module_manifests(version: str, timeout: float) -> Path:
+    """KubeRay's ``ray-operator/config`` from its Go module (the module proxy, cached by Go)."""
+    import json
+
+    go = shutil.which("go") or (
+        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
+    )
+    if go is None:
+        raise ProvisionError("KubeRay manifests come from its Go module: `go` is not on PATH")
+    out = run(
+        [go, "mod", "download", "-json", f"{KUBERAY_MODULE}@{version}"],
+        timeout,
+        what=f"go mod download {KUBERAY_MODULE}@{version}",
+        env={"GOFLAGS": "-mod=mod", "GOWORK": "off"},
+    )
+    return Path(json.loads(out)["Dir"]) / "config"
+
+
+class OperatorMode:
+    """Provisioner of a RayCluster by KubeRay on a cluster from ``make_cluster``."""
+
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (OPERATOR_INSTALL, OPERATOR_IMAGE)
+
+    def __init__(self) -> None:
+        self._spec: ClusterSpec | None = None
+        self._cluster: ClusterProvider | None = None
+        self._kube: Kube | None = None
+        self._deployer: KubeRayDeployer | None = None
+
+    # -- what a mode supplies ---------------------------------------------------------
+
+    def make_cluster(self, spec: ClusterSpec) -> ClusterProvider:
+        raise NotImplementedError
+
+    def node_image(self, spec: ClusterSpec, timeout: float) -> str:
+        """The Ray image the pods run (made available to the cluster by ``load_image``)."""
+        raise NotImplementedError
+
+    def operator_source(self, spec: ClusterSpec, timeout: float) -> OperatorSource | None:
+        if spec.get(OPERATOR_INSTALL) == "none":
+            return None
+        manifests = module_manifests(KUBERAY_VERSION, timeout)
+        return OperatorSource(
+            KUBERAY_VERSION, manifests, spec.get(OPERATOR_IMAGE) or UPSTREAM_OPERATOR_IMAGE
+        )
+
+    def pod_defaults(self, spec: ClusterSpec) -> dict[str, Any]:
+        """Pod settings every pod of the run gets (OpenShift's fixed user, for one)."""
+        return {}
+
+    # -- Provisioner --------------------------------------------------------------------
+
+    def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
+        raise NotImplementedError
+
+    def provision(self, spec: ClusterSpec) -> ClusterHandle:
+        self._spec = spec
+        deadline = time.monotonic() + spec.timeouts.provision
+        workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
+        cluster = self._cluster = self.make_cluster(spec)
+        kube = self._kube = cluster.create(_left(deadline))
+        version = kube.server_version(min(spec.timeouts.preflight, _left(deadline)))
+        spec.progress(f"Kubernetes {version} answers at {kube.where()}")
+        image = self.node_image(spec, _left(deadline))
+        operator = self.operator_source(spec, _left(deadline))
+        cluster.load_image(image, _left(deadline))
+        if operator is not None and operator.image != UPSTREAM_OPERATOR_IMAGE:
+            cluster.load_image(operator.image, _left(deadline))
+        deployer = self._deployer = KubeRayDeployer(
+            kube,
+            run_id=spec.run_id,
+            namespace=run_name(spec.run_id, spec.mode),
+            name=run_name(spec.run_id, "ray", limit=40),  # KubeRay adds suffixes to pod names
+            image=image,
+            size=RaySize(workers=workers),
+            operator=operator,
+            workdir=spec.workdir,
+            progress=spec.progress,
+            pod_defaults=self.pod_defaults(spec),
+        )
+        deployer.deploy(version, deadline, spec.timeouts.node_join)
+        head = deployer.pods()[0]["metadata"]["name"]
+        py = deployer.exec(head, ["python", "-c", "import sys, ray; print(ray.__version__, '%d.%d' % sys.version_info[:2])"], 60)  # fmt: skip
+        ray_version, python_version = py.split()[-2:]
+        ns = deployer.namespace
+        kubectl = shlex.join([kube.kubectl_path, "--kubeconfig", str(kube.kubeconfig)])
+        remove = [f"{kubectl} delete raycluster -n {ns} {deployer.name}"]
+        remove.append(
+            f"{kubectl} delete clusterrole,clusterrolebinding,crd -l ray-conformance.run-id={spec.run_id}"
+        )
+        remove.append(f"{kubectl} delete namespace {ns}")
+        if cmd := getattr(cluster, "remove_command", lambda: "")():
+            remove = [cmd]  # the whole cluster is the run's
+        return ClusterHandle(
+            mode=spec.mode,
+            expected_nodes=1 + workers,
+            ray_version=ray_version,
+            python_version=python_version,
+            head_address=f"{deployer.head_dns()}:{GCS_PORT}",
+            access={
+                "kubeconfig": str(kube.kubeconfig),
+                "pods": f"{kubectl} get pods -n {ns}",
+                "dashboard": f"{kubectl} port-forward -n {ns} service/{deployer.head_service} 8265",
+                "client": f"{kubectl} port-forward -n {ns} service/{deployer.head_service} {CLIENT_PORT}",
+                "remove": " && ".join(remove),
+            },
+        )  # fmt: skip
+
+    def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
+        timeout = self._spec.timeouts.preflight if self._spec else 30.0
+        return self._require().port_forward(remote_port, timeout)
+
+    def run_in_cluster(self, script: str, timeout: float) -> str:
+        return self._require().run_job(script, timeout)
+
+    def inventory(self) -> list[InventoryItem]:
+        items: list[InventoryItem] = []
+        if self._deployer is not None:
+            items += self._deployer.left_behind
+            if self._cluster_alive():
+                items += self._deployer.inventory()
+        if self._cluster is not None:
+            items += self._cluster.inventory()
+        return items
+
+    def collect_diagnostics(self, dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        if self._deployer is not None:
+            with contextlib.suppress(Exception):
+                self._deployer.collect_diagnostics(dest / "namespace")
+        if self._cluster is not None:
+            with contextlib.suppress(Exception):
+                self._cluster.export_logs(dest / "cluster")
+
+    def teardown(self) -> None:
+        spec = self._spec
+        if spec is None:
+            return
+        timeout = spec.timeouts.provision / 3
+        if self._deployer is not None:
+            # Even on a cluster about to be deleted: what the operator leaves behind when its
+            # RayCluster goes (the book warns of Services) is what this check is for.
+            self._deployer.teardown(timeout)
+        if self._cluster is not None:
+            self._cluster.destroy(timeout)
+        if self._kube is not None:
+            self._kube.close()
+
+    # -- SupportsNodeExec ---------------------------------------------------------------
+
+    def node_names(self) -> list[str]:
+        return [p["metadata"]["name"] for p in self._require().pods()]
+
+    def node_exec(self, node: str, argv: list[str], timeout: float) -> str:
+        return self._require().exec(node, argv, timeout)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _require(self) -> KubeRayDeployer:
+        if self._deployer is None:
+            raise RuntimeError("not provisioned")
+        return self._deployer
+
+    def _cluster_alive(self) -> bool:
+        """False once the run's own cluster is deleted (nothing left to ask)."""
+        cluster = self._cluster
+        return cluster is not None and (not cluster.owned or bool(cluster.inventory()))
+
+
+def _left(deadline: float) -> float:
+    return max(1.0, deadline - time.monotonic())
