@@ -17,11 +17,10 @@ import importlib.metadata
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,8 @@ import docker.errors
 from provisioners.base import ProvisionError
 from provisioners.containers import docker_client, http_timeout, one_line
 from provisioners.options import Option
+from provisioners.runner import CommandError, run
+from provisioners.waits import WaitTimeout, wait_for
 
 #: Options of every mode whose nodes come from this image (one declaration, shared).
 IMAGE = Option.string(
@@ -103,7 +104,7 @@ def ensure_node_image(
         timeout: Upper bound for the whole call, in seconds.
         ray_version: Ray version to install; defaults to the version next to this harness.
         image: An image the user named (``--ray-image``); never built, only found or pulled.
-        force_build: Skip the official image and build (``ray_image_build``).
+        force_build: Skip the official image and build (``--ray-image-build``).
         need_ssh: The caller needs sshd and rsync in the image; the official image has no
             sshd, so this implies a local build unless ``image`` is given.
         docker_host: Engine address; defaults to the environment's.
@@ -120,8 +121,9 @@ def ensure_node_image(
             if _present_or_pulled(client, image, progress, deadline):
                 return image
             raise ProvisionError(
-                f"docker: image {image!r} is not present on the engine and could not be pulled "
-                "(build one with --ray-image-build, or `docker load` it)"
+                f"node image: {image!r} ({IMAGE.flag}) is not present on the engine and "
+                f"could not be pulled (`docker load` it, or leave {IMAGE.flag} unset to use "
+                f"Ray's image or a local build; {IMAGE_BUILD.flag} forces the build)"
             )
         if not (force_build or need_ssh):
             official = official_image(version)
@@ -129,7 +131,7 @@ def ensure_node_image(
                 return official
         return build_node_image(client, progress, deadline, version, run_id=run_id)
     except docker.errors.DockerException as exc:
-        raise ProvisionError(f"docker: preparing the node image failed: {one_line(exc)}") from exc
+        raise ProvisionError(f"node image: the engine failed: {one_line(exc)}") from exc
     finally:
         client.close()
 
@@ -201,8 +203,8 @@ def _ensure_base(
         return tag
     if shutil.which("debootstrap") is None:
         raise ProvisionError(
-            "docker: cannot build the node image: debootstrap is not installed "
-            "(apt-get install -y debootstrap, or pass --ray-image)"
+            "node image: cannot build it: debootstrap is not installed "
+            f"(apt-get install -y debootstrap, or pass {IMAGE.flag})"
         )
     started = time.monotonic()
     progress(f"debootstrap {DEBIAN_SUITE} (about 75 s) ...")
@@ -226,28 +228,33 @@ def _ensure_base(
             for entry in (root / sub).glob("*"):
                 if entry.is_file():
                     entry.unlink()
-        tar = subprocess.Popen(
-            ["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE
-        )
-        try:
-            assert tar.stdout is not None
-            with http_timeout(client, deadline - time.monotonic()):
-                client.api.import_image(
-                    src=tar.stdout,
-                    stream_src=True,
-                    repository=BASE_REPO,
-                    tag=tag.split(":", 1)[1],
-                    changes=[f"LABEL {IMAGE_HASH_LABEL}={key}", 'CMD ["/bin/bash"]'],
-                )
-        finally:
-            tar.kill()
-            tar.wait()
-        if not _image_exists(client, tag):
-            raise ProvisionError(f"docker: import of the debootstrap tree did not create {tag}")
+        import_tree(client, root, tag, [f"LABEL {IMAGE_HASH_LABEL}={key}"], deadline)
         progress(f"base image {tag} imported in {time.monotonic() - started:.1f} s")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return tag
+
+
+def import_tree(
+    client: docker.DockerClient, root: Path, tag: str, changes: list[str], deadline: float
+) -> None:
+    """``docker import`` the directory ``root`` as image ``tag`` (a base of ``/bin/bash``)."""
+    # Through a tar file rather than a pipe: the one runner bounds tar, and the upload is a
+    # plain file (a second's cost on a ~200 MB tree that is built once and cached).
+    archive = root.with_name(root.name + ".tar")
+    try:
+        _run(["tar", "--numeric-owner", "-C", root, "-cf", archive, "."], deadline, "tar")
+        with archive.open("rb") as data, http_timeout(client, deadline - time.monotonic()):
+            client.api.import_image(
+                src=data,  # a file: sent with its length (stream_src would claim chunks)
+                repository=tag.split(":", 1)[0],
+                tag=tag.split(":", 1)[1],
+                changes=[*changes, 'CMD ["/bin/bash"]'],
+            )
+    finally:
+        archive.unlink(missing_ok=True)
+    if not _image_exists(client, tag):
+        raise ProvisionError(f"node image: import of {root} did not create {tag}")
 
 
 def _ensure_wheels(
@@ -324,20 +331,20 @@ def _build(
                     tail = [*tail[-19:], line]
                 if "error" in chunk:
                     raise ProvisionError(
-                        f"docker: building {tag} failed: {chunk['error'].strip()}; last output: "
+                        f"node image: building {tag} failed: {chunk['error'].strip()}; last output: "
                         + " | ".join(tail[-5:])
                     )
         except docker.errors.DockerException as exc:
-            raise ProvisionError(f"docker: building {tag} failed: {one_line(exc)}") from exc
+            raise ProvisionError(f"node image: building {tag} failed: {one_line(exc)}") from exc
         except OSError as exc:  # requests' read timeout when the deadline passes mid-build
             raise ProvisionError(
-                f"docker: building {tag} did not finish within the provision timeout "
+                f"node image: building {tag} did not finish within the provision timeout "
                 f"({one_line(exc)})"
             ) from exc
     finally:
         shutil.rmtree(context, ignore_errors=True)
     if not _image_exists(client, tag):
-        raise ProvisionError(f"docker: build finished but {tag} is missing")
+        raise ProvisionError(f"node image: build finished but {tag} is missing")
     progress(f"built {tag} in {time.monotonic() - started:.1f} s")
 
 
@@ -345,38 +352,39 @@ def _ray_version_of(tag: str) -> str:
     return tag.split(":", 1)[1].split("-py", 1)[0]
 
 
-def _run(argv: list[str], deadline: float, what: str) -> None:
+def _run(argv: Sequence[str | Path], deadline: float, what: str) -> None:
+    """Run a build step within what is left of the deadline (CommandTimeout when it runs out)."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise ProvisionError(f"docker: no time left for {what} (provision timeout reached)")
+        raise ProvisionError(f"node image: no time left for {what} (provision timeout reached)")
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=remaining, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ProvisionError(f"docker: {what} did not finish within {remaining:.0f} s") from exc
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-        raise ProvisionError(f"docker: {what} failed (exit {proc.returncode}): {tail}")
+        run([str(a) for a in argv], remaining, what=f"node image: {what}")
+    except CommandError as exc:
+        raise ProvisionError(str(exc)) from None
 
 
 @contextlib.contextmanager
 def _file_lock(path: Path, deadline: float, progress: Callable[[str], None]) -> Iterator[None]:
     """Hold an exclusive lock on ``path``; wait for another builder at most until ``deadline``."""
+
+    def locked() -> bool:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
     with path.open("a") as handle:
-        told = False
-        while True:
+        if not locked():
+            progress("waiting for another run's image build ...")
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ProvisionError(
-                        f"docker: another run held the image build lock {path} until the "
-                        "provision timeout"
-                    ) from None
-                if not told:
-                    progress("waiting for another run's image build ...")
-                    told = True
-                time.sleep(0.5)
+                wait_for(
+                    locked,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    what=f"another run's image build to release {path}",
+                )
+            except WaitTimeout as exc:
+                raise ProvisionError(f"node image: {exc} (provision timeout)") from None
         try:
             yield
         finally:
@@ -393,5 +401,6 @@ __all__ = [
     "cache_dir",
     "client_ray_version",
     "ensure_node_image",
+    "import_tree",
     "official_image",
 ]
