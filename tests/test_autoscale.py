@@ -11,16 +11,19 @@ import yaml
 from provisioners import autoscale
 from provisioners.autoscale import AutoscaleProvisioner
 from provisioners.base import ClusterSpec, ProvisionError, Timeouts
+from provisioners.launcher import LAUNCHER_CONFIG
 
 
-def _spec(tmp_path: Path, workers: int | None = None, **options: object) -> ClusterSpec:
+def _spec(
+    tmp_path: Path, workers: int | None = None, options: dict[str, object] | None = None
+) -> ClusterSpec:
     return ClusterSpec(
         mode="autoscale",
         run_id=f"t{int(time.time() * 1000) % 10**8}",
         workdir=tmp_path / "work",
         workers=workers,
         timeouts=Timeouts(provision=60, node_join=60, preflight=5, job=60),
-        options=options,
+        options=options or {},
     )
 
 
@@ -35,7 +38,7 @@ def test_zero_workers_is_refused_before_anything_starts(tmp_path: Path) -> None:
 def test_schema_error_names_the_field_and_starts_nothing(tmp_path: Path) -> None:
     overrides = tmp_path / "bad.yaml"
     overrides.write_text(yaml.safe_dump({"upscaling_speed": "fast"}))
-    spec = _spec(tmp_path, ray_launcher_config=str(overrides))
+    spec = _spec(tmp_path, options={LAUNCHER_CONFIG.key: overrides})
     p = AutoscaleProvisioner()
     with pytest.raises(ProvisionError, match=r"field 'upscaling_speed': 'fast' is not of type"):
         p.provision(spec)

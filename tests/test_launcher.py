@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import stat
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import psutil
 import pytest
 import yaml
 
-from provisioners import launcher
-from provisioners.base import ProvisionError
-from provisioners.launcher import CommandError, Launcher
+from provisioners.base import ClusterSpec, ProvisionError, Timeouts
+from provisioners.launcher import LAUNCHER_CONFIG, Launcher, Machine, RayUpMode, cli, config
+from provisioners.launcher.ssh import SshTarget, generate_key, wait_for_ssh
+from provisioners.runner import CommandError, CommandTimeout, run
+from provisioners.waits import wait_for
 
 # A stand-in `ray`: logs its argv, fails `up` half-way, serves a port for `dashboard -p`.
 FAKE_RAY = """#!{python}
@@ -23,7 +26,7 @@ import socket, sys, time
 with open({calls!r}, "a") as f:
     f.write(" ".join(sys.argv[1:]) + "\\n")
 cmd = sys.argv[1]
-if cmd == "up":
+if cmd == "up" and {up_fails}:
     print("Fetching the head node...\\nRunning setup commands on head\\nerror: setup failed")
     sys.exit(1)
 if cmd == "dashboard":
@@ -34,89 +37,104 @@ if cmd == "exec":
 """
 
 
-@pytest.fixture
-def fake_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _fake_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, up_fails: bool) -> Path:
     calls = tmp_path / "calls.txt"
     script = tmp_path / "ray"
-    script.write_text(FAKE_RAY.format(python=sys.executable, calls=str(calls)))
+    script.write_text(FAKE_RAY.format(python=sys.executable, calls=str(calls), up_fails=up_fails))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(launcher, "ray_cli", lambda: str(script))
+    monkeypatch.setattr(cli, "ray_cli", lambda: str(script))
     return calls
 
 
 @pytest.fixture
+def fake_ray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return _fake_ray(tmp_path, monkeypatch, up_fails=True)
+
+
+@pytest.fixture
 def config_path(tmp_path: Path) -> Path:
-    config = launcher.load_template("autoscale.yaml")
-    config["cluster_name"] = "rc-test-launcher"
-    return launcher.write_config(config, tmp_path / "work")
+    rendered = config.load_template("autoscale.yaml")
+    rendered["cluster_name"] = "rc-test-launcher"
+    return config.write(rendered, tmp_path / "work")
 
 
-def test_validate_config_names_the_bad_field() -> None:
-    config = launcher.load_template("autoscale.yaml")
-    config["max_workers"] = "lots"
+VM_VALUES = [
+    "cluster_name", "ssh_user", "ssh_key", "wheel_dir_remote", "wheel_dir_local",
+    "setup_requirement", "run_id", "object_store_bytes",
+]  # fmt: skip
+
+
+def test_validate_names_the_bad_field() -> None:
+    rendered = config.load_template("autoscale.yaml")
+    rendered["max_workers"] = "lots"
     with pytest.raises(ProvisionError, match=r"field 'max_workers': 'lots' is not of type"):
-        launcher.validate_config(config)
+        config.validate(rendered)
 
 
-def test_validate_config_names_an_unknown_key() -> None:
-    config = launcher.load_template("autoscale.yaml")
-    config["head_node"] = {"InstanceType": "m5.large"}
-    config["max_wokers"] = 3
+def test_validate_names_an_unknown_key() -> None:
+    rendered = config.load_template("autoscale.yaml")
+    rendered["head_node"] = {"InstanceType": "m5.large"}
+    rendered["max_wokers"] = 3
     with pytest.raises(ProvisionError, match="max_wokers"):
-        launcher.validate_config(config)
+        config.validate(rendered)
 
 
-def test_validate_config_names_a_nested_field() -> None:
-    config = launcher.load_template("autoscale.yaml")
-    config["available_node_types"]["ray.worker.cpu"]["min_workers"] = "two"
+def test_validate_names_a_nested_field() -> None:
+    rendered = config.load_template("autoscale.yaml")
+    rendered["available_node_types"]["ray.worker.cpu"]["min_workers"] = "two"
     with pytest.raises(
         ProvisionError, match=r"available_node_types\.ray\.worker\.cpu\.min_workers"
     ):
-        launcher.validate_config(config)
+        config.validate(rendered)
 
 
 def test_shipped_templates_pass_rays_schema() -> None:
-    launcher.validate_config(launcher.load_template("autoscale.yaml"))
-    values = dict.fromkeys(
-        [
-            "cluster_name", "head_ip", "ssh_user", "ssh_key", "wheel_dir_remote",
-            "wheel_dir_local", "setup_requirement", "run_id", "object_store_bytes",
-        ],
-        "x",
-    )  # fmt: skip
-    launcher.validate_config(launcher.load_template("vm.yaml", values))
+    config.validate(config.load_template("autoscale.yaml"))
+    config.validate(config.load_template("vm.yaml", dict.fromkeys(VM_VALUES, "x")))
 
 
 def test_template_value_missing_is_an_error() -> None:
     with pytest.raises(ProvisionError, match="cluster_name"):
-        launcher.load_template("vm.yaml", {"head_ip": "10.0.0.1"})
+        config.load_template("vm.yaml", {"ssh_user": "root"})
 
 
 def test_template_values_cannot_change_yaml_structure() -> None:
-    values = dict.fromkeys(
-        [
-            "head_ip", "ssh_user", "ssh_key", "wheel_dir_remote", "wheel_dir_local",
-            "setup_requirement", "run_id", "object_store_bytes",
-        ],
-        "x",
-    )  # fmt: skip
+    values = dict.fromkeys(VM_VALUES, "x")
     values["cluster_name"] = "evil\nmax_workers: 99"
-    config = launcher.load_template("vm.yaml", values)
-    assert config["cluster_name"] == "evil\nmax_workers: 99"
-    assert config["max_workers"] == 0
+    rendered = config.load_template("vm.yaml", values)
+    assert rendered["cluster_name"] == "evil\nmax_workers: 99"
+    assert rendered["max_workers"] == 0
+
+
+def test_render_lays_provider_then_user_keys_over_the_template() -> None:
+    values = dict.fromkeys(VM_VALUES, "x")
+    rendered = config.render(
+        "vm.yaml",
+        values,
+        {"provider": {"head_ip": "10.0.0.1", "worker_ips": ["10.0.0.2"]}, "max_workers": 1},
+        {"provider": {"worker_ips": ["10.0.0.9"]}, "idle_timeout_minutes": 7},
+    )
+    assert rendered["provider"] == {
+        "type": "local", "head_ip": "10.0.0.1", "worker_ips": ["10.0.0.9"],
+    }  # fmt: skip
+    assert (rendered["max_workers"], rendered["idle_timeout_minutes"]) == (1, 7)
 
 
 def test_run_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     started = time.monotonic()
-    with pytest.raises(ProvisionError, match=r"sleeper did not finish within 1s"):
-        launcher.run(["bash", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], 1, what="sleeper")
+    with pytest.raises(CommandTimeout, match=r"sleeper did not finish within 1 s"):
+        run(["bash", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], 1, what="sleeper")
     assert time.monotonic() - started < 10
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while psutil.pid_exists(child) and psutil.Process(child).status() != "zombie":
-        assert time.monotonic() < deadline, f"grandchild {child} survived the timeout"
-        time.sleep(0.1)
+
+    def dead() -> bool:
+        try:
+            return psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_for(dead, timeout=5, what=f"grandchild {child} to die with its group", interval=0.1)
 
 
 def test_failed_up_reports_output_then_down_still_runs(
@@ -126,7 +144,7 @@ def test_failed_up_reports_output_then_down_still_runs(
 
     monkeypatch.setattr(ray._common.utils, "get_default_ray_temp_dir", lambda: str(tmp_path))
     la = Launcher(config_path, run_id="t1", log=tmp_path / "launcher.log")
-    with pytest.raises(ProvisionError, match=r"(?s)ray up exited 1.*setup failed"):
+    with pytest.raises(ProvisionError, match=r"ray up exited 1: error: setup failed \(full log"):
         la.up(timeout=30)
     # What `ray up` left on this machine shows up in the inventory...
     state = tmp_path / "cluster-rc-test-launcher.state"
@@ -164,26 +182,119 @@ def test_exec_returns_output(fake_ray: Path, config_path: Path, tmp_path: Path) 
 
 
 def test_wait_for_ssh_names_the_host_that_never_answers(tmp_path: Path) -> None:
-    key = launcher.generate_key(tmp_path)
+    key = generate_key(tmp_path)
     with socket.socket() as silent:  # accepts, never sends an SSH banner
         silent.bind(("127.0.0.1", 0))
         silent.listen(4)
-        target = launcher.SshTarget("127.0.0.1", "root", key, port=silent.getsockname()[1])
+        target = SshTarget("127.0.0.1", "root", key, port=silent.getsockname()[1])
         started = time.monotonic()
-        with pytest.raises(ProvisionError, match=r"ssh did not answer within 3s on 127\.0\.0\.1"):
-            launcher.wait_for_ssh([target], timeout=3)
+        with pytest.raises(ProvisionError, match=r"ssh did not answer within 3 s on 127\.0\.0\.1"):
+            wait_for_ssh([target], timeout=3)
         assert time.monotonic() - started < 15
 
 
 def test_command_error_carries_output() -> None:
     with pytest.raises(CommandError, match=r"(?s)boom exited 3.*went wrong"):
-        launcher.run(["bash", "-c", "echo went wrong; exit 3"], 10, what="boom")
+        run(["bash", "-c", "echo went wrong; exit 3"], 10, what="boom")
 
 
 def test_user_overrides_must_be_a_mapping(tmp_path: Path) -> None:
     path = tmp_path / "o.yaml"
     path.write_text(yaml.safe_dump(["not", "a", "mapping"]))
     with pytest.raises(ProvisionError, match="not a YAML mapping"):
-        launcher.load_user_overrides(path)
-    assert launcher.load_user_overrides(None) == {}
-    assert os.fspath(path)
+        config.load_user_overrides(path)
+    assert config.load_user_overrides(None) == {}
+
+
+# --- The driver, with a stand-in mode ----------------------------------------------------------
+
+
+class FakeMode(RayUpMode):
+    """Two machines that exist only as names; the second never joins unless told to."""
+
+    TEMPLATE: ClassVar[str] = "autoscale.yaml"
+    MACHINES: ClassVar[list[Machine]] = [Machine("n1", "10.0.0.1"), Machine("n2", "10.0.0.2")]
+
+    def __init__(self, joined: int) -> None:
+        super().__init__()
+        self.joined = joined
+        self.events: list[str] = []
+
+    def prepare_machines(self, timeout: float) -> list[Machine]:
+        self.events.append("prepare")
+        return list(self.MACHINES)
+
+    def provider_section(self, machines: Sequence[Machine]) -> dict[str, Any]:
+        return {"max_workers": len(machines)}
+
+    def alive_nodes(self) -> list[dict[str, Any]]:
+        return [{"ip": m.ip, "hostname": m.name, "node_id": "x"} for m in self.machines][
+            : self.joined
+        ]
+
+    def versions(self) -> tuple[str, str]:
+        return "2.0.0", "3.11"
+
+    def head_address(self) -> str:
+        return "10.0.0.1:6379"
+
+    def down(self, timeout: float) -> None:
+        self.events.append("down")
+        super().down(timeout)
+
+    def remove_machines(self) -> None:
+        self.events.append("remove")
+
+    def removal_commands(self) -> list[str]:
+        return [*super().removal_commands(), "fake rm n1 n2"]
+
+
+def _driver_spec(tmp_path: Path, **options: object) -> ClusterSpec:
+    return ClusterSpec(
+        mode="fake",
+        run_id="t9",
+        workdir=tmp_path / "work",
+        timeouts=Timeouts(provision=60, node_join=2, preflight=2, job=10),
+        options=options,
+    )
+
+
+def test_driver_checks_the_schema_before_any_machine_exists(tmp_path: Path) -> None:
+    overrides = tmp_path / "bad.yaml"
+    overrides.write_text(yaml.safe_dump({"upscaling_speed": "fast"}))
+    mode = FakeMode(joined=2)
+    with pytest.raises(ProvisionError, match=r"fake cluster config: field 'upscaling_speed'"):
+        mode.provision(_driver_spec(tmp_path, **{LAUNCHER_CONFIG.key: overrides}))
+    mode.teardown()
+    assert mode.events == ["remove"]  # nothing prepared; removal is still safe
+    assert mode.inventory() == []
+
+
+def test_driver_names_the_node_that_never_joined_then_tears_down_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _fake_ray(tmp_path, monkeypatch, up_fails=False)
+    mode = FakeMode(joined=1)
+    with pytest.raises(
+        ProvisionError, match=r"fake: 1/2 nodes alive .*never joined: n2 \(10\.0\.0\.2\); alive: n1"
+    ):
+        mode.provision(_driver_spec(tmp_path))
+    mode.teardown()
+    mode.teardown()  # idempotent: `ray down` and the removal's first pass run once
+    assert mode.events == ["prepare", "down", "remove", "remove"]
+    assert [c.split()[0] for c in calls.read_text().splitlines()] == ["up", "down"]
+
+
+def test_driver_handle_says_how_to_remove_a_kept_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_ray(tmp_path, monkeypatch, up_fails=False)
+    mode = FakeMode(joined=2)
+    try:
+        handle = mode.provision(_driver_spec(tmp_path))
+    finally:
+        mode.teardown()
+    path = tmp_path / "work" / "cluster.yaml"
+    assert handle.expected_nodes == 2
+    assert handle.access["remove"] == f"ray down -y {path}; fake rm n1 n2"
+    assert yaml.safe_load(path.read_text())["cluster_name"] == "rc-t9-fake"

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioners import launcher
 from provisioners.base import ClusterSpec, ProvisionError, Timeouts
-from provisioners.vm import VmProvisioner
+from provisioners.containers import docker_client
+from provisioners.launcher import LAUNCHER_CONFIG, generate_key
+from provisioners.vm import HOSTS, SSH_KEY, SSH_USER, VmProvisioner
 
 
 def _spec(tmp_path: Path, **options: object) -> ClusterSpec:
@@ -43,7 +44,7 @@ def silent_host() -> Iterator[str]:
 def test_schema_error_fails_before_any_node_exists(tmp_path: Path) -> None:
     overrides = tmp_path / "bad.yaml"
     overrides.write_text(yaml.safe_dump({"idle_timeout_minutes": "soon"}))
-    spec = _spec(tmp_path, ray_launcher_config=str(overrides))
+    spec = _spec(tmp_path, **{LAUNCHER_CONFIG.key: overrides})
     p = VmProvisioner()
     with pytest.raises(ProvisionError, match=r"field 'idle_timeout_minutes'") as info:
         p.provision(spec)
@@ -54,7 +55,7 @@ def test_schema_error_fails_before_any_node_exists(tmp_path: Path) -> None:
 
 
 def test_missing_key_for_real_hosts_is_a_clear_error(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, ray_vm_hosts="10.0.0.5", ray_ssh_key=str(tmp_path / "nope"))
+    spec = _spec(tmp_path, **{HOSTS.key: ["10.0.0.5"], SSH_KEY.key: tmp_path / "nope"})
     p = VmProvisioner()
     with pytest.raises(ProvisionError, match="--ray-ssh-key must name a private key file"):
         p.provision(spec)
@@ -65,39 +66,41 @@ def test_missing_key_for_real_hosts_is_a_clear_error(tmp_path: Path) -> None:
 def test_host_that_does_not_answer_fails_within_timeout_naming_it(
     tmp_path: Path, silent_host: str
 ) -> None:
-    key = launcher.generate_key(tmp_path / "keys")
-    spec = _spec(tmp_path, ray_vm_hosts=silent_host, ray_ssh_user="root", ray_ssh_key=str(key))
+    key = generate_key(tmp_path / "keys")
+    spec = _spec(tmp_path, **{HOSTS.key: [silent_host], SSH_USER.key: "root", SSH_KEY.key: key})
     p = VmProvisioner()
     started = time.monotonic()
-    with pytest.raises(ProvisionError, match=rf"ssh did not answer within 3s on {silent_host}"):
+    with pytest.raises(ProvisionError, match=rf"ssh did not answer within 3 s on {silent_host}"):
         p.provision(spec)
     assert time.monotonic() - started < spec.timeouts.preflight + 12
     p.teardown()
     assert p.inventory() == []
 
 
-def _engine_and_image() -> str | None:
+def _cannot_run(spec: ClusterSpec) -> str | None:
     """Why the container-backed test cannot run here, or None when it can."""
+    missing = VmProvisioner().missing_prerequisites(spec)
+    if missing:
+        return "; ".join(missing)
+    client = docker_client(timeout=5)
     try:
-        from provisioners.docker.image import docker_client
-
-        client = docker_client(timeout=5)
-        client.ping()
-    except Exception as e:
-        return f"no Docker engine ({type(e).__name__})"
-    if not any(t.startswith("ray-conformance-node:") for i in client.images.list() for t in i.tags):
-        return "the node image is not built yet (run the docker mode once)"
+        if not any(
+            t.startswith("ray-conformance-node:") for i in client.images.list() for t in i.tags
+        ):
+            return "the node image is not built yet (run the docker mode once)"
+    finally:
+        client.close()
     return None
 
 
 def test_ray_up_failing_half_way_is_torn_down_completely(tmp_path: Path) -> None:
     """Containers exist and `ray up` has started when it fails: teardown must still clean up."""
-    reason = _engine_and_image()
-    if reason:
-        pytest.skip(reason)
     overrides = tmp_path / "fail.yaml"
     overrides.write_text(yaml.safe_dump({"setup_commands": ["echo rc-half-way; false"]}))
-    spec = _spec(tmp_path, ray_launcher_config=str(overrides))
+    spec = _spec(tmp_path, **{LAUNCHER_CONFIG.key: overrides})
+    reason = _cannot_run(spec)
+    if reason:
+        pytest.skip(reason)
     p = VmProvisioner()
     try:
         with pytest.raises(ProvisionError, match=r"ray up exited 1: .*full log") as info:

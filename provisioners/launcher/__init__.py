@@ -1,0 +1,23 @@
+"""The one code path that drives Ray's cluster launcher (``ray up`` / ``exec`` / ``down``).
+
+Split by job: :mod:`.config` renders and validates the cluster YAML, :mod:`.ssh` reaches nodes,
+:mod:`.cli` runs the ``ray`` CLI and its helpers, and :mod:`.driver` owns the whole ``ray up``
+sequence and teardown order that every launcher mode (``vm``, ``autoscale``, the clouds) runs.
+"""
+
+from provisioners.launcher.cli import Launcher
+from provisioners.launcher.config import LAUNCHER_CONFIG
+from provisioners.launcher.driver import GCS_PORT, Machine, RayUpMode, SshRayUpMode
+from provisioners.launcher.ssh import SshTarget, generate_key, wait_for_ssh
+
+__all__ = [
+    "GCS_PORT",
+    "LAUNCHER_CONFIG",
+    "Launcher",
+    "Machine",
+    "RayUpMode",
+    "SshRayUpMode",
+    "SshTarget",
+    "generate_key",
+    "wait_for_ssh",
+]

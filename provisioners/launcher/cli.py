@@ -1,0 +1,206 @@
+"""Ray's cluster launcher CLI for one rendered YAML, and what it leaves on this machine.
+
+Every command goes through :func:`provisioners.runner.run`, every helper (``ray dashboard``, SSH
+tunnels) through one :class:`provisioners.runner.Background`. Beside those helpers the launcher
+leaves SSH ControlMasters and, with the ``local`` provider, state files in Ray's temp dir: its
+:meth:`Launcher.inventory` lists them all, and :meth:`Launcher.close` stops them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from provisioners.base import Endpoint, InventoryItem, ProvisionError
+from provisioners.launcher.ssh import SshTarget
+from provisioners.processes import ray_cli
+from provisioners.relay import free_port
+from provisioners.runner import Background, CommandError, run
+from provisioners.waits import port_accepts
+
+
+class Launcher:
+    """``ray up`` / ``exec`` / ``down`` / ``get-head-ip`` / ``dashboard`` and SSH tunnels."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        run_id: str,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        progress: Callable[[str], None] = lambda _msg: None,
+    ) -> None:
+        self.config_path = config_path
+        self.config: dict[str, Any] = yaml.safe_load(config_path.read_text())
+        self.cluster_name = str(self.config["cluster_name"])
+        self.run_id = run_id
+        self.log = log
+        # Usage stats would phone home; colour codes would clutter the logs we keep.
+        self.env = {"RAY_USAGE_STATS_ENABLED": "0", "TERM": "dumb", **(env or {})}
+        self.progress = progress
+        self.helpers = Background(run_id, log.parent, self.env)
+        self._head_ip: str | None = None
+
+    # The CLI -----------------------------------------------------------------------------
+
+    def _ray(self, *args: str, log_style: bool = True) -> list[str]:
+        style = ["--log-style", "record"] if log_style else []
+        return [ray_cli() or "ray", *args, *style, str(self.config_path)]
+
+    def _run(self, argv: list[str], timeout: float, what: str) -> str:
+        return run(argv, timeout, what=what, env=self.env, log_file=self.log)
+
+    def up(self, timeout: float) -> None:
+        """``ray up -y``; the error carries Ray's own verdict and points at the full log."""
+        argv = self._ray("up", "-y", "--no-config-cache", "--disable-usage-stats",
+                         "--log-color", "false")  # fmt: skip
+        try:
+            self._run(argv, timeout, "ray up")
+        except CommandError as e:
+            # One line: Ray's own verdict ("Failed to setup head node."); the rest is in the log.
+            lines = [ln.strip() for ln in e.output.splitlines() if ln.strip()]
+            verdict = next((ln for ln in reversed(lines) if ln.startswith("Error:")), None)
+            why = verdict or (lines[-1] if lines else "no output")
+            raise ProvisionError(
+                f"ray up exited {e.returncode}: {why} (full log: {self.log})"
+            ) from None
+
+    def exec(self, command: str, timeout: float) -> str:
+        """``ray exec <yaml> '<command>'``; raises :class:`CommandError` on non-zero exit."""
+        argv = [*self._ray("exec"), command]
+        return self._run(argv, timeout, f"ray exec {command!r}")
+
+    def down(self, timeout: float) -> None:
+        """``ray down -y``; never raises (teardown must go on to remove the nodes)."""
+        try:
+            self._run(self._ray("down", "-y"), timeout, "ray down")
+        except (ProvisionError, CommandError) as e:
+            self.progress(f"ray down failed, removing nodes anyway: {str(e).splitlines()[0]}")
+
+    def down_command(self) -> str:
+        return f"ray down -y {self.config_path}"
+
+    def head_ip(self, timeout: float = 60.0) -> str:
+        """The head's address as the launcher sees it (``ray get-head-ip``)."""
+        if self._head_ip is None:
+            out = self._run(self._ray("get-head-ip", log_style=False), timeout, "ray get-head-ip")
+            self._head_ip = out.strip().splitlines()[-1].strip()
+        return self._head_ip
+
+    # Helpers: forwards --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _forward(self, argv: list[str], what: str, port: int, timeout: float) -> Iterator[Endpoint]:
+        ready = lambda: port_accepts("127.0.0.1", port)  # noqa: E731
+        try:
+            with self.helpers.start(argv, what, ready=ready, timeout=timeout):
+                yield Endpoint("127.0.0.1", port)
+        finally:
+            self._release_port(port)
+
+    def dashboard(self, timeout: float = 60.0) -> contextlib.AbstractContextManager[Endpoint]:
+        """``ray dashboard -p <port> <yaml>``: the launcher's own SSH tunnel to the head's 8265."""
+        port = free_port()
+        argv = self._ray("dashboard", "-p", str(port), log_style=False)
+        return self._forward(argv, "ray dashboard", port, timeout)
+
+    def tunnel(
+        self, target: SshTarget, remote_host: str, remote_port: int, timeout: float = 30.0
+    ) -> contextlib.AbstractContextManager[Endpoint]:
+        """``ssh -N -L`` from a free loopback port to ``remote_host:remote_port`` via ``target``."""
+        port = free_port()
+        forward = f"127.0.0.1:{port}:{remote_host}:{remote_port}"
+        argv = target.argv(None, "-N", "-o", "ExitOnForwardFailure=yes", "-L", forward)
+        return self._forward(argv, "ssh tunnel", port, timeout)
+
+    def _release_port(self, port: int) -> None:
+        """Stop an ssh of this run that still listens on ``port``.
+
+        ``ray dashboard`` opens its forward through the SSH ControlMaster that an earlier
+        ``ray`` command left running (ControlPersist): the master, not the child we stopped,
+        holds the listening socket.
+        """
+        for ssh in self._own_ssh():
+            with contextlib.suppress(psutil.Error):
+                if any(
+                    c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                    for c in ssh.net_connections(kind="tcp")
+                ):
+                    ssh.kill()
+                    ssh.wait(5)
+
+    def close(self) -> None:
+        """Stop every helper still running, and the ssh control masters on our key."""
+        self.helpers.close()
+        for proc in self._own_ssh():
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        shutil.rmtree(self.control_dir(), ignore_errors=True)
+        with contextlib.suppress(OSError):  # shared by clusters: only when it is empty
+            self.control_dir().parent.rmdir()
+
+    # What the launcher leaves on this machine ----------------------------------------------
+
+    def _key_path(self) -> str | None:
+        key = (self.config.get("auth") or {}).get("ssh_private_key")
+        return str(Path(key).expanduser()) if key else None
+
+    def control_dir(self) -> Path:
+        """Where Ray's SSH runner keeps this cluster's ControlMaster sockets (Ray's own formula).
+
+        Unique per cluster name, so per run; outside the workdir, hence in the inventory.
+        """
+        user = hashlib.sha256(getpass.getuser().encode()).hexdigest()[:10]
+        cluster = hashlib.sha256(self.cluster_name.encode()).hexdigest()[:10]
+        return Path(f"/tmp/ray_ssh_{user}/{cluster}")
+
+    def _own_ssh(self) -> list[psutil.Process]:
+        """ssh processes of this run: on its key (tunnels, ``ray`` commands), or its
+        ControlMasters, which retitle themselves ``ssh: <control path> [mux]``."""
+        key = self._key_path()
+        control = str(self.control_dir())
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmd = proc.info.get("cmdline") or []
+            if not cmd or not cmd[0].startswith("ssh"):
+                continue
+            if (key is not None and key in cmd) or any(control in arg for arg in cmd):
+                found.append(proc)
+        return found
+
+    def state_files(self) -> list[Path]:
+        """Files the ``local`` provider keeps outside the workdir (``/tmp/ray/cluster-*``)."""
+        from ray._common.utils import get_default_ray_temp_dir
+
+        base = Path(get_default_ray_temp_dir())  # type: ignore[no-untyped-call]
+        paths = (base / f"cluster-{self.cluster_name}.{suffix}" for suffix in ("state", "lock"))
+        return [p for p in paths if p.exists()]
+
+    def remove_state_files(self) -> None:
+        for path in self.state_files():
+            path.unlink(missing_ok=True)
+
+    def inventory(self) -> list[InventoryItem]:
+        items = self.helpers.inventory()
+        helpers = {i.name for i in items}
+        items += [
+            InventoryItem("process", str(p.pid), self.run_id, "ssh using the run's key")
+            for p in self._own_ssh()
+            if str(p.pid) not in helpers
+        ]
+        if self.control_dir().exists():
+            items.append(
+                InventoryItem("directory", str(self.control_dir()), self.run_id, "ssh sockets")
+            )
+        items += [InventoryItem("file", str(p), self.run_id, "ray up state") for p in
+                  self.state_files()]  # fmt: skip
+        return items

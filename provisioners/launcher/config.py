@@ -1,0 +1,109 @@
+"""A ``ray up`` cluster config: template, the mode's provider section, the user's overrides.
+
+:func:`render` lays them over each other in that order; :func:`validate` checks the result
+against Ray's own ``ray-schema.json`` (naming the field) before anything is launched.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from provisioners.base import ProvisionError
+from provisioners.options import Option
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+#: Shared by every launcher mode (vm, autoscale, and the cloud modes to come).
+LAUNCHER_CONFIG = Option.path(
+    "launcher-config", "A YAML file of cluster-config keys laid over the rendered template"
+)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it; nested mappings merge, everything else replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_template(name: str, values: Mapping[str, object] | None = None) -> dict[str, Any]:
+    """A cluster YAML template from ``provisioners/templates/`` with ``${field}``s filled in.
+
+    Values are YAML-quoted so a path or command never changes the document's structure; a
+    field the caller forgot raises instead of leaving ``${field}`` in a config.
+    """
+    text = (TEMPLATES / name).read_text()
+    if values is not None:
+        quoted = {k: json.dumps(str(v)) for k, v in values.items()}
+        try:
+            text = string.Template(text).substitute(quoted)
+        except (KeyError, ValueError) as e:
+            raise ProvisionError(f"template {name}: no value for {e}") from None
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ProvisionError(f"template {name} is not a YAML mapping")
+    return data
+
+
+def load_user_overrides(path: str | Path | None) -> dict[str, Any]:
+    """A user's YAML of extra cluster-config keys (``--ray-launcher-config PATH``)."""
+    if not path:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ProvisionError(f"cluster config overrides {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ProvisionError(f"cluster config overrides {path}: not a YAML mapping")
+    return data
+
+
+def render(
+    template: str,
+    values: Mapping[str, object] | None,
+    provider: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The template filled with ``values``, the mode's ``provider`` section, the user's keys."""
+    return deep_merge(deep_merge(load_template(template, values), provider), overrides)
+
+
+def validate(config: Mapping[str, Any], source: str = "cluster config") -> None:
+    """Check ``config`` against Ray's own ``ray-schema.json`` before anything is launched.
+
+    Raises :class:`ProvisionError` naming the offending field, e.g.
+    ``cluster config: field 'max_workers': 'lots' is not of type 'integer'``.
+    """
+    # Ray's own dependency (no stubs); imported late to keep module import cheap.
+    import jsonschema  # type: ignore[import-untyped]
+    import ray.autoscaler
+
+    schema_path = Path(ray.autoscaler.__file__).parent / "ray-schema.json"
+    schema = json.loads(schema_path.read_text())
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft7Validator(schema).iter_errors(dict(config))
+    )
+    if error is None:
+        return
+    # The path of an unknown key is its parent (empty at top level); the message names it.
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    raise ProvisionError(f"{source}: field {where!r}: {error.message}")
+
+
+def write(config: Mapping[str, Any], workdir: Path, name: str = "cluster.yaml") -> Path:
+    """Write the rendered config into the run's workdir (kept there for the report)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / name
+    path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    return path
