@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from provisioners import nodeimage
 from provisioners.base import (
     RUN_ID_LABEL,
     ClusterSpec,
@@ -26,9 +27,17 @@ from provisioners.base import (
     SupportsSharedMemory,
     Timeouts,
 )
+from provisioners.containers import DOCKER_HOST, docker_client
 from provisioners.docker import DockerProvisioner
-from provisioners.docker.image import docker_client, ensure_node_image
-from provisioners.docker.provisioner import _prefix, parse_size
+from provisioners.docker.provisioner import (
+    PUBLISH_DASHBOARD,
+    SHM_SIZE,
+    WORKER_COMMAND,
+)
+from provisioners.naming import is_dns_label, run_name
+from provisioners.nodeimage import ensure_node_image, import_tree
+from provisioners.options import Option, OptionError, declared
+from provisioners.runner import run
 
 DEAD_SOCKET = "unix:///tmp/ray-conformance-no-engine.sock"
 
@@ -52,14 +61,17 @@ def _engine_problem() -> str:
 needs_engine = pytest.mark.skipif(bool(_engine_problem()), reason=_engine_problem() or "engine")
 
 
-def make_spec(tmp_path: Path, *, node_join: float = 60, **options: Any) -> ClusterSpec:
+def make_spec(
+    tmp_path: Path, *, node_join: float = 60, options: dict[Option[Any], Any] | None = None
+) -> ClusterSpec:
+    """A one-worker spec; ``options`` typed as the plugin would hand them over."""
     return ClusterSpec(
         mode="docker",
         run_id=f"t-{uuid.uuid4().hex[:8]}",
         workdir=tmp_path,
         workers=1,
         timeouts=Timeouts(provision=600, node_join=node_join, preflight=10, job=60),
-        options=options,
+        options={opt.key: value for opt, value in (options or {}).items()},
     )
 
 
@@ -104,38 +116,100 @@ def test_docker_provisioner_has_container_abilities() -> None:
     assert isinstance(p, SupportsImageRun)
 
 
+def test_docker_declares_its_options() -> None:
+    flags = [opt.flag for opt in declared(DockerProvisioner)]
+    assert flags == [
+        "--ray-image",
+        "--ray-image-build",
+        "--ray-docker-host",
+        "--ray-shm-size",
+        "--ray-client-port",
+        "--ray-dashboard-port",
+        "--ray-worker-command",
+    ]
+    # Shared with vm (and the kind modes) by object, so one flag has one meaning.
+    assert declared(DockerProvisioner)[:3] == (nodeimage.IMAGE, nodeimage.IMAGE_BUILD, DOCKER_HOST)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("2g", 2 * 1024**3), ("512m", 512 * 1024**2), ("1.5GiB", 3 * 1024**3 // 2), ("4096", 4096)],
 )
-def test_parse_size_reads_docker_units(text: str, expected: int) -> None:
-    assert parse_size(text) == expected
+def test_shm_size_reads_docker_units(text: str, expected: int) -> None:
+    assert SHM_SIZE.value(text) == expected
 
 
-def test_prefix_makes_valid_container_names() -> None:
-    assert _prefix("CI Run_7/x") == "rc-ci-run-7-x-"
+@pytest.mark.parametrize(
+    ("option", "text", "message"),
+    [
+        (SHM_SIZE, "lots", "--ray-shm-size 'lots': expected a size such as 512m"),
+        (PUBLISH_DASHBOARD, "70000", "--ray-dashboard-port '70000': expected a TCP port"),
+        (PUBLISH_DASHBOARD, "http", "--ray-dashboard-port 'http': expected a TCP port"),
+    ],
+)
+def test_unreadable_option_names_its_flag(option: Option[Any], text: str, message: str) -> None:
+    with pytest.raises(OptionError, match=message):
+        option.value(text)
+
+
+def test_image_build_false_means_false() -> None:
+    """``ray_image_build=false`` built in vm (``bool("false")``) but not in docker."""
+    assert nodeimage.IMAGE_BUILD.value("false") is False
+    assert nodeimage.IMAGE_BUILD.value("true") is True
+
+
+def test_node_names_are_dns_labels() -> None:
+    run_id = "CI Run_7/" + "x" * 80
+    for name in (
+        run_name(run_id, "head"),
+        run_name(run_id, "worker", "12"),
+        run_name(run_id, "net"),
+    ):
+        assert is_dns_label(name), name
+
+
+def test_shm_advice_names_the_flag() -> None:
+    advice = DockerProvisioner().shm_advice()
+    assert "--shm-size=<size>" in advice
+    assert "--ray-shm-size" in advice
 
 
 def test_no_engine_is_a_missing_prerequisite(
     tmp_path: Path, provisioner: DockerProvisioner
 ) -> None:
-    spec = make_spec(tmp_path, docker_host=DEAD_SOCKET)
+    spec = make_spec(tmp_path, options={DOCKER_HOST: DEAD_SOCKET})
     t0 = time.monotonic()
     missing = provisioner.missing_prerequisites(spec)
     assert time.monotonic() - t0 < 10, "the engine check must be quick"
-    assert missing == [
-        f"docker: no engine answers at {DEAD_SOCKET} (start dockerd or Docker Desktop)"
-    ]
+    assert len(missing) == 1
+    assert missing[0].startswith(f"docker: no Docker engine answers at {DEAD_SOCKET} ")
     message = provision_fails(provisioner, spec)
     assert message == missing[0]
 
 
 @needs_engine
+def test_typed_image_options_reach_the_image_service(
+    tmp_path: Path, provisioner: DockerProvisioner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_image(*args: Any, **kwargs: Any) -> str:
+        seen.update(kwargs)
+        raise ProvisionError("stop here")
+
+    monkeypatch.setattr(nodeimage, "ensure_node_image", fake_image)
+    spec = make_spec(tmp_path, options={nodeimage.IMAGE_BUILD: False, nodeimage.IMAGE: "x:1"})
+    assert provision_fails(provisioner, spec) == "stop here"
+    assert seen["force_build"] is False
+    assert seen["image"] == "x:1"
+
+
+@needs_engine
 def test_missing_image_fails_clearly(tmp_path: Path, provisioner: DockerProvisioner) -> None:
-    spec = make_spec(tmp_path, ray_image="ray-conformance-missing:does-not-exist")
+    spec = make_spec(tmp_path, options={nodeimage.IMAGE: "ray-conformance-missing:does-not-exist"})
     message = provision_fails(provisioner, spec)
-    assert "image 'ray-conformance-missing:does-not-exist' is not present" in message
-    assert "could not be pulled" in message
+    assert message.startswith("node image: 'ray-conformance-missing:does-not-exist'")
+    assert "(--ray-image) is not present on the engine and could not be pulled" in message
 
 
 @needs_engine
@@ -146,32 +220,25 @@ def test_taken_port_fails_before_creating_anything(
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        spec = make_spec(tmp_path, dashboard_port=str(port))
+        spec = make_spec(tmp_path, options={PUBLISH_DASHBOARD: port})
         message = provision_fails(provisioner, spec)
     assert f"cannot publish 8265 on 127.0.0.1:{port}: the port is already in use" in message
 
 
 @needs_engine
 def test_shm_larger_than_memory_fails(tmp_path: Path, provisioner: DockerProvisioner) -> None:
-    spec = make_spec(tmp_path, ray_shm_size="100000g")
+    spec = make_spec(tmp_path, options={SHM_SIZE: SHM_SIZE.value("100000g")})
     message = provision_fails(provisioner, spec)
-    assert "--ray-shm-size 100000g" in message
-    assert "is larger than the engine's memory" in message
-
-
-@needs_engine
-def test_unreadable_shm_size_fails(tmp_path: Path, provisioner: DockerProvisioner) -> None:
-    message = provision_fails(provisioner, make_spec(tmp_path, ray_shm_size="lots"))
-    assert "cannot read the shm size 'lots'" in message
+    assert "--ray-shm-size asks 100000.0 GiB per node, more than the engine's memory" in message
 
 
 @needs_engine
 def test_worker_that_exits_fails_naming_it(tmp_path: Path, provisioner: DockerProvisioner) -> None:
-    spec = make_spec(tmp_path, worker_command="echo broken worker here; exit 3")
+    spec = make_spec(tmp_path, options={WORKER_COMMAND: "echo broken worker here; exit 3"})
     t0 = time.monotonic()
     message = provision_fails(provisioner, spec)
     assert time.monotonic() - t0 < 300
-    worker = f"{_prefix(spec.run_id)}worker-1"
+    worker = run_name(spec.run_id, "worker", "1")
     assert f"node container {worker} exited with code 3 before joining" in message
     assert "broken worker here" in message  # its last log lines
 
@@ -180,10 +247,13 @@ def test_worker_that_exits_fails_naming_it(tmp_path: Path, provisioner: DockerPr
 def test_worker_that_never_joins_times_out_naming_it(
     tmp_path: Path, provisioner: DockerProvisioner
 ) -> None:
-    spec = make_spec(tmp_path, node_join=25, worker_command="echo stuck worker; sleep 600")
+    spec = make_spec(
+        tmp_path, node_join=25, options={WORKER_COMMAND: "echo stuck worker; sleep 600"}
+    )
     message = provision_fails(provisioner, spec)
-    worker = f"{_prefix(spec.run_id)}worker-1"
-    assert f"timed out after 25 s waiting for {worker} to be alive Ray nodes" in message
+    worker = run_name(spec.run_id, "worker", "1")
+    assert "timed out after 25 s waiting for 2 node container(s) to be alive Ray nodes" in message
+    assert f"not yet: {worker}" in message
     assert "stuck worker" in message
 
 
@@ -199,6 +269,21 @@ def test_node_image_is_reused_from_cache() -> None:
 
 
 @needs_engine
+def test_import_tree_makes_an_image_of_a_directory(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "hello").write_text("hi")
+    tag = f"rc-test-import-{uuid.uuid4().hex[:8]}:1"
+    client = docker_client(timeout=60)
+    try:
+        import_tree(client, root, tag, ["LABEL ray-conformance.test=yes"], time.monotonic() + 60)
+        assert client.images.get(tag).labels == {"ray-conformance.test": "yes"}
+        assert not (tmp_path / "tree.tar").exists(), "the archive is left behind"
+    finally:
+        client.images.remove(tag)
+
+
+@needs_engine
 def test_head_only_cluster_reports_script_and_exec_failures(
     tmp_path: Path, provisioner: DockerProvisioner
 ) -> None:
@@ -206,7 +291,7 @@ def test_head_only_cluster_reports_script_and_exec_failures(
     spec = dataclasses.replace(spec, workers=0)
     handle = provisioner.provision(spec)
     assert handle.expected_nodes == 1
-    assert handle.head_address == f"{_prefix(spec.run_id)}head:6379"
+    assert handle.head_address == f"{run_name(spec.run_id, 'head')}:6379"
     assert provisioner.run_in_cluster("print('hello from', 'inside')", 60).strip() == (
         "hello from inside"
     )
@@ -214,10 +299,17 @@ def test_head_only_cluster_reports_script_and_exec_failures(
         provisioner.run_in_cluster("import sys; print('oops'); sys.exit(7)", 60)
     with pytest.raises(TimeoutError, match="did not finish in 2 s"):
         provisioner.node_exec(provisioner.node_names()[0], ["sleep", "30"], 2)
+    assert provisioner.image_run(["python", "-c", "print(6 * 7)"], 60).strip() == "42"
+    with pytest.raises(RuntimeError, match=r"exited 5; output:\n.*bad image run"):
+        provisioner.image_run(["sh", "-c", "echo bad image run; exit 5"], 60)
+    with pytest.raises(TimeoutError, match="did not finish in 1 s"):
+        provisioner.image_run(["sleep", "30"], 1)
     with pytest.raises(ValueError, match="port 6379 is not published"):
         provisioner.port_forward(6379)
     provisioner.collect_diagnostics(tmp_path / "diag")
-    assert (tmp_path / "diag" / f"{_prefix(spec.run_id)}head.log").stat().st_size > 0
-    provisioner.teardown()
-    assert provisioner.inventory() == []
+    assert (tmp_path / "diag" / f"{run_name(spec.run_id, 'head')}.log").stat().st_size > 0
+    # What --ray-keep-cluster prints removes everything, by id.
+    run(["sh", "-c", handle.access["remove"]], 120, what="the printed removal command")
     assert labeled(spec.run_id) == []
+    assert provisioner.inventory() == []
+    provisioner.teardown()  # still idempotent after a removal by hand

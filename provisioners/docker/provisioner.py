@@ -3,8 +3,8 @@
 Library choice: the docker SDK (``docker``), not testcontainers. testcontainers starts its reaper
 (Ryuk) from a Docker Hub image, which our machines cannot pull, and disabling it leaves a thin
 wrapper over the same SDK; the SDK also gives labels, shm size, networks, exec and archives
-directly. Everything carries ``RUN_ID_LABEL`` so teardown and the leak inventory find what a
-half-done provision created even when its id was never returned to us.
+directly. Everything carries the run-id and mode labels (``containers.labels``) so teardown and
+the leak inventory find what a half-done provision created even when its id was never returned.
 """
 
 from __future__ import annotations
@@ -12,33 +12,39 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import re
+import shlex
 import socket
 import tarfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import docker
 import docker.errors
 import psutil
 import requests.exceptions
 
+from provisioners import containers, nodeimage
 from provisioners.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
-    RUN_ID_LABEL,
     ClusterHandle,
     ClusterSpec,
     Endpoint,
     InventoryItem,
+    Provisioner,
     ProvisionError,
+    SupportsImageRun,
+    SupportsNodeExec,
+    SupportsSharedMemory,
 )
-from provisioners.containers import docker_client, http_timeout
-from provisioners.nodeimage import ensure_node_image
+from provisioners.containers import DOCKER_HOST, ENGINE_ERRORS, docker_client, http_timeout
+from provisioners.naming import run_name
+from provisioners.options import Option
 from provisioners.relay import free_port, tcp_relay
-from provisioners.waits import alive_nodes
+from provisioners.runner import tail
+from provisioners.waits import WaitGaveUp, WaitTimeout, alive_nodes, wait_for
 
 DEFAULT_WORKERS = 2
 #: Share of the engine's memory given to /dev/shm across all nodes (the Ray docs' "about 30%").
@@ -51,41 +57,65 @@ _PING_TIMEOUT_S = 5.0
 _LOG_TAIL = 15
 #: The nodes' environment: no usage-stats upload attempts (no internet here, and no surprise).
 _NODE_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
 
-def parse_size(text: str | int) -> int:
-    """Bytes from ``2g``, ``512m``, ``1.5GiB`` or a plain number of bytes (Docker's units)."""
-    if isinstance(text, int):
-        return text
-    match = _SIZE_RE.match(str(text))
-    if not match:
-        raise ProvisionError(
-            f"docker: cannot read the shm size {text!r} (use bytes or a unit: 512m, 2g)"
-        )
-    number, unit = match.groups()
-    return int(float(number) * 1024 ** "bkmgt".index(unit.lower() or "b"))
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else 0
+    if not 0 < port < 65536:
+        raise ValueError("expected a TCP port number, 1 to 65535")
+    return port
+
+
+SHM_SIZE = Option.size(
+    "shm-size",
+    "docker: shared memory per node container, e.g. 2g (default: 30% of the engine's memory "
+    "split across nodes)",
+)
+PUBLISH_CLIENT = Option(
+    "client-port",
+    "docker: publish the head's Ray Client port on this 127.0.0.1 port (default: a free one)",
+    _port,
+    None,
+    metavar="PORT",
+)
+PUBLISH_DASHBOARD = Option(
+    "dashboard-port",
+    "docker: publish the head's dashboard on this 127.0.0.1 port (default: a free one)",
+    _port,
+    None,
+    metavar="PORT",
+)
+WORKER_COMMAND = Option.string(
+    "worker-command",
+    "docker: shell command each worker container runs instead of `ray start` (to test failures)",
+)
 
 
 def _gib(n: int) -> str:
     return f"{n / 1024**3:.1f} GiB"
 
 
-def _prefix(run_id: str) -> str:
-    # Container names and hostnames allow fewer characters than a run id may have.
-    safe = re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-") or "run"
-    return f"rc-{safe[:40]}-"
-
-
 class DockerProvisioner:
     """Head plus ``--ray-workers`` (default 2) containers of the node image, one per node."""
+
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
+        nodeimage.IMAGE,
+        nodeimage.IMAGE_BUILD,
+        DOCKER_HOST,
+        SHM_SIZE,
+        PUBLISH_CLIENT,
+        PUBLISH_DASHBOARD,
+        WORKER_COMMAND,
+    )
 
     def __init__(self) -> None:
         self._spec: ClusterSpec | None = None
         self._client: docker.DockerClient | None = None
         self._image = ""
         self._network = ""  # network name, once created
+        self._network_id = ""
         self._nodes: list[str] = []  # container names, head first, as created
+        self._ids: list[str] = []  # their short ids, for the removal command
         self._published: dict[int, int] = {}  # container port -> 127.0.0.1 port
         self._shm_bytes = 0
 
@@ -109,29 +139,30 @@ class DockerProvisioner:
         self._shm_bytes = self._shm_size(spec, client, 1 + workers)
         host_ports = self._host_ports(spec)
 
-        self._image = ensure_node_image(
+        self._image = nodeimage.ensure_node_image(
             spec.progress,
             max(1.0, deadline - time.monotonic()),
-            image=spec.option("ray_image"),
-            force_build=_truthy(spec.option("ray_image_build", False)),
-            docker_host=spec.option("docker_host"),
+            image=spec.get(nodeimage.IMAGE),
+            force_build=spec.get(nodeimage.IMAGE_BUILD),
+            docker_host=spec.get(DOCKER_HOST),
             run_id=spec.run_id,
         )
-        prefix = _prefix(spec.run_id)
-        labels = {RUN_ID_LABEL: spec.run_id}
-        self._network = f"{prefix}net"
+        network = run_name(spec.run_id, "net")
         try:
-            client.networks.create(
-                self._network, driver="bridge", labels=labels, check_duplicate=True
+            created = client.networks.create(
+                network,
+                driver="bridge",
+                labels=containers.labels(spec.run_id, spec.mode),
+                check_duplicate=True,
             )
         except docker.errors.APIError as exc:
-            self._network = ""  # not ours: teardown must not count on removing it by name
             raise ProvisionError(
-                f"docker: cannot create network {prefix}net: {exc.explanation or exc} "
+                f"docker: cannot create network {network}: {exc.explanation or exc} "
                 "(left by an earlier run with this run id? remove it or pick another run id)"
             ) from None
+        self._network, self._network_id = network, str(created.short_id)
 
-        head = f"{prefix}head"
+        head = run_name(spec.run_id, "head")
         head_address = f"{head}:6379"
         t0 = time.monotonic()
         self._start_node(
@@ -150,17 +181,23 @@ class DockerProvisioner:
 
         # Workers start right away rather than after the head is up: `ray start --address`
         # retries until the head's GCS answers, and overlapping the two start-ups saves ~10 s.
-        worker_cmd = spec.option("worker_command")
-        names = [f"{prefix}worker-{i}" for i in range(1, workers + 1)]
+        worker_cmd = spec.get(WORKER_COMMAND)
+        names = [run_name(spec.run_id, "worker", str(i)) for i in range(1, workers + 1)]
         for name in names:
             argv = (
-                ["sh", "-c", str(worker_cmd)]
+                ["sh", "-c", worker_cmd]
                 if worker_cmd
                 else ["ray", "start", "--block", f"--address={head_address}", "--num-cpus=1",
                       *self._object_store_args()]
             )  # fmt: skip
             self._start_node(client, name, argv)
-        self._wait_alive(client, dashboard, head, names, started=t0, deadline=deadline)
+        self._wait_alive(
+            client,
+            dashboard,
+            [head, *names],
+            started=t0,
+            timeout=min(spec.timeouts.node_join, deadline - time.monotonic()),
+        )
 
         ray_version, python_version = self._versions(client, head)
         spec.progress(f"cluster of {1 + workers} nodes up in {time.monotonic() - started:.1f} s")
@@ -177,6 +214,7 @@ class DockerProvisioner:
                 "network": self._network,
                 "nodes": ", ".join(self._nodes),
                 "shell": f"docker exec -it {head} bash",
+                "remove": self._removal(spec),
             },
         )
 
@@ -202,9 +240,8 @@ class DockerProvisioner:
             return []
         run_id = self._spec.run_id
         try:
-            client = self._connect(self._spec)
-            found = self._labeled(client)
-        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return containers.inventory(self._connect(self._spec), run_id, self._spec.mode)
+        except ENGINE_ERRORS:
             # Engine gone: report what we know we made, so a leak is not silently missed.
             known = [
                 InventoryItem("container", n, run_id, "engine unreachable") for n in self._nodes
@@ -212,13 +249,6 @@ class DockerProvisioner:
             if self._network:
                 known.append(InventoryItem("network", self._network, run_id, "engine unreachable"))
             return known
-        items = [
-            InventoryItem("container", c.name, run_id, f"{c.short_id} {c.status}")
-            for c in found["containers"]
-        ]
-        items += [InventoryItem("network", n.name, run_id, n.short_id) for n in found["networks"]]
-        items += [InventoryItem("volume", v.name, run_id) for v in found["volumes"]]
-        return items
 
     def collect_diagnostics(self, dest: Path) -> None:
         dest.mkdir(parents=True, exist_ok=True)
@@ -227,18 +257,18 @@ class DockerProvisioner:
         notes: list[str] = []
         try:
             client = self._connect(self._spec)
-            containers = self._labeled(client)["containers"]
+            nodes = containers.run_objects(client, self._spec.run_id, self._spec.mode).containers
         except Exception as exc:
             (dest / "docker-errors.txt").write_text(f"engine unreachable: {exc}\n")
             return
-        for c in containers:
+        for c in nodes:
             try:
                 (dest / f"{c.name}.log").write_bytes(c.logs(timestamps=True, tail=5000))
                 (dest / f"{c.name}.inspect.txt").write_text(repr(c.attrs))
             except Exception as exc:
                 notes.append(f"{c.name}: logs: {exc}")
-        head = f"{_prefix(self._spec.run_id)}head"
-        if any(c.name == head for c in containers):
+        head = run_name(self._spec.run_id, "head")
+        if any(c.name == head for c in nodes):
             try:
                 status = self._exec(head, ["ray", "status"], 60, what="ray status", check=False)
                 (dest / "ray-status.txt").write_text(status)
@@ -259,21 +289,11 @@ class DockerProvisioner:
         if self._spec is None:
             return
         try:
-            client = self._connect(self._spec)
-            found = self._labeled(client)
-        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            containers.remove(self._connect(self._spec), self._spec.run_id, self._spec.mode)
+        except ENGINE_ERRORS:
             return  # no engine: nothing we could have created is reachable to remove
-        for c in found["containers"]:
-            with contextlib.suppress(docker.errors.NotFound):
-                c.remove(force=True, v=True)
-        for n in found["networks"]:
-            with contextlib.suppress(docker.errors.NotFound):
-                n.remove()
-        for v in found["volumes"]:
-            with contextlib.suppress(docker.errors.NotFound):
-                v.remove(force=True)
-        self._nodes = []
-        self._network = ""
+        self._nodes, self._ids = [], []
+        self._network = self._network_id = ""
         self._published = {}
 
     # -- optional abilities -------------------------------------------------------------------
@@ -289,14 +309,20 @@ class DockerProvisioner:
     def shm_bytes_per_node(self) -> int:
         return self._shm_bytes
 
+    def shm_advice(self) -> str:
+        return (
+            f"run each container with --shm-size=<size> ({SHM_SIZE.flag} here), "
+            "about 30% of the node's memory"
+        )
+
     def image_run(self, argv: list[str], timeout: float) -> str:
         spec = self._require_spec()
         client = self._connect(spec)
         container = client.containers.create(
             self._image,
             argv,
-            name=f"{_prefix(spec.run_id)}run-{uuid.uuid4().hex[:8]}",
-            labels={RUN_ID_LABEL: spec.run_id},
+            name=run_name(spec.run_id, "run", uuid.uuid4().hex[:8]),
+            labels=containers.labels(spec.run_id, spec.mode),
             environment=_NODE_ENV,
             shm_size=self._shm_bytes or None,
             # No network at all: the image must run Ray by itself, with loopback only.
@@ -311,29 +337,23 @@ class DockerProvisioner:
     # -- helpers ------------------------------------------------------------------------------
 
     def _engine_problem(self, spec: ClusterSpec) -> str:
-        host = spec.option("docker_host")
-        where = host or "the environment's DOCKER_HOST (default unix:///var/run/docker.sock)"
-        try:
-            # from_env already asks the engine for its API version: that is the ping.
-            client = docker_client(host, timeout=min(_PING_TIMEOUT_S, spec.timeouts.preflight))
-            try:
-                client.ping()
-            finally:
-                client.close()
-        except (
-            docker.errors.DockerException,
-            requests.exceptions.RequestException,
-            OSError,
-        ) as exc:
-            if "Permission denied" in str(exc):
-                return f"docker: permission denied on {where} (join the docker group or use root)"
-            return f"docker: no engine answers at {where} (start dockerd or Docker Desktop)"
-        return ""
+        timeout = min(_PING_TIMEOUT_S, spec.timeouts.preflight)
+        problem = containers.engine_problem(spec.get(DOCKER_HOST), timeout)
+        return f"docker: {problem}" if problem else ""
 
     def _connect(self, spec: ClusterSpec) -> docker.DockerClient:
         if self._client is None:
-            self._client = docker_client(spec.option("docker_host"), timeout=60)
+            self._client = docker_client(spec.get(DOCKER_HOST), timeout=60)
         return self._client
+
+    def _removal(self, spec: ClusterSpec) -> str:
+        """The command that removes what this run created, by id (for --ray-keep-cluster)."""
+        host = spec.get(DOCKER_HOST)
+        docker_cli = shlex.join(["docker", "-H", host]) if host else "docker"
+        return (
+            f"{docker_cli} rm -f {' '.join(self._ids)} && "
+            f"{docker_cli} network rm {self._network_id}"
+        )
 
     def _require_spec(self) -> ClusterSpec:
         if self._spec is None:
@@ -351,16 +371,15 @@ class DockerProvisioner:
             total = int(client.info().get("MemTotal") or 0) or psutil.virtual_memory().total
         except docker.errors.DockerException:
             total = psutil.virtual_memory().total
-        asked = spec.option("ray_shm_size")
-        if asked is None:
+        size = spec.get(SHM_SIZE)
+        if size is None:
             return int(total * SHM_SHARE / nodes)
-        size = parse_size(asked)
         if size <= 0:
-            raise ProvisionError(f"docker: --ray-shm-size must be positive, got {asked!r}")
+            raise ProvisionError(f"docker: {SHM_SIZE.flag} must be positive, got {size}")
         if size > total:
             raise ProvisionError(
-                f"docker: --ray-shm-size {asked} ({_gib(size)} per node) is larger than the "
-                f"engine's memory ({_gib(total)}); about 30% of memory split across nodes is usual"
+                f"docker: {SHM_SIZE.flag} asks {_gib(size)} per node, more than the engine's "
+                f"memory ({_gib(total)}); about 30% of memory split across nodes is usual"
             )
         return size
 
@@ -373,20 +392,19 @@ class DockerProvisioner:
 
     def _host_ports(self, spec: ClusterSpec) -> dict[int, int]:
         ports: dict[int, int] = {}
-        for remote, option in ((CLIENT_PORT, "client_port"), (DASHBOARD_PORT, "dashboard_port")):
-            wanted = spec.option(option)
-            if wanted is None:
+        for remote, option in ((CLIENT_PORT, PUBLISH_CLIENT), (DASHBOARD_PORT, PUBLISH_DASHBOARD)):
+            port = spec.get(option)
+            if port is None:
                 ports[remote] = free_port()
                 continue
-            port = int(wanted)
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", port))
                 except OSError as exc:
                     raise ProvisionError(
                         f"docker: cannot publish {remote} on 127.0.0.1:{port}: the port is "
-                        f"already in use ({exc.strerror}); choose another {option} or leave it "
-                        "unset for a free one"
+                        f"already in use ({exc.strerror}); choose another {option.flag} or leave "
+                        "it unset for a free one"
                     ) from None
             ports[remote] = port
         return ports
@@ -403,13 +421,13 @@ class DockerProvisioner:
         # a container, which teardown then finds by label.
         self._nodes.append(name)
         try:
-            client.containers.run(
+            node = client.containers.run(
                 self._image,
                 argv,
                 name=name,
                 hostname=name,
                 network=self._network,
-                labels={RUN_ID_LABEL: spec.run_id},
+                labels=containers.labels(spec.run_id, spec.mode),
                 environment=_NODE_ENV,
                 shm_size=self._shm_bytes,
                 ports=ports or {},
@@ -425,6 +443,7 @@ class DockerProvisioner:
                     f"({explanation})"
                 ) from None
             raise ProvisionError(f"docker: cannot start {name}: {explanation}") from None
+        self._ids.append(str(node.short_id))
 
     def _read_published(self, client: docker.DockerClient, name: str) -> dict[int, int]:
         attrs = client.api.inspect_container(name)
@@ -441,61 +460,77 @@ class DockerProvisioner:
         self,
         client: docker.DockerClient,
         dashboard: str,
-        head: str,
-        workers: list[str],
+        names: list[str],
         *,
         started: float,
-        deadline: float,
+        timeout: float,
     ) -> None:
-        """Wait until the head and every worker container is an alive Ray node (by hostname)."""
+        """Wait until every node container (head first) is an alive Ray node (by hostname).
+
+        Gives up at once, quoting its log, when a container exits: it can never join.
+        """
         spec = self._require_spec()
-        expected = {head, *workers}
-        join_deadline = min(deadline, time.monotonic() + spec.timeouts.node_join)
-        reported: set[str] = set()
-        last_error = ""
-        while True:
+        head, workers = names[0], names[1:]
+        alive: set[str] = set()
+        seen_error = [""]
+
+        def all_alive() -> bool:
             try:
-                alive = {n["hostname"] for n in alive_nodes(dashboard, timeout=5, view="summary")}
-                last_error = ""
-            except Exception as exc:  # dashboard still starting
-                alive = set()
-                last_error = f"{type(exc).__name__}: {exc}"
-            for name in [head, *workers]:
-                if name in alive and name not in reported:
-                    reported.add(name)
+                now = {n["hostname"] for n in alive_nodes(dashboard, timeout=5, view="summary")}
+                seen_error[0] = ""
+            except Exception as exc:  # the dashboard is still starting
+                seen_error[0] = f"{type(exc).__name__}: {exc}"
+                return False
+            for name in names:
+                if name in now and name not in alive:
+                    alive.add(name)
                     elapsed = time.monotonic() - started
                     if name == head:
                         spec.progress(f"head up in {elapsed:.1f} s")
                     else:
-                        joined = len(reported - {head})
+                        joined = len(alive - {head})
                         spec.progress(f"worker {joined}/{len(workers)} joined ({elapsed:.1f} s)")
-            if expected <= alive:
-                return
-            for name in sorted(expected - alive):
+            return alive >= set(names)
+
+        def missing() -> list[str]:
+            return [n for n in names if n not in alive]
+
+        def exited() -> str | None:
+            for name in missing():
                 state = client.api.inspect_container(name)["State"]
                 if not state.get("Running"):
-                    raise ProvisionError(
-                        f"docker: node container {name} exited with code {state.get('ExitCode')} "
-                        f"before joining the cluster; last log lines:\n{self._tail(client, name)}"
+                    return (
+                        f"node container {name} exited with code {state.get('ExitCode')} before "
+                        f"joining the cluster; last log lines:\n{self._log_tail(client, name)}"
                     )
-            if time.monotonic() >= join_deadline:
-                missing = sorted(expected - alive)
-                detail = "\n".join(f"--- {n}:\n{self._tail(client, n)}" for n in missing)
-                raise ProvisionError(
-                    f"docker: timed out after {spec.timeouts.node_join:.0f} s waiting for "
-                    f"{', '.join(missing)} to be alive Ray nodes (alive: "
-                    f"{', '.join(sorted(alive)) or 'none'}"
-                    + (f"; dashboard: {last_error}" if last_error else "")
-                    + f"); last log lines:\n{detail}"
-                )
-            time.sleep(0.5)
+            return None
 
-    def _tail(self, client: docker.DockerClient, name: str) -> str:
+        def last_seen() -> str:
+            return (
+                f"alive: {', '.join(sorted(alive)) or 'none'}; not yet: {', '.join(missing())}"
+                + (f"; dashboard: {seen_error[0]}" if seen_error[0] else "")
+            )
+
         try:
-            raw = client.api.logs(name, tail=_LOG_TAIL)
-            return str(raw.decode(errors="replace").rstrip() or "(no output)")
-        except docker.errors.DockerException as exc:
-            return f"(logs unavailable: {exc})"
+            wait_for(
+                all_alive,
+                timeout=timeout,
+                what=f"{len(names)} node container(s) to be alive Ray nodes",
+                last_seen=last_seen,
+                give_up=exited,
+            )
+        except WaitGaveUp as exc:
+            raise ProvisionError(f"docker: {exc}") from None
+        except WaitTimeout as exc:
+            logs = "\n".join(f"--- {n}:\n{self._log_tail(client, n)}" for n in missing())
+            raise ProvisionError(f"docker: {exc}; last log lines:\n{logs}") from None
+
+    def _log_tail(self, client: docker.DockerClient, name: str) -> str:
+        try:
+            raw = client.api.logs(name, tail=_LOG_TAIL * 4)
+        except ENGINE_ERRORS as exc:
+            return f"(logs unavailable: {containers.one_line(exc)})"
+        return tail(raw.decode(errors="replace"), _LOG_TAIL) or "(no output)"
 
     def _versions(self, client: docker.DockerClient, head: str) -> tuple[str, str]:
         # Ask the image rather than trust what we asked for: --ray-image may hold another Ray.
@@ -551,56 +586,32 @@ class DockerProvisioner:
         self, client: docker.DockerClient, container: Any, timeout: float, *, what: str
     ) -> str:
         container.start()
+
+        def exit_code() -> int | None:
+            container.reload()
+            if container.status not in ("exited", "dead"):
+                return None
+            return int(container.attrs["State"]["ExitCode"])
+
         try:
-            with http_timeout(client, timeout):
-                result = container.wait()
-        except requests.exceptions.RequestException as exc:
+            code = wait_for(
+                exit_code, timeout=timeout, what=f"{what} in {container.name}", interval=0.2
+            )
+        except WaitTimeout:
             raise TimeoutError(
                 f"docker: {what} in {container.name} did not finish in {timeout:.0f} s"
-            ) from exc
+            ) from None
         out = container.logs(stdout=True, stderr=False).decode(errors="replace")
-        if result.get("StatusCode") != 0:
+        if code != 0:
             err = container.logs(stdout=False, stderr=True).decode(errors="replace")
             raise RuntimeError(
-                f"docker: {what} in {container.name} exited {result.get('StatusCode')}; "
-                f"output:\n{out}{err}"
+                f"docker: {what} in {container.name} exited {code}; output:\n{out}{err}"
             )
         return str(out)
-
-    def _labeled(self, client: docker.DockerClient) -> dict[str, list[Any]]:
-        spec = self._require_spec()
-        label = {"label": f"{RUN_ID_LABEL}={spec.run_id}"}
-        # By exact name too (a container created by hand while debugging has no label); only
-        # names this class makes, since "rc-a-" is also the start of another run's "rc-a-b-".
-        ours = re.compile(re.escape(_prefix(spec.run_id)) + r"(net|head|worker-\d+|run-[0-9a-f]+)$")
-        containers = {c.id: c for c in client.containers.list(all=True, filters=label)}
-        for c in client.containers.list(all=True, filters={"name": _prefix(spec.run_id)}):
-            if ours.match(c.name):
-                containers.setdefault(c.id, c)
-        networks = {n.id: n for n in client.networks.list(filters=label)}
-        for n in client.networks.list(names=[f"{_prefix(spec.run_id)}net"]):
-            if ours.match(n.name):
-                networks.setdefault(n.id, n)
-        return {
-            "containers": list(containers.values()),
-            "networks": list(networks.values()),
-            "volumes": client.volumes.list(filters=label),
-        }
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _conforms(p: DockerProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import (
-        Provisioner,
-        SupportsImageRun,
-        SupportsNodeExec,
-        SupportsSharedMemory,
-    )
-
     _a: Provisioner = p
     _b: SupportsNodeExec = p
     _c: SupportsSharedMemory = p
