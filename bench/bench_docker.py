@@ -11,7 +11,6 @@ Usage: .venv/bin/python bench/bench_docker.py [--rounds N]
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 import uuid
@@ -21,36 +20,26 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from provisioners.base import RUN_ID_LABEL, ClusterSpec, Timeouts
+from provisioners.containers import docker_client
 from provisioners.docker import DockerProvisioner
-from provisioners.docker.image import docker_client, ensure_node_image
 from provisioners.docker.provisioner import (
     DEFAULT_WORKERS,
     OBJECT_STORE_SHARE_OF_SHM,
     SHM_SHARE,
+    SHM_SIZE,
 )
+from provisioners.naming import run_name
+from provisioners.nodeimage import IMAGE, ensure_node_image
 from provisioners.relay import free_port
-from provisioners.waits import alive_nodes
+from provisioners.runner import run, run_full
+from provisioners.waits import wait_for_nodes
 
 TARGET_RATIO = 1.15
 NODE_TIMEOUT_S = 180.0
 
 
 def docker(*args: str) -> str:
-    return subprocess.run(
-        ["docker", *args], check=True, capture_output=True, text=True, timeout=120
-    ).stdout.strip()
-
-
-def wait_nodes(dashboard: str, expected: int) -> None:
-    deadline = time.monotonic() + NODE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            if len(alive_nodes(dashboard, timeout=5, view="summary")) == expected:
-                return
-        except Exception:  # dashboard not up yet
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{expected} alive nodes at {dashboard} within {NODE_TIMEOUT_S:.0f} s")
+    return run(["docker", *args], 120).strip()
 
 
 def plain_cli(image: str, run_id: str, shm: int) -> tuple[float, list[str], str]:
@@ -60,10 +49,10 @@ def plain_cli(image: str, run_id: str, shm: int) -> tuple[float, list[str], str]
     common = ["--label", label, "--shm-size", str(shm), "-e", "RAY_USAGE_STATS_ENABLED=0"]
     ids: list[str] = []
     t0 = time.monotonic()
-    net = docker("network", "create", "--label", label, f"rc-{run_id}-net")
+    net = docker("network", "create", "--label", label, run_name(run_id, "net"))
     try:
         dash = free_port()
-        head = f"rc-{run_id}-head"
+        head = run_name(run_id, "head")
         ids.append(
             docker(
                 "run", "-d", *common, "--name", head, "--hostname", head, "--network", net,
@@ -73,7 +62,7 @@ def plain_cli(image: str, run_id: str, shm: int) -> tuple[float, list[str], str]
             )
         )  # fmt: skip
         for i in range(1, DEFAULT_WORKERS + 1):
-            name = f"rc-{run_id}-worker-{i}"
+            name = run_name(run_id, "worker", str(i))
             ids.append(
                 docker(
                     "run", "-d", *common, "--name", name, "--hostname", name, "--network", net,
@@ -81,7 +70,9 @@ def plain_cli(image: str, run_id: str, shm: int) -> tuple[float, list[str], str]
                     store,
                 )
             )  # fmt: skip
-        wait_nodes(f"http://127.0.0.1:{dash}", 1 + DEFAULT_WORKERS)
+        wait_for_nodes(
+            f"http://127.0.0.1:{dash}", 1 + DEFAULT_WORKERS, timeout=NODE_TIMEOUT_S, view="summary"
+        )
     except BaseException:
         remove(ids, net)
         raise
@@ -90,11 +81,9 @@ def plain_cli(image: str, run_id: str, shm: int) -> tuple[float, list[str], str]
 
 def remove(ids: list[str], net: str) -> None:
     if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=120, check=False)
+        run_full(["docker", "rm", "-f", *ids], 120, check=False)
     if net:
-        subprocess.run(
-            ["docker", "network", "rm", net], capture_output=True, timeout=60, check=False
-        )
+        run_full(["docker", "network", "rm", net], 60, check=False)
 
 
 def peak_memory(names: list[str]) -> dict[str, int]:
@@ -140,7 +129,7 @@ def main() -> int:
             workdir=Path("/tmp") / run_id,
             workers=DEFAULT_WORKERS,
             timeouts=Timeouts(node_join=NODE_TIMEOUT_S),
-            options={"ray_image": image, "ray_shm_size": str(shm)},
+            options={IMAGE.key: image, SHM_SIZE.key: shm},
         )
         provisioner = DockerProvisioner()
         try:

@@ -19,13 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 from fixtures.clients import CLIENT_ATTEMPTS, KNOWN_CLIENT_FLAKES
 from provisioners.local import _STOP_GRACE_S
-from provisioners.processes import env_with_interpreter_first, ray_cli
+from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
 from provisioners.relay import free_port
+from provisioners.runner import run_full
 from provisioners.waits import urlopen_ok, wait_for
+
+#: Bound of one baseline step or of the whole pytest run (a generous one on 2 cores).
+STEP_TIMEOUT_S = 600.0
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +37,7 @@ TARGET = 1.15
 def _run(argv: list[str], env: dict[str, str]) -> None:
     # Same rule as the harness: only Ray's known client-server crash is run again.
     for _ in range(CLIENT_ATTEMPTS):
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        proc = run_full(argv, STEP_TIMEOUT_S, env=env, merge=False, check=False)
         if proc.returncode == 0:
             return
         if not any(sig in proc.stderr for sig in KNOWN_CLIENT_FLAKES):
@@ -77,25 +79,17 @@ def baseline(workdir: Path) -> float:
         head.wait()
         # Some Ray processes leave the group; they are ours by the temp dir in their args.
         marker = f"/tmp/rc-bench-{os.getpid()}"
-        strays = [
-            p
-            for p in psutil.process_iter(["cmdline"])
-            if marker in " ".join(p.info["cmdline"] or [])
-        ]
-        for p in strays:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(strays, timeout=10)
+        kill_all(run_processes(marker=marker))
         shutil.rmtree(marker, ignore_errors=True)
     return time.monotonic() - t0
 
 
 def harness(workdir: Path) -> float:
     t0 = time.monotonic()
-    proc = subprocess.run(
+    proc = run_full(
         [sys.executable, "-m", "pytest", "suites", "--ray-modes=local", "--ray-workers=0", "-k", "spread",
          "-p", "no:cacheprovider", "-q", f"--ray-report-dir={workdir / 'report'}"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        STEP_TIMEOUT_S, cwd=ROOT, check=False,
     )  # fmt: skip
     elapsed = time.monotonic() - t0
     if proc.returncode != 0:

@@ -26,10 +26,6 @@ SIZE_SLACK_BYTES = 1024 * 1024
 _LIST_PROCESSES = (
     "for p in /proc/[0-9]*; do tr '\\000' '\\n' < \"$p/cmdline\" 2>/dev/null; echo '--proc--'; done"
 )
-SHM_ADVICE = (
-    "give each node more shared memory: run its container with --shm-size=<size> "
-    "(--ray-shm-size here), about 30% of the node's memory"
-)
 
 
 @dataclass(frozen=True)
@@ -98,7 +94,7 @@ def test_shm_size_matches_request(
 def test_object_store_lives_in_shm_and_fits(
     ray_provisioner: Provisioner, ray_cluster: ClusterHandle, ray_spec: ClusterSpec
 ) -> None:
-    nodes, _ = _abilities(ray_provisioner)
+    nodes, shm = _abilities(ray_provisioner)
     problems = []
     for node in nodes.node_names():
         size = shm_bytes(nodes, node, ray_spec.timeouts.preflight)
@@ -115,4 +111,7 @@ def test_object_store_lives_in_shm_and_fits(
                     f"{node}: the object store ({_mib(store)}) does not fit in /dev/shm "
                     f"({_mib(size)})"
                 )
-    assert not problems, "; ".join(problems) + f". To fix, {SHM_ADVICE}."
+    # The mode knows its own knob (Docker's --shm-size, a pod's emptyDir medium: Memory, ...).
+    assert not problems, (
+        "; ".join(problems) + f". To give each node more shared memory, {shm.shm_advice()}."
+    )
