@@ -1,17 +1,21 @@
 """Finds deployment modes: built-ins and vendors' alike, from one entry-point group.
 
 ``--ray-provisioner [NAME=]module:Class`` adds a class not yet packaged. A mode that fails to
-load is kept, with its error, so the harness can SKIP it with that reason instead of crashing.
+load is kept, with its error, so the harness can SKIP it with that reason instead of crashing
+(or, when the user named it, stop with that reason). :func:`catalogue` gathers the options the
+loaded modes declare, which the plugin turns into flags.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any
+
+from provisioners.options import Option, OptionError, declared, merge
 
 ENTRY_POINT_GROUP = "ray_conformance.provisioners"
 
@@ -110,3 +114,38 @@ def discover(extra: list[str] | None = None) -> tuple[dict[str, Mode], list[str]
             )
         modes[name] = Mode(name, source, lambda m=module, a=attr: _resolve(m, a))  # type: ignore[misc]
     return modes, warnings
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Every option a run knows: the harness's first, then each loaded mode's, merged by name."""
+
+    options: Mapping[str, Option[Any]]
+    owners: Mapping[str, tuple[str, ...]]  # option name -> the modes declaring it
+    #: mode -> why its options were left out (a malformed ``OPTIONS``, or a name it declares
+    #: differently from the harness or an earlier mode); such a mode cannot run.
+    problems: Mapping[str, str]
+
+
+def catalogue(harness: Iterable[Option[Any]], modes: Mapping[str, Mode]) -> Catalogue:
+    """The options of ``harness`` and of every loaded mode in ``modes`` (in their order).
+
+    A shared option is one object (``nodeimage.IMAGE``), so it merges into one flag; a mode
+    whose declaration clashes is left out with the reason instead of failing every run.
+    """
+    groups: list[tuple[str, tuple[Option[Any], ...]]] = [("the harness", tuple(harness))]
+    owners: dict[str, tuple[str, ...]] = {}
+    problems: dict[str, str] = {}
+    for name, mode in modes.items():
+        if mode.factory is None:
+            continue
+        try:
+            options = declared(mode.factory)
+            merge([*groups, (f"mode {name!r}", options)])
+        except (TypeError, OptionError) as exc:
+            problems[name] = f"its OPTIONS cannot be used: {exc}"
+            continue
+        groups.append((f"mode {name!r}", options))
+        for opt in options:
+            owners[opt.name] = (*owners.get(opt.name, ()), name)
+    return Catalogue(merge(groups), owners, problems)

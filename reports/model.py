@@ -12,6 +12,9 @@ from typing import Any
 SCHEMA = "ray-conformance/results/v1"
 RESULTS_FILE = "results.json"
 HTML_FILE = "report.html"
+#: One ``<mode>.json`` per mode: written by whichever process ran the mode (an xdist worker or
+#: the main process), read by the results writer on the controller at the end of the session.
+MODE_RECORD_DIR = "modes"
 
 #: Every outcome a (check, mode) can have, worst first: a matrix cell that folds several cases
 #: (a check parametrized beyond its mode) shows the worst of them.
@@ -20,6 +23,33 @@ OUTCOMES = ("error", "failed", "skipped", "xfailed", "passed")
 
 class BundleError(Exception):
     """A report directory that cannot be read; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """One conformance run: its id, where its reports go, and the modes it covers."""
+
+    run_id: str
+    report_dir: Path
+    modes: tuple[str, ...]  # selected modes, in run order
+
+
+@dataclass
+class ModeRecord:
+    """What the harness learned about one mode; ``Results.modes`` holds one per mode."""
+
+    mode: str
+    status: str = "pending"  # pending | provisioned | skipped | provision-failed | torn-down | kept
+    reason: str = ""  # skip reason or provision error
+    provision_seconds: float | None = None
+    teardown_seconds: float | None = None
+    handle: dict[str, Any] = field(default_factory=dict)  # ClusterHandle as a dict
+    diagnostics: str = ""  # path of collected diagnostics, if any
+
+    def save(self, report_dir: Path) -> Path:
+        path = report_dir / MODE_RECORD_DIR / f"{self.mode}.json"
+        write_json(path, asdict(self))  # atomic: a worker killed mid-write leaves no half record
+        return path
 
 
 @dataclass(frozen=True)

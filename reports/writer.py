@@ -12,10 +12,17 @@ from typing import Any
 
 import pytest
 
-from fixtures.context import MODE_RECORD_DIR, ModeRecord, RunContext
 from reports.bundle import write_report
 from reports.manifest import write_manifest
-from reports.model import HTML_FILE, RESULTS_FILE, Result, Results
+from reports.model import (
+    HTML_FILE,
+    MODE_RECORD_DIR,
+    RESULTS_FILE,
+    ModeRecord,
+    Result,
+    Results,
+    RunContext,
+)
 
 MAX_MESSAGE_LINES = 12
 MAX_MESSAGE_CHARS = 2000
@@ -206,8 +213,7 @@ class ResultsWriter:
 
     def _mode_records(self) -> list[dict[str, Any]]:
         records = {m: asdict(ModeRecord(mode=m)) for m in self.ctx.modes}
-        # Read file by file rather than ModeRecord.load_all: one record left half-written by
-        # a crashed worker should mark its mode, not cost the whole report.
+        # File by file: one unreadable record should mark its mode, not cost the whole report.
         for path in sorted((self.ctx.report_dir / MODE_RECORD_DIR).glob("*.json")):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))

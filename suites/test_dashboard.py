@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 import pytest
 
 from provisioners.base import ClusterHandle, ClusterSpec
-from provisioners.waits import WaitTimeout, wait_for_nodes
+from provisioners.waits import WaitTimeout, wait_for, wait_for_nodes
 
 
 def test_dashboard_version_matches_cluster(
@@ -56,15 +55,25 @@ def test_dashboard_job_succeeds_with_logs(ray_dashboard_url: str, ray_spec: Clus
         entrypoint=f"python -c \"import ray; ray.init(); print('{token}', ray.get(ray.remote(num_cpus=0)(lambda: 21 * 2).remote()))\"",
         metadata={"ray-conformance.run-id": ray_spec.run_id},
     )
-    deadline = time.monotonic() + ray_spec.timeouts.job
-    status = client.get_job_status(job_id)
-    while not status.is_terminal() and time.monotonic() < deadline:
-        time.sleep(1)
+
+    def finished() -> JobStatus | None:
         status = client.get_job_status(job_id)
+        return status if status.is_terminal() else None
+
+    try:
+        status = wait_for(
+            finished,
+            timeout=ray_spec.timeouts.job,
+            what=f"job {job_id} to finish",
+            last_seen=lambda: str(client.get_job_status(job_id)),
+        )
+    except WaitTimeout as exc:
+        client.stop_job(job_id)  # a job left running would outlive the check
+        pytest.fail(
+            f"{exc}; stopped it. Logs:\n{client.get_job_logs(job_id)[-2000:]}", pytrace=False
+        )
     logs = client.get_job_logs(job_id)
-    assert status == JobStatus.SUCCEEDED, (
-        f"job {job_id} is {status} after {ray_spec.timeouts.job:.0f} s; logs:\n{logs[-2000:]}"
-    )
+    assert status == JobStatus.SUCCEEDED, f"job {job_id} ended {status}; logs:\n{logs[-2000:]}"
     assert f"{token} 42" in logs, (
         f"job {job_id} succeeded but its logs lack '{token} 42':\n{logs[-2000:]}"
     )

@@ -56,21 +56,16 @@ def check_spread(
     )
 
 
-@pytest.fixture(scope="module")
-def iterations(ray_spec: ClusterSpec) -> int:
-    return int(ray_spec.option("ray_spread_iterations", 3))
-
-
 def test_spread_from_outside_every_node_runs_work(
     ray_cluster: ClusterHandle,
     ray_client_address: str,
     ray_alive_nodes: list[dict[str, Any]],
     ray_run_script: Any,
-    iterations: int,
+    ray_spread_iterations: int,
     request: pytest.FixtureRequest,
 ) -> None:
     """localPython.py: a driver outside the cluster, through the forwarded client port."""
-    run = ray_run_script(spread_source(iterations), ray_client_address)
+    run = ray_run_script(spread_source(ray_spread_iterations), ray_client_address)
     assert run.returncode == 0, run.explain()
     check_spread(parse_result(run.stdout), ray_cluster, "outside", request.node.user_properties)
 
@@ -80,11 +75,11 @@ def test_spread_from_inside_every_node_runs_work(
     ray_provisioner: Provisioner,
     ray_alive_nodes: list[dict[str, Any]],
     ray_spec: ClusterSpec,
-    iterations: int,
+    ray_spread_iterations: int,
     request: pytest.FixtureRequest,
 ) -> None:
     """servicePython.py: the same counter run inside the cluster against the head's in-cluster address."""
     output = ray_provisioner.run_in_cluster(
-        spread_source(iterations), timeout=ray_spec.timeouts.job
+        spread_source(ray_spread_iterations), timeout=ray_spec.timeouts.job
     )
     check_spread(parse_result(output), ray_cluster, "inside", request.node.user_properties)

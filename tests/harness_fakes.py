@@ -21,11 +21,16 @@ CALLS_FILE = "calls.jsonl"
 FAKEMOD = '''
 """Fake provisioners: no cluster, every call recorded in calls.jsonl."""
 
+import contextlib
 import json
 import os
+import threading
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from provisioners.base import ClusterHandle, InventoryItem, ProvisionError, direct_endpoint
+from provisioners.base import ClusterHandle, Endpoint, InventoryItem, ProvisionError, direct_endpoint
+from provisioners.options import Option
 
 LOG = Path(__file__).with_name("calls.jsonl")
 
@@ -62,7 +67,10 @@ class FakeProvisioner:
             ray_version="2.60.0",
             python_version="3.11",
             head_address="fake-head:6379",
-            access={"dashboard": f"http://{spec.mode}.invalid:8265"},
+            access={
+                "dashboard": f"http://{spec.mode}.invalid:8265",
+                "remove": f"fakectl delete --run {spec.run_id}",
+            },
         )
 
     def port_forward(self, remote_port):
@@ -118,6 +126,83 @@ class UnreadyProvisioner(FakeProvisioner):
 
     def missing_prerequisites(self, spec):
         return ["fake: the `frob` binary is not on PATH"]
+
+
+class NoRemoveProvisioner(FakeProvisioner):
+    """Its handle says how to reach the cluster but not how to remove it."""
+
+    def provision(self, spec):
+        handle = super().provision(spec)
+        return replace(handle, access={"dashboard": handle.access["dashboard"]})
+
+
+# A vendor's mode declares its settings next to its code, as OPTIONS on the class.
+REPLICAS = Option.integer("fake-replicas", "fake: replicas per node", 2, minimum=1)
+FAST = Option.switch("fake-fast", "fake: skip the slow path")
+
+
+class OptionsProvisioner(FakeProvisioner):
+    """Declares two options and records the typed values it is handed."""
+
+    OPTIONS = (REPLICAS, FAST)
+
+    def provision(self, spec):
+        record(
+            "options",
+            spec.mode,
+            options=dict(spec.options),
+            replicas=spec.get(REPLICAS),
+            workers=spec.workers,
+            timeouts=[spec.timeouts.provision, spec.timeouts.node_join],
+        )
+        return super().provision(spec)
+
+
+#: What the short cluster's state API lists: two alive nodes and the worker that died.
+NODES = [
+    {"node_id": "aaaa1111" * 7, "node_ip": "10.0.0.1", "node_name": "head", "state": "ALIVE"},
+    {"node_id": "bbbb2222" * 7, "node_ip": "10.0.0.2", "node_name": "worker1", "state": "ALIVE"},
+    {
+        "node_id": "dead3333" * 7,
+        "node_ip": "10.0.0.3",
+        "node_name": "worker2",
+        "state": "DEAD",
+        "end_time_ms": 1764150000000,
+        "state_message": "Unexpected termination: health check failed",
+    },
+]
+
+
+class StateApi(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"data": {"result": {"result": NODES}}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class ShortProvisioner(FakeProvisioner):
+    """Expects three nodes; its dashboard's state API shows one of them DEAD."""
+
+    def provision(self, spec):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), StateApi)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return replace(super().provision(spec), expected_nodes=3)
+
+    @contextlib.contextmanager
+    def port_forward(self, remote_port):
+        record("forward", self.spec.mode, port=remote_port)
+        yield Endpoint("127.0.0.1", self.server.server_address[1])
+
+    def teardown(self):
+        super().teardown()
+        if getattr(self, "server", None):
+            self.server.shutdown()
+            self.server.server_close()
 '''
 
 # Inner suite tests: mode-agnostic, like suites/.
@@ -134,10 +219,18 @@ def test_two(ray_cluster, ray_spec, ray_provisioner):
 def write_fakes(pytester: pytest.Pytester) -> None:
     """Put ``fakemod.py`` into the pytester dir, importable by in-process runs too."""
     pytester.makepyfile(fakemod=FAKEMOD)
-    # As in pyproject.toml: without it pytest-asyncio warns in every inner run.
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     # The plugin imports fakemod in pytest_configure, before collection puts the dir on sys.path.
     pytester.syspathinsert()
+
+
+def make_vendor_dist(pytester: pytest.Pytester, entry_points: str) -> None:
+    """An installed-looking ``vendorpkg`` distribution registering ``entry_points``.
+
+    Found by a subprocess run whose PYTHONPATH holds the pytester dir (set it with monkeypatch).
+    """
+    dist = pytester.mkdir("vendorpkg-0.1.dist-info")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: vendorpkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[ray_conformance.provisioners]\n{entry_points}\n")
 
 
 def modes(*specs: str) -> list[str]:

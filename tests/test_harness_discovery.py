@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from harness_fakes import CHECKS, events, literal, modes, run, run_subprocess, write_fakes
+from harness_fakes import (
+    CHECKS,
+    events,
+    literal,
+    make_vendor_dist,
+    modes,
+    run,
+    run_subprocess,
+    write_fakes,
+)
 
 VENDOR_MODULE = """
 from fakemod import FakeProvisioner
@@ -14,18 +23,10 @@ class VendorProvisioner(FakeProvisioner):
 """
 
 
-def make_vendor_dist(pytester: pytest.Pytester, entry_points: str) -> None:
-    """An installed-looking ``vendorpkg`` distribution registering ``entry_points``."""
-    dist = pytester.mkdir("vendorpkg-0.1.dist-info")
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: vendorpkg\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[ray_conformance.provisioners]\n{entry_points}\n")
-    pytester.makepyfile(vendormod=VENDOR_MODULE)
-
-
 @pytest.fixture(autouse=True)
 def _fakes(pytester: pytest.Pytester) -> None:
     write_fakes(pytester)
-    pytester.makepyfile(test_checks=CHECKS)
+    pytester.makepyfile(test_checks=CHECKS, vendormod=VENDOR_MODULE)
 
 
 def test_missing_prerequisites_skip_every_test_with_the_reason(
@@ -39,15 +40,66 @@ def test_missing_prerequisites_skip_every_test_with_the_reason(
     assert events(pytester) == []  # neither provision nor teardown
 
 
-def test_broken_provisioner_skips_its_mode_and_warns(pytester: pytest.Pytester) -> None:
-    result = run(pytester, "-rs", "--ray-provisioner", "broken=nomod:Nope")
+def test_broken_entry_point_nobody_named_skips_its_mode_and_warns(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_vendor_dist(pytester, "broken = nomod:Nope")
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    # No --ray-modes: every registered mode is selected, and the broken one only warns.
+    result = run_subprocess(pytester, "-rs", "-k", "broken")
     assert result.ret == pytest.ExitCode.OK
-    result.assert_outcomes(skipped=2)
     error = "cannot load nomod:Nope: ModuleNotFoundError: No module named 'nomod'"
     result.stdout.fnmatch_lines(["SKIPPED ?1? test_checks.py:*: broken: " + literal(error)] * 2)
     result.stdout.fnmatch_lines(
         ["*PytestConfigWarning: mode 'broken' will be skipped: " + literal(error)]
     )
+
+
+def test_named_mode_that_cannot_load_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    """A typo in the one mode a vendor asked for must not pass as a run of skips."""
+    result = run(pytester, "--ray-provisioner", "no.such.module:Nope")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines == [
+        "ERROR: mode 'nope': cannot load no.such.module:Nope: ModuleNotFoundError: "
+        "No module named 'no'",
+        "",
+    ]
+
+
+def test_named_entry_point_that_cannot_load_is_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_vendor_dist(pytester, "broken = nomod:Nope")
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    result = run_subprocess(pytester, "--ray-modes", "broken")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: mode 'broken': "
+            + literal("cannot load nomod:Nope: ModuleNotFoundError: No module named 'nomod'")
+        ]
+    )
+
+
+def test_named_mode_that_cannot_be_constructed_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        badinit="""
+        class BadInitProvisioner:
+            def __init__(self):
+                raise RuntimeError("needs a licence file")
+        """
+    )
+    result = run(pytester, "--ray-provisioner", "bad=badinit:BadInitProvisioner")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: mode 'bad': cannot construct badinit:BadInitProvisioner: "
+            "RuntimeError: needs a licence file"
+        ]
+    )
+    assert events(pytester) == []
 
 
 def test_vendor_entry_point_is_discovered_and_runs(

@@ -111,6 +111,8 @@ def test_keep_cluster_skips_teardown_and_prints_access(pytester: pytest.Pytester
         [
             literal("[ray-conformance] fake (+") + "*): kept (--ray-keep-cluster); reach it with:",
             "    dashboard: http://fake.invalid:8265",
+            "  remove it with:",
+            "    fakectl delete --run *",
         ]
     )
     result.stdout.fnmatch_lines(
@@ -126,3 +128,18 @@ def test_run_id_given_reaches_the_spec(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_a=CHECKS)
     run(pytester, "--ray-run-id", "ci-42", *modes("fake=FakeProvisioner")).assert_outcomes(passed=2)
     assert [c["run_id"] for c in calls(pytester) if c["event"] == "provision"] == ["ci-42"]
+
+
+def test_keep_cluster_says_when_the_mode_gave_no_remove_command(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_a="def test_one(ray_cluster):\n    pass\n")
+    result = run(pytester, "--ray-keep-cluster", *modes("fake=NoRemoveProvisioner"))
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*kept (--ray-keep-cluster); reach it with:",
+            "    dashboard: http://fake.invalid:8265",
+            "  fake gave no command to remove it (no 'remove' in its handle's access)",
+        ]
+    )

@@ -75,7 +75,6 @@ class OldClusterProvisioner:
 def test_preflight_mismatch_fails_client_checks_fast(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(oldcluster=FAKE_CLUSTER)
     pytester.makepyfile(test_client="def test_client(ray_client_address):\n    pass\n")
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.syspathinsert()
     result = pytester.runpytest(
         "-p", "fixtures.plugin", "--ray-provisioner", "old=oldcluster:OldClusterProvisioner",

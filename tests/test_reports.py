@@ -22,7 +22,7 @@ CONFTEST = """
 import pytest
 from pathlib import Path
 
-from fixtures.context import ModeRecord, RunContext
+from reports.model import ModeRecord, RunContext
 from reports.writer import ResultsWriter
 
 MODES = ("local", "docker")
@@ -108,8 +108,6 @@ EXPECTED = {
 def run_suite(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, Path]:
     report_dir = pytester.path / "report"
     report_dir.mkdir()
-    # As in pyproject.toml: without it pytest-asyncio (loaded by kmock's plugin) warns.
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makeconftest(CONFTEST.format(report_dir=str(report_dir)))
     pytester.makepyfile(test_checks=CHECKS)
     return pytester.runpytest(*args), report_dir
