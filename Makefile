@@ -24,9 +24,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 lock:
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
-# The suite on the embedded default mode (a local Ray cluster on this machine).
+# The suites on the embedded default mode (a local Ray cluster on this machine).
 conformance: venv
-	$(PY) -m pytest suites --ray-modes local $(ARGS)
+	$(PY) -m pytest --ray-modes local $(ARGS)
 
 # The project's own tests: harness tests, then every mode this machine can run for real.
 test: venv
@@ -38,7 +38,7 @@ test-run:
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy  # includes the static check that every built-in mode conforms (_conforms)
 	$(PY) -m pytest tests $(ARGS)
-	$(PY) -m pytest suites $(ARGS)
+	$(PY) -m pytest $(ARGS)  # testpaths: the suites, on every mode this machine can run
 
 lint: venv
 	$(PY) -m ruff check .
