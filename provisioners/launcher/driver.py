@@ -5,7 +5,9 @@ over SSH, as ``ray up`` itself does) and supplies only what differs between mode
 
 * ``TEMPLATE`` and :meth:`~RayUpMode.provider_section`: its part of the cluster YAML;
 * :meth:`~RayUpMode.prepare_machines` / :meth:`~RayUpMode.remove_machines`: where its machines
-  come from (containers, a user's hosts; nothing when the provider creates them in ``ray up``);
+  come from (containers, a user's hosts; nothing when the provider creates them in ``ray up``,
+  which then lists them in :meth:`~RayUpMode.discover_machines` and sizes the wait with
+  :meth:`~RayUpMode.node_count`);
 * :meth:`~RayUpMode.leak_query` and :meth:`~RayUpMode.removal_commands`: what of its own may be
   left, and how a person removes it;
 * rarely its own :meth:`~RayUpMode.up` / :meth:`~RayUpMode.down` (``autoscale`` starts a head).
@@ -132,6 +134,10 @@ class RayUpMode:
         """The nodes the wait after :meth:`up` names when they never join."""
         return self.machines
 
+    def discover_machines(self) -> list[Machine]:
+        """The machines once every node is alive (a provider-made cluster lists its own)."""
+        return self.machines
+
     def node_count(self) -> int:
         """How many nodes must be alive (more than :meth:`expected_nodes` when unnamed)."""
         return len(self.expected_nodes())
@@ -215,11 +221,14 @@ class RayUpMode:
             path, run_id=spec.run_id, log=spec.workdir / "launcher.log",
             env=self.launcher_env(), progress=spec.progress,
         )  # fmt: skip
-        spec.progress(f"up on {len(self.machines) or 'provider-made'} node(s)")
+        spec.progress(
+            f"starting Ray on {len(self.machines)} machine(s)" if self.machines else "starting Ray"
+        )
         self._up_started = True
         self.up(self.remaining())
-        spec.progress(f"up done in {time.monotonic() - started:.1f} s; waiting for nodes")
+        spec.progress(f"started in {time.monotonic() - started:.1f} s; waiting for the nodes")
         alive = self._wait_nodes(min(spec.timeouts.node_join, self.remaining()))
+        self.machines = self.discover_machines()
         spec.progress(f"{len(alive)} node(s) alive in {time.monotonic() - started:.1f} s")
         ray_version, python_version = self.versions()
         return ClusterHandle(
@@ -264,7 +273,7 @@ class RayUpMode:
             missing = [f"{m.name} ({m.ip})" for m in expected if m.ip not in ips]
             unnamed = count - len(alive) - len(missing)
             if unnamed > 0:
-                missing.append(f"{unnamed} node(s) the provider has not started")
+                missing.append(f"{unnamed} more node(s)")
             seen = ", ".join(f"{n['hostname']} ({n['ip']})" for n in alive) or "none"
             error = f"; last probe error: {last['error']}" if last["error"] else ""
             raise ProvisionError(
@@ -285,8 +294,9 @@ class RayUpMode:
             self.down(self.spec.timeouts.provision / 4)
         if self.launcher is not None:
             self.launcher.close()  # `ray down`'s own ssh control masters
-            self.launcher.remove_state_files()
         self.remove_machines()
+        if self.launcher is not None:
+            self.launcher.remove_state_files()
         self.remove_files()
 
     def inventory(self) -> list[InventoryItem]:
