@@ -173,24 +173,30 @@ NODES = [
 ]
 
 
-class StateApi(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({"data": {"result": {"result": NODES}}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def json_server(routes):
+    """A loopback HTTP server answering GET <path> with routes[path] as JSON (a fake dashboard)."""
 
-    def log_message(self, *args):
-        pass
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(routes[self.path.split("?")[0]]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 class ShortProvisioner(FakeProvisioner):
     """Expects three nodes; its dashboard's state API shows one of them DEAD."""
 
     def provision(self, spec):
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), StateApi)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = json_server({"/api/v0/nodes": {"data": {"result": {"result": NODES}}}})
         return replace(super().provision(spec), expected_nodes=3)
 
     @contextlib.contextmanager
@@ -223,11 +229,14 @@ def write_fakes(pytester: pytest.Pytester) -> None:
     pytester.syspathinsert()
 
 
-def make_vendor_dist(pytester: pytest.Pytester, entry_points: str) -> None:
+def make_vendor_dist(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, entry_points: str
+) -> None:
     """An installed-looking ``vendorpkg`` distribution registering ``entry_points``.
 
-    Found by a subprocess run whose PYTHONPATH holds the pytester dir (set it with monkeypatch).
+    Found by ``run_subprocess`` runs: the pytester dir goes on their PYTHONPATH.
     """
+    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
     dist = pytester.mkdir("vendorpkg-0.1.dist-info")
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: vendorpkg\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(f"[ray_conformance.provisioners]\n{entry_points}\n")

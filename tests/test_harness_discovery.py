@@ -43,8 +43,7 @@ def test_missing_prerequisites_skip_every_test_with_the_reason(
 def test_broken_entry_point_nobody_named_skips_its_mode_and_warns(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_vendor_dist(pytester, "broken = nomod:Nope")
-    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    make_vendor_dist(pytester, monkeypatch, "broken = nomod:Nope")
     # No --ray-modes: every registered mode is selected, and the broken one only warns.
     result = run_subprocess(pytester, "-rs", "-k", "broken")
     assert result.ret == pytest.ExitCode.OK
@@ -69,8 +68,7 @@ def test_named_mode_that_cannot_load_is_a_usage_error(pytester: pytest.Pytester)
 def test_named_entry_point_that_cannot_load_is_a_usage_error(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_vendor_dist(pytester, "broken = nomod:Nope")
-    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    make_vendor_dist(pytester, monkeypatch, "broken = nomod:Nope")
     result = run_subprocess(pytester, "--ray-modes", "broken")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
@@ -105,8 +103,7 @@ def test_named_mode_that_cannot_be_constructed_is_a_usage_error(
 def test_vendor_entry_point_is_discovered_and_runs(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_vendor_dist(pytester, "vendor = vendormod:VendorProvisioner")
-    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    make_vendor_dist(pytester, monkeypatch, "vendor = vendormod:VendorProvisioner")
     result = run_subprocess(pytester, "--ray-modes", "vendor")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["ray-conformance: run *, modes vendor, reports *"])
@@ -119,8 +116,7 @@ def test_vendor_entry_point_is_discovered_and_runs(
 def test_duplicate_entry_point_name_warns_with_both_sources(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_vendor_dist(pytester, "local = vendormod:VendorProvisioner")
-    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    make_vendor_dist(pytester, monkeypatch, "local = vendormod:VendorProvisioner")
     # --co: which of the two wins depends on sys.path order; only the warning is the contract.
     result = run_subprocess(pytester, "--co", *modes("fake=FakeProvisioner"))
     assert result.ret == pytest.ExitCode.OK

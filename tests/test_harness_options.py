@@ -129,8 +129,7 @@ def option_values(pytester: pytest.Pytester) -> dict[str, object]:
 @pytest.fixture
 def vendor(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A vendor package registering OptionsProvisioner, which declares two options."""
-    make_vendor_dist(pytester, "vendor = fakemod:OptionsProvisioner")
-    monkeypatch.setenv("PYTHONPATH", str(pytester.path))
+    make_vendor_dist(pytester, monkeypatch, "vendor = fakemod:OptionsProvisioner")
     return pytester
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from harness_fakes import write_fakes
 
 from fixtures.clients import client_versions, version_mismatch
 
@@ -32,50 +33,32 @@ def test_preflight_both_mismatches_are_reported_together() -> None:
     assert "Python 3.11 here vs 3.9" in message
 
 
-# A fake mode whose "dashboard" is a tiny HTTP server answering /api/version; port_forward
-# hands out its port. Nothing listens for Ray Client: a session attempt would hang or fail late.
+# A fake mode whose "dashboard" answers /api/version only; port_forward hands out its port.
+# Nothing listens for Ray Client: a session attempt would hang or fail late.
 FAKE_CLUSTER = """
-import contextlib, json, threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import contextlib
+from fakemod import FakeProvisioner, json_server
 from provisioners.base import ClusterHandle, Endpoint
 
-class Version(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({"ray_version": "2.59.1"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-
-class OldClusterProvisioner:
-    def missing_prerequisites(self, spec):
-        return []
+class OldClusterProvisioner(FakeProvisioner):
     def provision(self, spec):
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Version)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = json_server({"/api/version": {"ray_version": "2.59.1"}})
         return ClusterHandle(spec.mode, 1, "2.59.1", "3.9", "h:6379")
     @contextlib.contextmanager
     def port_forward(self, remote_port):
         if remote_port != 8265:
             raise AssertionError("a client session was attempted despite the mismatch")
         yield Endpoint("127.0.0.1", self.server.server_address[1])
-    def run_in_cluster(self, script, timeout):
-        return ""
-    def inventory(self):
-        return []
-    def collect_diagnostics(self, dest):
-        pass
     def teardown(self):
         self.server.shutdown()
+        self.server.server_close()
 """
 
 
 def test_preflight_mismatch_fails_client_checks_fast(pytester: pytest.Pytester) -> None:
+    write_fakes(pytester)
     pytester.makepyfile(oldcluster=FAKE_CLUSTER)
     pytester.makepyfile(test_client="def test_client(ray_client_address):\n    pass\n")
-    pytester.syspathinsert()
     result = pytester.runpytest(
         "-p", "fixtures.plugin", "--ray-provisioner", "old=oldcluster:OldClusterProvisioner",
         "--ray-report-dir", str(pytester.path / "report"),
