@@ -1,0 +1,210 @@
+"""The Kubernetes modes' faults, against a real kind cluster made here (and offline checks).
+
+One kind cluster serves the module (about a minute to create from the cached toolchain);
+each fault scenario deploys into a namespace of its own and must fail fast, naming what is
+wrong the way a person would need it named.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from provisioners.base import ProvisionError
+from provisioners.containers import engine_problem
+from provisioners.kube import validate
+from provisioners.kube.api import Kube
+from provisioners.kube.clusters import ExistingCluster, KindCluster
+from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource, RaySize
+from provisioners.naming import run_name
+from provisioners.relay import free_port
+
+SHARED_CRD = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "schemas"
+    / "kuberay"
+    / "ray.io_rayclusters.yaml"
+)
+
+
+def _deployer(kube: Kube, tmp_path: Path, run_id: str, **kw: Any) -> KubeRayDeployer:
+    ns = run_name(run_id, secrets.token_hex(2))
+    args: dict[str, Any] = {
+        "run_id": run_id,
+        "namespace": ns,
+        "name": "rc-fault",
+        "image": "rc-absent/ray:never",
+        "size": RaySize(workers=1),
+        "operator": None,
+        "workdir": tmp_path,
+        "progress": lambda _m: None,
+    }
+    args.update(kw)
+    return KubeRayDeployer(kube, **args)
+
+
+# -- offline: no cluster needed ---------------------------------------------------------------
+
+
+def test_missing_kubeconfig_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    cluster = ExistingCluster(kubeconfig=missing, context=None, workdir=tmp_path)
+    with pytest.raises(ProvisionError, match=f"--ray-kubeconfig {missing}: no such file"):
+        cluster.create(5)
+
+
+def test_unanswering_api_fails_within_preflight_naming_it(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "dead", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "dead",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    kube = Kube(path, cache_file=tmp_path / "cache.json", context="dead")
+    t0 = time.monotonic()
+    with pytest.raises(ProvisionError) as info:
+        kube.server_version(timeout=3)
+    assert time.monotonic() - t0 < 15
+    assert str(path) in str(info.value)
+    assert "context dead" in str(info.value)
+
+
+def test_unknown_context_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "contexts": []}))
+    kube = Kube(path, cache_file=tmp_path / "cache.json", context="nosuch")
+    with pytest.raises(ProvisionError, match="context 'nosuch'"):
+        kube.api()
+
+
+@pytest.mark.skipif(not SHARED_CRD.exists(), reason=f"no KubeRay CRD at {SHARED_CRD}")
+def test_bad_raycluster_fails_naming_the_field(tmp_path: Path) -> None:
+    crd = yaml.safe_load(SHARED_CRD.read_text())
+    deployer = _deployer(Kube(tmp_path / "k", cache_file=tmp_path / "c"), tmp_path, "t1")
+    rc = deployer.raycluster()
+    validate.validate_custom(rc, crd)  # the rendered one is valid
+    rc["spec"]["workerGroupSpecs"][0]["replicas"] = "two"
+    with pytest.raises(ProvisionError, match=r"workerGroupSpecs\.0\.replicas.*'two'"):
+        validate.validate_custom(rc, crd)
+
+
+def test_bad_builtin_manifest_fails_naming_the_field(tmp_path: Path) -> None:
+    deployer = _deployer(Kube(tmp_path / "k", cache_file=tmp_path / "c"), tmp_path, "t1")
+    _configmap, job = deployer.job("print(1)", 60)
+    validate.validate_builtin(job)
+    job["spec"]["backoffLimit"] = "none"
+    with pytest.raises(ProvisionError, match=r"Job/.*field 'spec\.backoffLimit'"):
+        validate.validate_builtin(job)
+
+
+# -- against a real kind cluster -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KindCluster, Kube, str]]:
+    """A kind cluster of this module (from the cached offline toolchain), deleted at the end."""
+    if problem := engine_problem(None):
+        pytest.skip(problem)
+    import shutil
+
+    if shutil.which("go") is None and not Path("/usr/local/go/bin/go").exists():
+        pytest.skip("`go` is not on PATH: the kind toolchain cannot be built")
+    run_id = "t" + secrets.token_hex(3)
+    cluster = KindCluster(
+        run_id=run_id,
+        name=run_name(run_id, "kind"),
+        workdir=tmp_path_factory.mktemp("kind"),
+        progress=print,
+    )
+    try:
+        kube = cluster.create(1800)
+        yield cluster, kube, run_id
+    finally:
+        cluster.destroy(300)
+        assert not cluster.inventory(), "the test's kind cluster was not removed"
+
+
+def _fail(deployer: KubeRayDeployer, kube: Kube, timeout: float) -> str:
+    try:
+        with pytest.raises(ProvisionError) as info:
+            deployer.deploy(kube.server_version(30), time.monotonic() + timeout, timeout)
+        return str(info.value)
+    finally:
+        deployer.teardown(120)
+
+
+def _operator(cluster: KindCluster, image: str | None = None) -> OperatorSource:
+    tools = cluster.prepare(60)
+    return OperatorSource(
+        tools.kuberay_version, tools.operator_manifests, image or tools.operator_image
+    )
+
+
+def test_operator_never_ready_names_deployment_and_events(
+    kind: tuple[KindCluster, Kube, str], tmp_path: Path
+) -> None:
+    cluster, kube, run_id = kind
+    deployer = _deployer(
+        kube, tmp_path, run_id, operator=_operator(cluster, "rc-absent/operator:never")
+    )
+    message = _fail(deployer, kube, 40)
+    assert "deployment" in message, message
+    assert "kuberay-operator" in message, message
+    assert "rc-absent/operator:never" in message or "ImagePull" in message, message
+    assert "last events" in message, message
+
+
+def test_image_not_loaded_names_image_and_pull_error(
+    kind: tuple[KindCluster, Kube, str], tmp_path: Path
+) -> None:
+    cluster, kube, run_id = kind
+    cluster.load_image(cluster.prepare(60).operator_image, 120)
+    deployer = _deployer(kube, tmp_path, run_id, operator=_operator(cluster))
+    message = _fail(deployer, kube, 90)
+    assert "rc-absent/ray:never" in message, message
+    assert "ErrImagePull" in message or "ImagePullBackOff" in message, message
+
+
+class _UnschedulableWorker(KubeRayDeployer):
+    def raycluster(self) -> dict[str, Any]:
+        rc = super().raycluster()
+        rc["spec"]["workerGroupSpecs"][0]["template"]["spec"]["nodeSelector"] = {
+            "ray-conformance.test/no-such-node": "true"
+        }
+        return rc
+
+
+def test_worker_never_ready_is_named(kind: tuple[KindCluster, Kube, str], tmp_path: Path) -> None:
+    cluster, kube, run_id = kind
+    from provisioners.nodeimage import ensure_node_image
+
+    image = ensure_node_image(print, 900)
+    cluster.load_image(image, 300)
+    cluster.load_image(cluster.prepare(60).operator_image, 120)
+    deployer = _UnschedulableWorker(
+        kube,
+        run_id=run_id,
+        namespace=run_name(run_id, secrets.token_hex(2)),
+        name="rc-fault",
+        image=image,
+        size=RaySize(workers=1),
+        operator=_operator(cluster),
+        workdir=tmp_path,
+        progress=lambda _m: None,
+    )
+    message = _fail(deployer, kube, 120)
+    assert "rc-fault-workers-worker-" in message, message
+    assert "Pending" in message, message
+    assert "FailedScheduling" in message, message
