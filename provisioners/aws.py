@@ -1,0 +1,537 @@
+"""Mode ``aws``: ``ray up`` with Ray's aws provider, as the book does, or rehearsed on moto.
+
+The cluster YAML is the book's made safe (``templates/aws.yaml``) or the user's
+(``--ray-cluster-yaml``); the run lays its own cluster name, a key pair it generates and
+imports, run tags on instances and volumes, and ``cache_stopped_nodes: false`` over it. The
+dashboard and client are reached through SSH tunnels to the head. Teardown is ``ray down``,
+then what it leaves that the run created: instances still alive (terminated, and waited for),
+the security group ``ray-autoscaler-<cluster>``, the key pair. Ray's IAM role and instance
+profile are shared by every Ray cluster of an account: reported as kept, never removed.
+
+``--ray-aws-rehearsal`` runs the same sequence against moto on this machine, each instance a
+container (:mod:`provisioners.aws_rehearsal`): no account, no cost, no packet off the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import boto3
+import botocore.exceptions
+import yaml
+from botocore.config import Config
+
+from provisioners import containers, nodeimage
+from provisioners.aws_rehearsal import Stage
+from provisioners.base import (
+    CLIENT_PORT,
+    RUN_ID_LABEL,
+    ClusterSpec,
+    Endpoint,
+    InventoryItem,
+    ProvisionError,
+)
+from provisioners.launcher import LAUNCHER_CONFIG, Machine, SshRayUpMode
+from provisioners.launcher import config as launcher_config
+from provisioners.launcher.ssh import SshTarget
+from provisioners.naming import run_name
+from provisioners.options import Option
+from provisioners.runner import CommandError
+from provisioners.waits import WaitTimeout, wait_for
+
+CLUSTER_YAML = Option.path(
+    "cluster-yaml", "aws: your cluster YAML instead of the book's (the run sets name, key, tags)"
+)
+REGION = Option.string("aws-region", "aws: region (default: the cluster YAML's, else us-west-2)")
+REHEARSAL = Option.switch(
+    "aws-rehearsal", "aws: rehearse on moto with containers as instances (no account, no cost)"
+)
+SKIP_SETUP = Option.switch(
+    "aws-skip-setup", "aws rehearsal: drop the config's setup commands (they need the internet)"
+)
+
+DEFAULT_REGION = "us-west-2"
+DEFAULT_WORKERS = 2
+OBJECT_STORE_BYTES = 150_000_000  # fits a rehearsal container's /dev/shm
+#: Ray's IAM role and instance profile: one per account, shared by all its Ray clusters.
+SHARED_IAM = "ray-autoscaler-v1"
+SETUP_KEYS = (
+    "initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
+)  # fmt: skip
+#: Printed by a rehearsed setup command that failed, with its key and index.
+SETUP_MARK = "rc-setup-failed:"
+TERMINATE_TIMEOUT_S = 300.0
+
+
+def credentials_found() -> bool:
+    """Whether boto3's chain finds credentials, without asking a metadata service.
+
+    The instance-metadata and container providers are left out: asking them dials
+    169.254.169.254 (or a container endpoint), which a test run must never do by accident.
+    """
+    import botocore.session
+
+    session = botocore.session.Session()
+    resolver = session.get_component("credential_provider")
+    for method in ("iam-role", "container-role"):
+        resolver.remove(method)
+    return resolver.load_credentials() is not None
+
+
+def security_group_name(cluster_name: str) -> str:
+    """The security group Ray's aws provider creates for a cluster (and ``ray down`` keeps)."""
+    return f"ray-autoscaler-{cluster_name}"
+
+
+def aws_inventory(ec2: Any, cluster_name: str, run_id: str, key_name: str) -> list[InventoryItem]:
+    """What of the run still exists in EC2: instances not terminated, security groups, the
+    key pair, network interfaces and volumes (by the run's tag, the cluster, or attachment)."""
+    tag = {"Name": f"tag:{RUN_ID_LABEL}", "Values": [run_id]}
+    items: list[InventoryItem] = []
+    instances: dict[str, dict[str, Any]] = {}
+    for flt in (tag, {"Name": "tag:ray-cluster-name", "Values": [cluster_name]}):
+        for page in ec2.get_paginator("describe_instances").paginate(Filters=[flt]):
+            for r in page["Reservations"]:
+                instances.update({i["InstanceId"]: i for i in r["Instances"]})
+    alive = {k: i for k, i in instances.items() if i["State"]["Name"] != "terminated"}
+    items += [
+        InventoryItem("instance", iid, run_id, f"{i['State']['Name']} {i.get('PrivateIpAddress', '')}")
+        for iid, i in sorted(alive.items())
+    ]  # fmt: skip
+    groups: dict[str, str] = {}
+    for flt in (tag, {"Name": "group-name", "Values": [security_group_name(cluster_name)]}):
+        for g in ec2.describe_security_groups(Filters=[flt])["SecurityGroups"]:
+            groups[g["GroupId"]] = g["GroupName"]
+    items += [InventoryItem("security-group", gid, run_id, name) for gid, name in sorted(groups.items())]  # fmt: skip
+    pairs = ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [key_name]}])
+    items += [InventoryItem("key-pair", k["KeyName"], run_id) for k in pairs["KeyPairs"]]
+    filters = [[tag]]
+    filters += [[{"Name": "group-id", "Values": list(groups)}]] if groups else []
+    filters += [[{"Name": "attachment.instance-id", "Values": list(alive)}]] if alive else []
+    enis = {
+        n["NetworkInterfaceId"]: n.get("PrivateIpAddress", "")
+        for flt in filters
+        for n in ec2.describe_network_interfaces(Filters=flt)["NetworkInterfaces"]
+    }
+    items += [InventoryItem("network-interface", n, run_id, ip) for n, ip in sorted(enis.items())]
+    filters = [[tag]]
+    filters += [[{"Name": "attachment.instance-id", "Values": list(alive)}]] if alive else []
+    volumes = {
+        v["VolumeId"]: v["State"]
+        for flt in filters
+        for v in ec2.describe_volumes(Filters=flt)["Volumes"]
+    }
+    items += [InventoryItem("volume", v, run_id, state) for v, state in sorted(volumes.items())]
+    return items
+
+
+def shared_iam(iam: Any) -> list[str]:
+    """Ray's shared IAM objects that exist (kept on purpose: other clusters use them)."""
+    kept = []
+    with contextlib.suppress(botocore.exceptions.ClientError):
+        iam.get_role(RoleName=SHARED_IAM)
+        kept.append(f"IAM role {SHARED_IAM}")
+    with contextlib.suppress(botocore.exceptions.ClientError):
+        iam.get_instance_profile(InstanceProfileName=SHARED_IAM)
+        kept.append(f"instance profile {SHARED_IAM}")
+    return kept
+
+
+def guard_setup(config: dict[str, Any]) -> dict[str, Any]:
+    """Make each setup command print :data:`SETUP_MARK` with its key and index when it fails.
+
+    Braces group without a subshell; the newline ends a trailing comment in the command.
+    """
+    out = copy.deepcopy(config)
+    for key in SETUP_KEYS:
+        commands = out.get(key)
+        if commands:
+            out[key] = [
+                f"{{ {c}\n}} || {{ echo '{SETUP_MARK} {key}[{i}]' >&2; exit 1; }}"
+                for i, c in enumerate(commands)
+            ]
+    return out
+
+
+def failed_setup(log: str, config: dict[str, Any]) -> str | None:
+    """The setup command a rehearsal log says failed, quoted from the user's config."""
+    for line in reversed(log.splitlines()):
+        if SETUP_MARK in line and "[" in line and "echo" not in line:
+            where = line.split(SETUP_MARK, 1)[1].strip().split()[0]
+            key, _, index = where.partition("[")
+            with contextlib.suppress(KeyError, IndexError, ValueError, TypeError):
+                return f"{where}: {config[key][int(index.rstrip(']'))]!r}"
+            return where
+    return None
+
+
+class AwsProvisioner(SshRayUpMode):
+    """``ray up`` on AWS through Ray's aws provider, or its rehearsal on moto."""
+
+    TEMPLATE: ClassVar[str] = "aws.yaml"
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
+        CLUSTER_YAML, REGION, REHEARSAL, SKIP_SETUP, LAUNCHER_CONFIG,
+        nodeimage.IMAGE, nodeimage.IMAGE_BUILD, containers.DOCKER_HOST,
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage: Stage | None = None
+        self._base: dict[str, Any] = {}  # the template or the user's YAML, as written
+        self._region = DEFAULT_REGION
+        self._key_name = ""
+        self._cluster = ""
+        self._left: list[InventoryItem] | None = None  # what EC2 held just before moto went
+        self._ssh_before: set[str] = set()
+        self._cleaned = False
+        self._setup_checked = 0.0
+        self._commands: dict[str, Any] = {}  # setup commands as the config gave them
+
+    @property
+    def rehearsal(self) -> bool:
+        return self.spec.get(REHEARSAL)
+
+    # --- Hooks of the launcher driver -------------------------------------------------------
+
+    def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
+        missing = super().missing_prerequisites(spec)
+        missing += [f"aws: `{t}` not on PATH" for t in ("ssh", "ssh-keygen", "rsync")
+                    if shutil.which(t) is None]  # fmt: skip
+        if not spec.get(REHEARSAL):
+            if not credentials_found():
+                missing.append(
+                    "aws: no AWS credentials found by boto3's chain (environment, shared "
+                    "credentials/config files, SSO or process; the metadata service is not "
+                    f"asked); configure them, or rehearse without an account: {REHEARSAL.flag}"
+                )
+            return missing
+        problem = containers.engine_problem(spec.get(containers.DOCKER_HOST))
+        missing += [f"aws rehearsal: {problem}"] if problem else []
+        if shutil.which("iptables") is None or os.geteuid() != 0:
+            missing.append(
+                "aws rehearsal: needs root and iptables (a rule keeps instances from reaching "
+                "this host)"
+            )
+        missing += ["aws rehearsal: `docker` CLI not on PATH"] if not shutil.which("docker") else []
+        return missing
+
+    def plan(self, spec: ClusterSpec) -> None:
+        self._cluster = run_name(spec.run_id, spec.mode)
+        self._key_name = run_name(spec.run_id, spec.mode, "key")
+        user = spec.get(CLUSTER_YAML)
+        if user is not None:
+            try:
+                loaded = yaml.safe_load(Path(user).read_text())
+            except (OSError, yaml.YAMLError) as exc:
+                raise ProvisionError(f"aws: --ray-cluster-yaml {user}: {exc}") from None
+            if not isinstance(loaded, dict):
+                raise ProvisionError(f"aws: --ray-cluster-yaml {user}: not a YAML mapping")
+            self._base = loaded
+        else:
+            workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
+            self._base = launcher_config.load_template(
+                self.TEMPLATE,
+                {"cluster_name": self._cluster, "object_store_bytes": OBJECT_STORE_BYTES},
+            )
+            self._base["max_workers"] = workers
+            worker = self._base["available_node_types"]["ray.worker.default"]
+            worker["min_workers"] = worker["max_workers"] = workers
+            if spec.get(REHEARSAL):
+                self._base["provider"]["use_internal_ips"] = True  # the template is ours
+        provider = self._base.get("provider") or {}
+        if provider.get("type") != "aws":
+            raise ProvisionError(f"aws: the cluster YAML's provider.type is {provider.get('type')!r}, not 'aws'")  # fmt: skip
+        if "aws_credentials" in provider:
+            # Ray copies the config to the head, and we keep a copy in the report.
+            raise ProvisionError(
+                "aws: the cluster YAML carries provider.aws_credentials; remove them and let "
+                "boto3 find credentials (environment, ~/.aws/credentials, a profile)"
+            )
+        self._region = spec.get(REGION) or str(provider.get("region") or DEFAULT_REGION)
+        ssh_dir = Path.home() / ".ssh"
+        self._ssh_before = {p.name for p in ssh_dir.glob("ray-autoscaler_*")}
+
+    def identity(self) -> tuple[str, Path | None]:
+        # Never the user's key: a fresh one, imported as the run's key pair.
+        return str((self._base.get("auth") or {}).get("ssh_user") or "ubuntu"), None
+
+    def render(self, machines: Sequence[Machine]) -> dict[str, Any]:
+        spec = self.spec
+        rendered = launcher_config.deep_merge(self._base, self.provider_section(machines))
+        rendered = launcher_config.deep_merge(
+            rendered, launcher_config.load_user_overrides(spec.get(LAUNCHER_CONFIG))
+        )
+        self._commands = {key: rendered.get(key) for key in SETUP_KEYS}
+        if self.rehearsal:
+            self._check_rehearsable(rendered)
+            if spec.get(SKIP_SETUP):
+                rendered.update({key: [] for key in SETUP_KEYS})
+            else:
+                rendered = guard_setup(rendered)
+        launcher_config.validate(rendered, source="aws cluster config")
+        return rendered
+
+    def _check_rehearsable(self, config: dict[str, Any]) -> None:
+        """Refuse, before anything starts, what the rehearsal could not back with its network."""
+        provider = config.get("provider") or {}
+        if provider.get("use_internal_ips") is not True:
+            raise ProvisionError(
+                "aws rehearsal: the cluster YAML needs provider.use_internal_ips: true (moto "
+                "invents public IPs that are real internet addresses; the rehearsal backs only "
+                "private ones, on the run's own network)"
+            )
+        for name, node_type in (config.get("available_node_types") or {}).items():
+            node = node_type.get("node_config") or {}
+            named = [k for k in ("SubnetIds", "SubnetId", "NetworkInterfaces", "LaunchTemplate")
+                     if k in node]  # fmt: skip
+            if named:
+                raise ProvisionError(
+                    f"aws rehearsal: node type {name} names {', '.join(named)}: those are your "
+                    f"account's; the rehearsal's only VPC is moto's default (172.31.0.0/16), "
+                    "which its network backs. Leave them out for the rehearsal"
+                )
+
+    def provider_section(self, machines: Sequence[Machine]) -> dict[str, Any]:
+        tags = [{"Key": RUN_ID_LABEL, "Value": self.spec.run_id}]
+        node_types: dict[str, Any] = {}
+        for name, node_type in (self._base.get("available_node_types") or {}).items():
+            specs = [
+                s for s in (node_type.get("node_config") or {}).get("TagSpecifications", [])
+                if s.get("ResourceType") not in ("instance", "volume")
+            ]  # fmt: skip
+            mine = {
+                t: [*next((s.get("Tags", []) for s in (node_type.get("node_config") or {})
+                           .get("TagSpecifications", []) if s.get("ResourceType") == t), []),
+                    *tags]
+                for t in ("instance", "volume")
+            }  # fmt: skip
+            specs += [{"ResourceType": t, "Tags": v} for t, v in mine.items()]
+            node_types[name] = {"node_config": {"KeyName": self._key_name, "TagSpecifications": specs}}  # fmt: skip
+        return {
+            "cluster_name": self._cluster,
+            "provider": {"region": self._region, "cache_stopped_nodes": False},
+            "auth": {"ssh_user": self.ssh_user, "ssh_private_key": str(self.ssh_key)},
+            "available_node_types": node_types,
+        }
+
+    def prepare_machines(self, timeout: float) -> list[Machine]:
+        spec = self.spec
+        assert self.ssh_key is not None
+        public_key = Path(f"{self.ssh_key}.pub").read_text().strip()
+        if self.rehearsal:
+            node = nodeimage.ensure_node_image(
+                spec.progress, timeout, image=spec.get(nodeimage.IMAGE),
+                force_build=spec.get(nodeimage.IMAGE_BUILD), need_ssh=True,
+                docker_host=spec.get(containers.DOCKER_HOST), run_id=spec.run_id,
+            )  # fmt: skip
+            self.stage = Stage(
+                spec.run_id, spec.mode, spec.workdir, self._region,
+                spec.get(containers.DOCKER_HOST), spec.progress,
+            )  # fmt: skip
+            self.stage.start(node, self.ssh_user, public_key, self.remaining())
+        self.ec2().import_key_pair(
+            KeyName=self._key_name, PublicKeyMaterial=public_key.encode(),
+            TagSpecifications=[{"ResourceType": "key-pair", "Tags": [
+                {"Key": RUN_ID_LABEL, "Value": spec.run_id}]}],
+        )  # fmt: skip
+        return []  # the provider creates the instances in `ray up`
+
+    def ec2(self) -> Any:
+        return self._client("ec2")
+
+    def _client(self, service: str) -> Any:
+        if self.stage is not None:
+            return self.stage.client(service)
+        if self.rehearsal:
+            raise ProvisionError("aws rehearsal: moto is not running")
+        config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 5})
+        return boto3.session.Session(region_name=self._region).client(service, config=config)
+
+    def up(self, timeout: float) -> None:
+        if self.stage is not None:
+            self.launcher = self.stage.launcher(self.require_launcher())
+        try:
+            super().up(timeout)
+        except ProvisionError as exc:
+            failed = self._failed_setup(self.require_launcher().log.read_text(errors="replace"))
+            if failed:
+                raise self._setup_error(failed) from None
+            raise exc from None
+
+    def _failed_setup(self, log: str) -> str | None:
+        return failed_setup(log, self._commands) if self.rehearsal else None
+
+    def _setup_error(self, failed: str) -> ProvisionError:
+        return ProvisionError(
+            f"aws rehearsal: setup command {failed} failed. The rehearsal's instances have no "
+            "route off this machine, so a command that downloads (pip, conda, curl, apt) "
+            f"cannot work here; rehearse without setup commands: {SKIP_SETUP.flag}"
+        )
+
+    def node_count(self) -> int:
+        config = self.require_launcher().config
+        head = config.get("head_node_type")
+        return 1 + sum(
+            int(t.get("min_workers", 0))
+            for name, t in (config.get("available_node_types") or {}).items()
+            if name != head
+        )
+
+    def expected_nodes(self) -> list[Machine]:
+        return []  # the provider names them; counted by node_count
+
+    def discover_machines(self) -> list[Machine]:
+        flt = [{"Name": "tag:ray-cluster-name", "Values": [self._cluster]},
+               {"Name": "instance-state-name", "Values": ["running"]}]  # fmt: skip
+        found = [
+            i for page in self.ec2().get_paginator("describe_instances").paginate(Filters=flt)
+            for r in page["Reservations"] for i in r["Instances"]
+        ]  # fmt: skip
+        internal = bool((self.require_launcher().config.get("provider") or {}).get("use_internal_ips"))  # fmt: skip
+
+        def kind(i: dict[str, Any]) -> str:
+            return next((t["Value"] for t in i.get("Tags", []) if t["Key"] == "ray-node-kind"), "")
+
+        found.sort(key=lambda i: (kind(i) != "head", i["InstanceId"]))
+        return [
+            Machine(i["InstanceId"], i["PrivateIpAddress"] if internal else i.get("PublicIpAddress", ""))
+            for i in found
+        ]  # fmt: skip
+
+    def target(self, machine: Machine) -> SshTarget:
+        # Every ssh of the run (probes, tunnels, node_exec) comes through here.
+        if self.stage is not None:
+            self.stage.check_address(machine.ip)
+        return super().target(machine)
+
+    def gave_up(self) -> str | None:
+        if self.stage is None:
+            return None
+        reason = self.stage.gave_up()
+        if reason or time.monotonic() - self._setup_checked < 10:
+            return reason
+        # A worker's setup command fails in the head's autoscaler, not in `ray up`.
+        self._setup_checked = time.monotonic()
+        with contextlib.suppress(CommandError, ProvisionError):
+            out = self.head_ssh(f"grep -h '{SETUP_MARK}' /tmp/ray/session_latest/logs/monitor* || true", 15)  # fmt: skip
+            failed = self._failed_setup(out)
+            if failed:
+                return str(self._setup_error(failed))
+        return None
+
+    def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
+        # SSH tunnels for all, the dashboard too: no port opened in the security group.
+        head = self.head()
+        host = head.ip if remote_port == CLIENT_PORT else "127.0.0.1"
+        return self.require_launcher().tunnel(self.target(head), host, remote_port)
+
+    def access(self) -> dict[str, str]:
+        out = super().access()
+        path = self.require_launcher().config_path
+        if self.stage is not None:
+            client = self.stage.client_container
+            out["exec"] = f"docker exec {client} ray exec {path} 'ray status'"
+            out["dashboard"] = f"ssh tunnel: {shlex.join(self.target(self.head()).argv(None, '-N', '-L', '8265:127.0.0.1:8265'))}"  # fmt: skip
+            out["moto"] = self.stage.endpoint
+        return out
+
+    # --- Teardown and leaks -----------------------------------------------------------------
+
+    def remove_machines(self) -> None:
+        if not self._cleaned and self._key_name and (self.stage is not None or not self.rehearsal):
+            self._cleaned = True
+            try:
+                self._remove_cloud_objects()
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+                    ProvisionError, WaitTimeout) as exc:  # fmt: skip
+                self.spec.progress(f"aws: cleanup incomplete: {exc}")
+            with contextlib.suppress(Exception):  # the snapshot is what the leak check reads
+                self._left = aws_inventory(self.ec2(), self._cluster, self.spec.run_id, self._key_name)  # fmt: skip
+        if self.stage is not None:
+            self.stage.stop()
+        for name in self._new_ssh_files():
+            (Path.home() / ".ssh" / name).unlink(missing_ok=True)
+            self.spec.progress(f"removed ~/.ssh/{name} (written by Ray's aws provider)")
+
+    def _remove_cloud_objects(self) -> None:
+        """After ``ray down``: terminate what is left, wait, then the group and the key."""
+        ec2 = self.ec2()
+        left = [i.name for i in aws_inventory(ec2, self._cluster, self.spec.run_id, self._key_name)
+                if i.kind == "instance"]  # fmt: skip
+        if left:
+            self.spec.progress(f"terminating {len(left)} instance(s) ray down left: {', '.join(left)}")  # fmt: skip
+            ec2.terminate_instances(InstanceIds=left)
+
+        def terminated() -> bool:
+            items = aws_inventory(ec2, self._cluster, self.spec.run_id, self._key_name)
+            return not [i for i in items if i.kind == "instance"]
+
+        bound = 60.0 if self.stage is not None else TERMINATE_TIMEOUT_S
+        wait_for(terminated, timeout=bound, what=f"instances of {self._cluster} to terminate", interval=2.0)  # fmt: skip
+        group = security_group_name(self._cluster)
+
+        def group_gone() -> bool:  # its network interfaces linger a while after termination
+            found = ec2.describe_security_groups(
+                Filters=[{"Name": "group-name", "Values": [group]}]
+            )
+            for g in found["SecurityGroups"]:
+                ec2.delete_security_group(GroupId=g["GroupId"])
+            return True
+
+        wait_for(group_gone, timeout=bound, what=f"security group {group} to be deleted", interval=5.0)  # fmt: skip
+        ec2.delete_key_pair(KeyName=self._key_name)
+        kept = shared_iam(self._client("iam"))
+        if kept:
+            self.spec.progress(f"kept (shared by every Ray cluster of the account): {', '.join(kept)}")  # fmt: skip
+
+    def _new_ssh_files(self) -> list[str]:
+        ssh_dir = Path.home() / ".ssh"
+        return sorted({p.name for p in ssh_dir.glob("ray-autoscaler_*")} - self._ssh_before)
+
+    def leak_query(self) -> list[InventoryItem]:
+        items: list[InventoryItem] = []
+        if self._left is not None:
+            items += self._left
+        elif self._key_name and (self.stage is not None or not self.rehearsal):
+            with contextlib.suppress(Exception):
+                items += aws_inventory(self.ec2(), self._cluster, self.spec.run_id, self._key_name)
+        if self.stage is not None:
+            items += self.stage.inventory()
+        items += [InventoryItem("file", f"~/.ssh/{n}", self.spec.run_id, "Ray's aws key")
+                  for n in self._new_ssh_files()]  # fmt: skip
+        return items
+
+    def removal_commands(self) -> list[str]:
+        commands = super().removal_commands()
+        if self.stage is not None:
+            client = self.stage.client_container
+            commands = [f"docker exec {client} {c}" for c in commands]
+            flt = " ".join(f"--filter label={k}={v}" for k, v in self.stage.labels.items())
+            rule = shlex.join(self.stage.rule.spec()) if self.stage.rule else ""
+            return [
+                *commands, f"docker rm -f -v $(docker ps -aq {flt})",
+                f"docker network rm $(docker network ls -q {flt})", f"iptables -D {rule}",
+            ]  # fmt: skip
+        region = f"--region {self._region}"
+        return [
+            *commands,
+            f"aws ec2 delete-security-group --group-name {security_group_name(self._cluster)} {region}",
+            f"aws ec2 delete-key-pair --key-name {self._key_name} {region}",
+        ]  # fmt: skip
+
+
+def _conforms(p: AwsProvisioner) -> None:
+    """Static conformance check: mypy fails here when a method drifts from the contract."""
+    from provisioners.base import Provisioner, SupportsLauncher, SupportsNodeExec
+
+    _a: Provisioner = p
+    _b: SupportsLauncher = p
+    _c: SupportsNodeExec = p
