@@ -19,12 +19,12 @@ from typing import Any
 import psutil
 import yaml
 
-from provisioners.base import Endpoint, InventoryItem, ProvisionError
+from provisioners.base import DASHBOARD_PORT, Endpoint, InventoryItem, ProvisionError
 from provisioners.launcher.ssh import SshTarget
 from provisioners.processes import ray_cli
 from provisioners.relay import free_port
-from provisioners.runner import Background, CommandError, run
-from provisioners.waits import port_accepts
+from provisioners.runner import Background, CommandError, run, run_full
+from provisioners.waits import port_accepts, port_is_free
 
 
 class Launcher:
@@ -99,19 +99,21 @@ class Launcher:
     # Helpers: forwards --------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _forward(self, argv: list[str], what: str, port: int, timeout: float) -> Iterator[Endpoint]:
+    def _forward(
+        self, argv: list[str], what: str, port: int, remote_port: int, timeout: float
+    ) -> Iterator[Endpoint]:
         ready = lambda: port_accepts("127.0.0.1", port)  # noqa: E731
         try:
             with self.helpers.start(argv, what, ready=ready, timeout=timeout):
                 yield Endpoint("127.0.0.1", port)
         finally:
-            self._release_port(port)
+            self._release_port(port, remote_port)
 
     def dashboard(self, timeout: float = 60.0) -> contextlib.AbstractContextManager[Endpoint]:
         """``ray dashboard -p <port> <yaml>``: the launcher's own SSH tunnel to the head's 8265."""
         port = free_port()
         argv = self._ray("dashboard", "-p", str(port), log_style=False)
-        return self._forward(argv, "ray dashboard", port, timeout)
+        return self._forward(argv, "ray dashboard", port, DASHBOARD_PORT, timeout)
 
     def tunnel(
         self, target: SshTarget, remote_host: str, remote_port: int, timeout: float = 30.0
@@ -120,15 +122,24 @@ class Launcher:
         port = free_port()
         forward = f"127.0.0.1:{port}:{remote_host}:{remote_port}"
         argv = target.argv(None, "-N", "-o", "ExitOnForwardFailure=yes", "-L", forward)
-        return self._forward(argv, "ssh tunnel", port, timeout)
+        return self._forward(argv, "ssh tunnel", port, remote_port, timeout)
 
-    def _release_port(self, port: int) -> None:
-        """Stop an ssh of this run that still listens on ``port``.
+    def _release_port(self, port: int, remote_port: int) -> None:
+        """Free ``port`` if an ssh of this run still listens on it.
 
         ``ray dashboard`` opens its forward through the SSH ControlMaster that an earlier
         ``ray`` command left running (ControlPersist): the master, not the child we stopped,
-        holds the listening socket.
+        holds the listening socket. Cancel just that forward: the master may carry another
+        forward open at the same time. Kill the holder only when the cancel did not free it.
         """
+        if port_is_free(port):
+            return
+        forward = f"{port}:localhost:{remote_port}"  # as `ray dashboard` asked for it
+        for socket_path in self.control_dir().glob("*"):
+            argv = ["ssh", "-S", str(socket_path), "-O", "cancel", "-L", forward, "rc"]
+            run_full(argv, 10, what="ssh -O cancel", check=False)
+        if port_is_free(port):
+            return
         for ssh in self._own_ssh():
             with contextlib.suppress(psutil.Error):
                 if any(
