@@ -47,7 +47,7 @@ from provisioners.waits import alive_nodes
 
 # 0.2 min: NOTES measured removal ~20 s after work ended.
 IDLE_TIMEOUT = Option.seconds(
-    "idle-timeout", "autoscale: seconds an idle worker lives before the autoscaler removes it", 12.0
+    "idle-timeout", "Seconds an idle worker lives before the autoscaler removes it", 12.0
 )
 
 DEFAULT_MAX_WORKERS = 3

@@ -30,11 +30,11 @@ from provisioners.naming import run_name
 from provisioners.options import Option
 from provisioners.runner import CommandError, run
 
-HOSTS = Option.csv("vm-hosts", "vm: existing hosts head,worker1,... instead of containers")
-SSH_USER = Option.string("ssh-user", "vm: SSH user for --ray-vm-hosts (default: you)")
-SSH_KEY = Option.path("ssh-key", "vm: SSH private key for --ray-vm-hosts")
+HOSTS = Option.csv("vm-hosts", "Existing hosts head,worker1,... to drive instead of containers")
+SSH_USER = Option.string("ssh-user", "SSH user for --ray-vm-hosts (default: you)")
+SSH_KEY = Option.path("ssh-key", "SSH private key for --ray-vm-hosts")
 AUTOSCALER_V2 = Option.switch(
-    "autoscaler-v2", "vm: let `ray up` run autoscaler v2 (v1 starts every worker of the list)"
+    "autoscaler-v2", "Let `ray up` run autoscaler v2 (v1 starts every worker of the list)"
 )
 
 DEFAULT_WORKERS = 2
