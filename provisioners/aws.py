@@ -69,6 +69,9 @@ SETUP_KEYS = (
 #: Printed by a rehearsed setup command that failed, with its key and index.
 SETUP_MARK = "rc-setup-failed:"
 TERMINATE_TIMEOUT_S = 300.0
+#: Ray's instance tags (``ray.autoscaler.tags``; not imported: Ray is slow to import).
+CLUSTER_TAG = "ray-cluster-name"
+NODE_KIND_TAG = "ray-node-type"
 
 
 def credentials_found() -> bool:
@@ -97,7 +100,7 @@ def aws_inventory(ec2: Any, cluster_name: str, run_id: str, key_name: str) -> li
     tag = {"Name": f"tag:{RUN_ID_LABEL}", "Values": [run_id]}
     items: list[InventoryItem] = []
     instances: dict[str, dict[str, Any]] = {}
-    for flt in (tag, {"Name": "tag:ray-cluster-name", "Values": [cluster_name]}):
+    for flt in (tag, {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster_name]}):
         for page in ec2.get_paginator("describe_instances").paginate(Filters=[flt]):
             for r in page["Reservations"]:
                 instances.update({i["InstanceId"]: i for i in r["Instances"]})
@@ -355,6 +358,11 @@ class AwsProvisioner(SshRayUpMode):
         config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 5})
         return boto3.session.Session(region_name=self._region).client(service, config=config)
 
+    def launcher_env(self) -> dict[str, str]:
+        # Autoscaler v1, as `vm`: v2 lists idle nodes under "Idle:" in `ray status` and logs
+        # no autoscaler lines to monitor.log (both measured here); v1 launches workers alike.
+        return {"RAY_UP_enable_autoscaler_v2": "0"}
+
     def up(self, timeout: float) -> None:
         if self.stage is not None:
             self.launcher = self.stage.launcher(self.require_launcher())
@@ -389,7 +397,7 @@ class AwsProvisioner(SshRayUpMode):
         return []  # the provider names them; counted by node_count
 
     def discover_machines(self) -> list[Machine]:
-        flt = [{"Name": "tag:ray-cluster-name", "Values": [self._cluster]},
+        flt = [{"Name": f"tag:{CLUSTER_TAG}", "Values": [self._cluster]},
                {"Name": "instance-state-name", "Values": ["running"]}]  # fmt: skip
         found = [
             i for page in self.ec2().get_paginator("describe_instances").paginate(Filters=flt)
@@ -398,7 +406,7 @@ class AwsProvisioner(SshRayUpMode):
         internal = bool((self.require_launcher().config.get("provider") or {}).get("use_internal_ips"))  # fmt: skip
 
         def kind(i: dict[str, Any]) -> str:
-            return next((t["Value"] for t in i.get("Tags", []) if t["Key"] == "ray-node-kind"), "")
+            return next((t["Value"] for t in i.get("Tags", []) if t["Key"] == NODE_KIND_TAG), "")
 
         found.sort(key=lambda i: (kind(i) != "head", i["InstanceId"]))
         return [

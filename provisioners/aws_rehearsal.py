@@ -309,7 +309,11 @@ class InstanceLoop:
         self.progress = progress
         self.state = LoopState()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, name=f"aws-instances-{network}")
+        # A daemon: with --ray-keep-cluster the harness exits and leaves the cluster; the loop
+        # must not hold the process open (teardown stops and joins it otherwise).
+        self._thread = threading.Thread(
+            target=self._main, name=f"aws-instances-{network}", daemon=True
+        )
         self._docker: docker.DockerClient | None = None
 
     def start(self) -> None:
