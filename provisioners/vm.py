@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import shlex
-import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -88,8 +87,6 @@ class VmProvisioner(SshRayUpMode):
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         missing = super().missing_prerequisites(spec)
-        missing += [f"vm: `{t}` not on PATH" for t in ("ssh", "ssh-keygen", "rsync")
-                    if shutil.which(t) is None]  # fmt: skip
         if not spec.get(HOSTS):
             problem = containers.engine_problem(spec.get(containers.DOCKER_HOST))
             missing += [f"vm: {problem}"] if problem else []

@@ -329,6 +329,14 @@ class SshRayUpMode(RayUpMode):
         self.ssh_key: Path | None = None
         self._generated_key: Path | None = None
 
+    def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
+        # `ray up` reaches nodes with ssh and copies file mounts with rsync from here.
+        return super().missing_prerequisites(spec) + [
+            f"{spec.mode}: `{tool}` not on PATH"
+            for tool in ("ssh", "ssh-keygen", "rsync")
+            if shutil.which(tool) is None
+        ]
+
     def identity(self) -> tuple[str, Path | None]:
         """The SSH user and private key; no key means a fresh one for this run."""
         return "root", None
