@@ -57,6 +57,9 @@ BASE_PACKAGES = (
     "openssh-server",
     "rsync",
     "ca-certificates",
+    # KubeRay's default liveness/readiness probes run `wget ... | grep success` in the Ray
+    # container, as Ray's official image allows.
+    "wget",
 )
 #: The Python the base gets from Debian; the wheels must match it.
 NODE_PYTHON = "3.11"

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from harness_fakes import CHECKS, LEAK_SUITE, calls, events, literal, modes, run, write_fakes
+from harness_fakes import (
+    CHECKS,
+    LEAK_SUITE,
+    calls,
+    events,
+    literal,
+    modes,
+    run,
+    run_subprocess,
+    write_fakes,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +89,27 @@ def test_unexpected_provision_exception_still_tears_down(pytester: pytest.Pytest
             "E * RuntimeError: unexpected reply from the fake API",
         ]
     )
+    assert events(pytester, "provision", "teardown") == [
+        ("provision", "fake"),
+        ("teardown", "fake"),
+    ]
+
+
+def test_sigterm_tears_down_like_ctrl_c(pytester: pytest.Pytester) -> None:
+    # A CI timeout or `timeout` sends SIGTERM; a kind cluster once outlived such a run.
+    pytester.makepyfile(
+        test_a="""
+        import os, signal
+
+        def test_terminated(ray_cluster):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        def test_never_reached(ray_cluster):
+            pass
+        """
+    )
+    result = run_subprocess(pytester, *modes("fake=FakeProvisioner"))
+    assert result.ret == pytest.ExitCode.INTERRUPTED
     assert events(pytester, "provision", "teardown") == [
         ("provision", "fake"),
         ("teardown", "fake"),
