@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-from provisioners.base import ClusterHandle, ClusterSpec, Provisioner
+from provisioners.base import ClusterHandle
 
 PY_MINOR = 'import sys; print("PY", f"{sys.version_info[0]}.{sys.version_info[1]}")'
 
@@ -21,9 +22,9 @@ def test_preflight_ray_version_matches_client(
 
 
 def test_preflight_python_minor_matches_client(
-    ray_cluster: ClusterHandle, ray_provisioner: Provisioner, ray_spec: ClusterSpec
+    ray_cluster: ClusterHandle, ray_run_in_cluster: Any
 ) -> None:
-    output = ray_provisioner.run_in_cluster(PY_MINOR, timeout=ray_spec.timeouts.job)
+    output = ray_run_in_cluster(PY_MINOR)
     seen = [line.split()[1] for line in output.splitlines() if line.startswith("PY ")]
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"
     assert seen, f"the in-cluster Python check printed nothing recognisable:\n{output[-1000:]}"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from provisioners.base import ClusterHandle, ClusterSpec, Provisioner
+from provisioners.base import ClusterHandle
 
 SCRIPT = Path(__file__).parent / "scripts" / "spread.py"
 
@@ -72,14 +72,11 @@ def test_spread_from_outside_every_node_runs_work(
 
 def test_spread_from_inside_every_node_runs_work(
     ray_cluster: ClusterHandle,
-    ray_provisioner: Provisioner,
+    ray_run_in_cluster: Any,
     ray_alive_nodes: list[dict[str, Any]],
-    ray_spec: ClusterSpec,
     ray_spread_iterations: int,
     request: pytest.FixtureRequest,
 ) -> None:
     """servicePython.py: the same counter run inside the cluster against the head's in-cluster address."""
-    output = ray_provisioner.run_in_cluster(
-        spread_source(ray_spread_iterations), timeout=ray_spec.timeouts.job
-    )
+    output = ray_run_in_cluster(spread_source(ray_spread_iterations))
     check_spread(parse_result(output), ray_cluster, "inside", request.node.user_properties)
