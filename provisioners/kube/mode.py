@@ -104,11 +104,12 @@ class OperatorMode:
         deadline = time.monotonic() + spec.timeouts.provision
         workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
         cluster = self._cluster = self.make_cluster(spec)
+        # Images first: a cluster should not sit idle while they build.
+        image = self.node_image(spec, _left(deadline))
+        operator = self.operator_source(spec, _left(deadline))
         kube = self._kube = cluster.create(_left(deadline))
         version = kube.server_version(min(spec.timeouts.preflight, _left(deadline)))
         spec.progress(f"Kubernetes {version} answers at {kube.where()}")
-        image = self.node_image(spec, _left(deadline))
-        operator = self.operator_source(spec, _left(deadline))
         cluster.load_image(image, _left(deadline))
         if operator is not None and operator.image != UPSTREAM_OPERATOR_IMAGE:
             cluster.load_image(operator.image, _left(deadline))
