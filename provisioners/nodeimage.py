@@ -10,8 +10,6 @@ one build through a file lock.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -20,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from provisioners.base import ProvisionError
 from provisioners.containers import docker_client, http_timeout, one_line
 from provisioners.options import Option
 from provisioners.runner import CommandError, run
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.waits import WaitTimeout, file_lock
 
 #: Options of every mode whose nodes come from this image (one declaration, shared).
 IMAGE = Option.string(
@@ -150,24 +148,29 @@ def build_node_image(
     """Build (or find cached) the node image; return its tag. ``deadline`` is monotonic."""
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    with _file_lock(cache / "build.lock", deadline, progress):
-        base = _ensure_base(client, progress, deadline, cache)
-        wheels = _ensure_wheels(progress, deadline, cache, ray_version)
-        template = _DOCKERFILE.read_text()
-        image_hash = _digest(
-            {
-                "dockerfile": template,
-                "base": base,
-                "ray": ray_version,
-                "wheels": sorted(p.name for p in wheels.glob("*.whl")),
-            }
-        )
-        tag = f"{NODE_REPO}:{ray_version}-py{NODE_PYTHON.replace('.', '')}-{image_hash}"
-        if _image_exists(client, tag):
-            progress(f"node image {tag} cached")
+    try:
+        with file_lock(cache / "build.lock", deadline, progress, "node image build"):
+            base = _ensure_base(client, progress, deadline, cache)
+            wheels = _ensure_wheels(progress, deadline, cache, ray_version)
+            template = _DOCKERFILE.read_text()
+            image_hash = _digest(
+                {
+                    "dockerfile": template,
+                    "base": base,
+                    "ray": ray_version,
+                    "wheels": sorted(p.name for p in wheels.glob("*.whl")),
+                }
+            )
+            tag = f"{NODE_REPO}:{ray_version}-py{NODE_PYTHON.replace('.', '')}-{image_hash}"
+            if _image_exists(client, tag):
+                progress(f"node image {tag} cached")
+                return tag
+            _build(
+                client, progress, deadline, cache, tag, template, base, wheels, image_hash, run_id
+            )
             return tag
-        _build(client, progress, deadline, cache, tag, template, base, wheels, image_hash, run_id)
-        return tag
+    except WaitTimeout as exc:  # another run's build held the lock past the deadline
+        raise ProvisionError(f"node image: {exc} (provision timeout)") from None
 
 
 def _present_or_pulled(
@@ -364,34 +367,6 @@ def _run(argv: Sequence[str | Path], deadline: float, what: str) -> None:
         run([str(a) for a in argv], remaining, what=f"node image: {what}")
     except CommandError as exc:
         raise ProvisionError(str(exc)) from None
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, deadline: float, progress: Callable[[str], None]) -> Iterator[None]:
-    """Hold an exclusive lock on ``path``; wait for another builder at most until ``deadline``."""
-
-    def locked() -> bool:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    with path.open("a") as handle:
-        if not locked():
-            progress("waiting for another run's image build ...")
-            try:
-                wait_for(
-                    locked,
-                    timeout=max(0.0, deadline - time.monotonic()),
-                    what=f"another run's image build to release {path}",
-                )
-            except WaitTimeout as exc:
-                raise ProvisionError(f"node image: {exc} (provision timeout)") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _digest(inputs: dict[str, Any]) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from provisioners.base import ProvisionError
@@ -170,3 +173,35 @@ def urlopen_ok(url: str, timeout: float = 5.0) -> bool:
             return 200 <= int(resp.status) < 300
     except (urllib.error.URLError, OSError):
         return False
+
+
+@contextlib.contextmanager
+def file_lock(
+    path: Path, deadline: float, progress: Callable[[str], None], what: str
+) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (one build per machine for every process that needs it).
+
+    Waits for another holder at most until ``deadline`` (monotonic), saying so once; raises
+    :class:`WaitTimeout` naming ``what`` the lock guards.
+    """
+
+    def locked() -> bool:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        if not locked():
+            progress(f"waiting for another process's {what} ...")
+            wait_for(
+                locked,
+                timeout=max(0.0, deadline - time.monotonic()),
+                what=f"another process's {what} to release {path}",
+            )
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -208,3 +208,32 @@ def test_worker_never_ready_is_named(kind: tuple[KindCluster, Kube, str], tmp_pa
     assert "rc-fault-workers-worker-" in message, message
     assert "Pending" in message, message
     assert "FailedScheduling" in message, message
+
+
+def test_kube_operator_passes_on_a_cluster_given_as_existing(
+    kind: tuple[KindCluster, Kube, str], tmp_path: Path
+) -> None:
+    """``kube-operator`` against the kind cluster, reached only through its kubeconfig."""
+    import subprocess
+    import sys
+
+    from provisioners.nodeimage import ensure_node_image
+
+    cluster, kube, _run_id = kind
+    tools = cluster.prepare(60)
+    image = ensure_node_image(print, 900)
+    cluster.load_image(image, 300)
+    cluster.load_image(tools.operator_image, 120)
+    argv = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        "--ray-modes", "kube-operator",
+        "--ray-kubeconfig", str(kube.kubeconfig),
+        "--ray-kubectl", str(tools.kubectl),
+        "--ray-image", image,
+        "--ray-operator-image", tools.operator_image,
+        "--ray-report-dir", str(tmp_path / "report"),
+    ]  # fmt: skip
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=1500, check=False)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout

@@ -16,7 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+import docker.errors
+
 from provisioners.base import InventoryItem, ProvisionError
+from provisioners.containers import docker_client
 from provisioners.kube.api import Kube
 from provisioners.kube.toolchain import KubeToolchain, ToolchainUnavailable, ensure_toolchain
 from provisioners.kube.toolchain import kind_config as offline_kind_config
@@ -85,7 +88,12 @@ class KindCluster:
         # The docker wrapper (first on PATH) swaps --privileged for its equivalent only on
         # hosts whose capability bounding set lacks what --privileged asks for (ours).
         dirs = [str(d) for d in tools.path_dirs]
-        return {"PATH": os.pathsep.join([*dirs, os.environ.get("PATH", "")])}
+        return {
+            "PATH": os.pathsep.join([*dirs, os.environ.get("PATH", "")]),
+            # A network of the cluster's own, removed with it: kind's shared `kind` network
+            # outlives every cluster (and would tie two runs' clusters together).
+            "KIND_EXPERIMENTAL_DOCKER_NETWORK": self.name,
+        }
 
     def _kind(self, args: list[str], timeout: float, what: str) -> str:
         tools = self.tools
@@ -158,6 +166,14 @@ class KindCluster:
         self._kind(["delete", "cluster", "--name", self.name], timeout, what="kind delete cluster")
         with contextlib.suppress(FileNotFoundError):
             self.kubeconfig.unlink()
+        client = docker_client()
+        try:
+            for net in client.networks.list(names=[self.name]):
+                if net.name == self.name:  # `names` matches substrings
+                    with contextlib.suppress(docker.errors.NotFound):
+                        net.remove()
+        finally:
+            client.close()
 
     def _exists(self) -> bool:
         try:
@@ -173,18 +189,24 @@ class KindCluster:
         items = []
         if self._exists():
             items.append(InventoryItem("kind-cluster", self.name, self.run_id))
-        out = run(
-            ["docker", "ps", "-a", "--filter", f"label={KIND_CLUSTER_LABEL}={self.name}",
-             "--format", "{{.ID}} {{.Names}} {{.Status}}"],
-            30, what="docker ps",
-        )  # fmt: skip
-        for line in out.splitlines():
-            cid, _, rest = line.partition(" ")
-            items.append(InventoryItem("container", cid, self.run_id, f"kind node {rest}"))
+        client = docker_client()
+        try:
+            label = {"label": f"{KIND_CLUSTER_LABEL}={self.name}"}
+            for c in client.containers.list(all=True, filters=label):
+                items.append(
+                    InventoryItem("container", c.name, self.run_id, f"kind node {c.status}")
+                )
+            for net in client.networks.list(names=[self.name]):
+                if net.name == self.name:
+                    items.append(InventoryItem("network", net.name, self.run_id, "kind's network"))
+        finally:
+            client.close()
         return items
 
     def remove_command(self) -> str:
-        return f"kind delete cluster --name {self.name}" if self.owned else ""
+        if not self.owned:
+            return ""
+        return f"kind delete cluster --name {self.name} && docker network rm {self.name}"
 
 
 class ExistingCluster:

@@ -99,11 +99,15 @@ class OperatorMode:
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         raise NotImplementedError
 
+    def prepare(self, spec: ClusterSpec) -> None:
+        """One-time work of the machine, bounded apart from the provision (a cold tool build)."""
+
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
+        cluster = self._cluster = self.make_cluster(spec)
+        self.prepare(spec)
         deadline = time.monotonic() + spec.timeouts.provision
         workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
-        cluster = self._cluster = self.make_cluster(spec)
         # Images first: a cluster should not sit idle while they build.
         image = self.node_image(spec, _left(deadline))
         operator = self.operator_source(spec, _left(deadline))

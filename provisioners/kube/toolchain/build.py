@@ -15,19 +15,20 @@ concurrent callers share one build.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
+import shlex
 import shutil
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
+
+from provisioners.containers import engine_problem
+from provisioners.runner import CommandError, CommandTimeout, run_full
+from provisioners.waits import WaitTimeout, file_lock
 
 #: Newest v1.34.z on the module proxy (2026-11-26). 1.35+ refuses cgroup v1 hosts unless
 #: ``failCgroupV1: false``; 1.34 only warns, and kind v0.33 knows its kubeadm config (v1beta4).
@@ -208,16 +209,19 @@ def ensure_toolchain(progress: Callable[[str], None], timeout: float) -> KubeToo
         return cached
     _check_prerequisites()
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / "build.lock", deadline, say):
-        cached = _load_state(state)
-        if cached is not None and _images_present(cached, deadline):
-            say(f"kube toolchain {key} cached (built by another process)")
-            return cached
-        work.mkdir(parents=True, exist_ok=True)
-        result = _Builder(work, key, deadline, say).build()
-        state.write_text(json.dumps(asdict(result), default=str, indent=1))
-        say(f"kube toolchain {key} ready")
-        return result
+    try:
+        with file_lock(root / "build.lock", deadline, say, "toolchain build"):
+            cached = _load_state(state)
+            if cached is not None and _images_present(cached, deadline):
+                say(f"kube toolchain {key} cached (built by another process)")
+                return cached
+            work.mkdir(parents=True, exist_ok=True)
+            result = _Builder(work, key, deadline, say).build()
+            state.write_text(json.dumps(asdict(result), default=str, indent=1))
+            say(f"kube toolchain {key} ready")
+            return result
+    except WaitTimeout as exc:  # another process's build held the lock past the deadline
+        raise ToolchainUnavailable(str(exc)) from None
 
 
 class _Builder:
@@ -450,15 +454,17 @@ class _Builder:
         argv = ["docker", "import"]
         for change in [*changes, f"LABEL {IMAGE_HASH_LABEL}={self.key}"]:
             argv += ["--change", change]
-        tar = subprocess.Popen(
-            ["tar", "--numeric-owner", "--xattrs", "-C", str(tree), "-c", "."],
-            stdout=subprocess.PIPE,
-        )
+        # Through a tar file, not a pipe: the one runner bounds both steps.
+        archive = tree.with_name(tree.name + ".tar")
         try:
-            _run([*argv, "-", tag], self.deadline, f"docker import {tag}", stdin=tar.stdout)
+            _run(
+                ["tar", "--numeric-owner", "--xattrs", "-C", str(tree), "-cf", str(archive), "."],
+                self.deadline,
+                f"tar {tree.name}",
+            )
+            _run([*argv, str(archive), tag], self.deadline, f"docker import {tag}")
         finally:
-            tar.kill()
-            tar.wait()
+            archive.unlink(missing_ok=True)
 
     # -- images -----------------------------------------------------------------------------
 
@@ -857,15 +863,8 @@ def _check_prerequisites() -> None:
     ):
         if shutil.which(tool) is None:
             raise ToolchainUnavailable(hint)
-    probe = subprocess.run(
-        ["docker", "info", "--format", "{{.ServerVersion}}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if probe.returncode != 0:
-        raise ToolchainUnavailable(f"no Docker engine answers `docker info`: {_tail(probe.stderr)}")
+    if problem := engine_problem(None, timeout=30):
+        raise ToolchainUnavailable(problem)
     for lib in ("/usr/lib/x86_64-linux-gnu/libc.a", "/usr/lib/aarch64-linux-gnu/libc.a"):
         if Path(lib).exists():
             break
@@ -951,63 +950,17 @@ def _run(
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
-    stdin: IO[bytes] | None = None,
     check: bool = True,
 ) -> str:
-    """Run ``argv`` bounded by ``deadline``; return stdout ("" on failure when not ``check``)."""
+    """The one runner, bounded by ``deadline``; stdout ("" on failure when not ``check``)."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise ToolchainUnavailable(f"no time left for {what} (toolchain timeout reached)")
     try:
-        proc = subprocess.run(
-            list(argv),
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            stdin=stdin if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=remaining,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ToolchainUnavailable(
-            f"{what} did not finish within {remaining:.0f} s: {' '.join(argv)}"
-        ) from exc
-    if proc.returncode != 0:
-        if not check:
-            return ""
-        raise ToolchainUnavailable(
-            f"{what} failed (exit {proc.returncode}): {' '.join(argv)}\n{_tail(proc.stderr or proc.stdout)}"
-        )
-    return proc.stdout
-
-
-def _tail(text: str) -> str:
-    return "\n".join(text.strip().splitlines()[-_TAIL_LINES:])
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, deadline: float, say: Callable[[str], None]) -> Iterator[None]:
-    """Hold an exclusive lock on ``path``; wait for another builder at most until ``deadline``."""
-    with path.open("a") as handle:
-        told = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ToolchainUnavailable(
-                        f"another process held the toolchain build lock {path} until the timeout"
-                    ) from None
-                if not told:
-                    say("waiting for another process's toolchain build ...")
-                    told = True
-                time.sleep(1.0)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        done = run_full(argv, remaining, what=what, cwd=cwd, env=env, merge=False, check=check)
+    except (CommandError, CommandTimeout) as exc:
+        raise ToolchainUnavailable(f"{exc} ({shlex.join(str(a) for a in argv)})") from None
+    return done.stdout if done.returncode == 0 else ""
 
 
 __all__ = [
