@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the real modes need: a Docker engine, debootstrap for the registry-free node
-# image, an SSH client and rsync for `ray up` over SSH. Installs only what is missing.
+# images, an SSH client and rsync for `ray up` over SSH, gcc and a static libc for the kind
+# toolchain's pause binary (Go itself comes with the machine). Installs only what is missing.
 set -euo pipefail
 need=()
 command -v python3 >/dev/null || need+=(python3 python3-venv)
@@ -10,6 +11,8 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v rsync >/dev/null || need+=(rsync)
+command -v gcc >/dev/null || need+=(gcc)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then
   echo "system-deps: all present"
   exit 0
