@@ -17,20 +17,16 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_rayup import ready_and_teardown
 
 from provisioners.aws import REHEARSAL, AwsProvisioner
-from provisioners.base import ClusterSpec, Provisioner
+from provisioners.base import ClusterSpec
 from provisioners.vm import VmProvisioner
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.monotonic()
-    fn()
-    return time.monotonic() - t0
 
 
 def spec(mode: str, workdir: Path, workers: int, **options: object) -> ClusterSpec:
@@ -42,17 +38,6 @@ def spec(mode: str, workdir: Path, workers: int, **options: object) -> ClusterSp
         options=options,
         progress=lambda m: print(f"  [{mode}] {m}", flush=True),
     )
-
-
-def ready_and_teardown(p: Provisioner, s: ClusterSpec) -> tuple[float, float]:
-    try:
-        ready = timed(lambda: p.provision(s))
-    finally:
-        down = timed(p.teardown)
-    leftovers = p.inventory()
-    if leftovers:
-        print(f"  [{s.mode}] LEFT BEHIND: {[str(i) for i in leftovers]}")
-    return ready, down
 
 
 def main() -> int:

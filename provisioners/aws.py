@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 
 import boto3
 import botocore.exceptions
-import yaml
 from botocore.config import Config
 
 from provisioners import containers, nodeimage
@@ -232,12 +231,9 @@ class AwsProvisioner(SshRayUpMode):
         user = spec.get(CLUSTER_YAML)
         if user is not None:
             try:
-                loaded = yaml.safe_load(Path(user).read_text())
-            except (OSError, yaml.YAMLError) as exc:
-                raise ProvisionError(f"aws: --ray-cluster-yaml {user}: {exc}") from None
-            if not isinstance(loaded, dict):
-                raise ProvisionError(f"aws: --ray-cluster-yaml {user}: not a YAML mapping")
-            self._base = loaded
+                self._base = launcher_config.load_user_overrides(user)
+            except ProvisionError as exc:
+                raise ProvisionError(f"aws: --ray-cluster-yaml: {exc}") from None
         else:
             workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
             self._base = launcher_config.load_template(

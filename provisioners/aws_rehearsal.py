@@ -288,31 +288,17 @@ class InstanceLoop:
     is outside the run's network is refused, never backed: Ray would SSH to it.
     """
 
-    def __init__(
-        self,
-        ec2: Any,
-        docker_host: str | None,
-        image: str,
-        network: str,
-        labels: dict[str, str],
-        env: dict[str, str],
-        name: Callable[[str], str],
-        progress: Callable[[str], None],
-    ) -> None:
+    def __init__(self, stage: Stage, ec2: Any, image: str, env: dict[str, str]) -> None:
+        self.stage = stage
         self.ec2 = ec2
-        self.docker_host = docker_host
         self.image = image
-        self.network = network
-        self.labels = labels
         self.env = env
-        self.name = name
-        self.progress = progress
         self.state = LoopState()
         self._stop = threading.Event()
         # A daemon: with --ray-keep-cluster the harness exits and leaves the cluster; the loop
         # must not hold the process open (teardown stops and joins it otherwise).
         self._thread = threading.Thread(
-            target=self._main, name=f"aws-instances-{network}", daemon=True
+            target=self._main, name=f"aws-instances-{stage.network}", daemon=True
         )
         self._docker: docker.DockerClient | None = None
 
@@ -335,7 +321,7 @@ class InstanceLoop:
     def _main(self) -> None:
         # Never dies with an exception: each tick catches its own; this catches the rest.
         try:
-            self._docker = containers.docker_client(self.docker_host)
+            self._docker = containers.docker_client(self.stage.docker_host)
             wait_for(self._tick, timeout=LOOP_LIFETIME_S, what="the instance loop", interval=1.0)
         except BaseException as exc:
             self.state.crashed = f"{type(exc).__name__}: {exc}"
@@ -353,14 +339,14 @@ class InstanceLoop:
             error = f"{type(exc).__name__}: {containers.one_line(exc)}"
             if error not in self.state.errors:
                 self.state.errors.append(error)
-                self.progress(f"instance loop: {error}")
+                self.stage.progress(f"instance loop: {error}")
         return self._stop.is_set()
 
     def sync(self) -> None:
         assert self._docker is not None
         pages = self.ec2.get_paginator("describe_instances").paginate()
         instances = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
-        flt = {"label": [f"{k}={v}" for k, v in self.labels.items()] + [INSTANCE_LABEL]}
+        flt = {"label": [f"{k}={v}" for k, v in self.stage.labels.items()] + [INSTANCE_LABEL]}
         have = {c.labels[INSTANCE_LABEL]: c for c in self._docker.containers.list(all=True, filters=flt)}  # fmt: skip
         for inst in instances:
             iid, state = inst["InstanceId"], inst["State"]["Name"]
@@ -383,19 +369,20 @@ class InstanceLoop:
         if not in_network(ip) or ipaddress.ip_address(ip) in ipaddress.ip_network(HELPER_RANGE):
             why = f"private ip {ip or 'none'} is not an instance address of {VPC_CIDR}"
             self.state.refused[iid] = why
-            self.progress(f"instance loop: refusing {iid}: {why}")
+            self.stage.progress(f"instance loop: refusing {iid}: {why}")
             return
         assert self._docker is not None
-        hostname = "ip-" + ip.replace(".", "-")
+        net, name = self.stage.network, run_name(self.stage.run_id, self.stage.mode, iid)
         self._docker.containers.run(
-            self.image, ["bash", "-c", INSTANCE_COMMAND], name=self.name(iid), hostname=hostname,
-            detach=True, labels={**self.labels, INSTANCE_LABEL: iid}, shm_size=SHM_SIZE,
+            self.image, ["bash", "-c", INSTANCE_COMMAND], name=name,
+            hostname="ip-" + ip.replace(".", "-"),  # as EC2 names its instances
+            detach=True, labels={**self.stage.labels, INSTANCE_LABEL: iid}, shm_size=SHM_SIZE,
             environment=self.env,
-            networking_config={self.network: self._docker.api.create_endpoint_config(ipv4_address=ip)},
-            network=self.network,
+            networking_config={net: self._docker.api.create_endpoint_config(ipv4_address=ip)},
+            network=net,
         )  # fmt: skip
         self.state.backed[iid] = ip
-        self.progress(f"instance {iid} backed by a container at {ip}")
+        self.stage.progress(f"instance {iid} backed by a container at {ip}")
 
 
 # --- The stage ----------------------------------------------------------------------------------
@@ -500,11 +487,8 @@ class Stage:
         except WaitTimeout as exc:
             raise ProvisionError(f"aws rehearsal: {exc}") from None
         profile = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
-        self.loop = InstanceLoop(
-            self.client("ec2"), self.docker_host, image, self.network, self.labels,
-            {"RC_SSH_USER": ssh_user, "RC_AUTHORIZED_KEY": public_key, "RC_PROFILE": profile, **env},
-            lambda iid: run_name(self.run_id, self.mode, iid), self.progress,
-        )  # fmt: skip
+        instance_env = {"RC_SSH_USER": ssh_user, "RC_AUTHORIZED_KEY": public_key, "RC_PROFILE": profile}  # fmt: skip
+        self.loop = InstanceLoop(self, self.client("ec2"), image, {**instance_env, **env})
         self.loop.start()
         self.progress(f"moto at {self.endpoint} on {self.network} ({VPC_CIDR}, internal)")
 

@@ -17,7 +17,7 @@ import boto3
 import pytest
 import yaml
 
-from provisioners import aws, containers
+from provisioners import aws, containers, nodeimage
 from provisioners.aws import (
     CLUSTER_YAML,
     REHEARSAL,
@@ -37,6 +37,8 @@ from provisioners.launcher import Machine
 from provisioners.naming import run_name
 
 REPO = Path(__file__).resolve().parent.parent
+#: The image cache as this user has it: pytester moves HOME, which would mean a rebuild.
+CACHE_HOME = nodeimage.cache_dir().parent
 AWS_VARS = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
     "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
@@ -321,6 +323,10 @@ class _Ec2:
         return Pages()
 
 
+def _stage(seen: list[str]) -> Stage:
+    return Stage("r1", "aws", Path("/nonexistent"), "us-west-2", None, seen.append)
+
+
 class _NoDocker:
     """A Docker client that must never be asked to start anything."""
 
@@ -338,7 +344,7 @@ class _NoDocker:
 def test_the_loop_refuses_instances_off_the_run_network(ip: str) -> None:
     seen: list[str] = []
     inst = {"InstanceId": "i-1", "State": {"Name": "running"}, "PrivateIpAddress": ip}
-    loop = InstanceLoop(_Ec2([inst]), None, "img", "net", {}, {}, str, seen.append)
+    loop = InstanceLoop(_stage(seen), _Ec2([inst]), "img", {})
     loop._docker = _NoDocker()
     loop.sync()
     loop.sync()
@@ -350,7 +356,7 @@ def test_the_loop_survives_errors_and_is_joined(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(containers, "docker_client", lambda _h: _NoDocker())
     ec2 = _Ec2([], fail=True)
     seen: list[str] = []
-    loop = InstanceLoop(ec2, None, "img", "net", {}, {}, str, seen.append)
+    loop = InstanceLoop(_stage(seen), ec2, "img", {})
     loop.start()
     from provisioners.waits import wait_for
 
@@ -369,7 +375,7 @@ def test_the_loop_records_a_crash_instead_of_dying(monkeypatch: pytest.MonkeyPat
         raise RuntimeError("no engine")
 
     monkeypatch.setattr(containers, "docker_client", no_engine)
-    loop = InstanceLoop(_Ec2([]), None, "img", "net", {}, {}, str, lambda _m: None)
+    loop = InstanceLoop(_stage([]), _Ec2([]), "img", {})
     loop.start()
     loop.stop(timeout=5)
     assert loop.state.crashed == "RuntimeError: no engine"
@@ -427,7 +433,8 @@ def test_rehearsal_reports_a_planted_group_and_never_writes_secrets(
     shared = tmp_path / "credentials"
     shared.write_text("[default]\naws_access_key_id = AKIAPLANTEDFILE00042\n"
                       "aws_secret_access_key = planted-file-secret-c2VjcmV0\n")  # fmt: skip
-    for name, value in {**secrets, "AWS_SHARED_CREDENTIALS_FILE": str(shared)}.items():
+    env = {**secrets, "AWS_SHARED_CREDENTIALS_FILE": str(shared), "XDG_CACHE_HOME": str(CACHE_HOME)}
+    for name, value in env.items():
         pytester._monkeypatch.setenv(name, value)
     pytester.makepyfile(test_a_plant=PLANT, test_z_leak=(REPO / "suites" / "test_teardown_leak.py").read_text())  # fmt: skip
     report = tmp_path / "report"
