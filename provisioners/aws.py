@@ -299,20 +299,16 @@ class AwsProvisioner(SshRayUpMode):
                 )
 
     def provider_section(self, machines: Sequence[Machine]) -> dict[str, Any]:
-        tags = [{"Key": RUN_ID_LABEL, "Value": self.spec.run_id}]
+        run_tag = {"Key": RUN_ID_LABEL, "Value": self.spec.run_id}
         node_types: dict[str, Any] = {}
         for name, node_type in (self._base.get("available_node_types") or {}).items():
-            specs = [
-                s for s in (node_type.get("node_config") or {}).get("TagSpecifications", [])
-                if s.get("ResourceType") not in ("instance", "volume")
-            ]  # fmt: skip
-            mine = {
-                t: [*next((s.get("Tags", []) for s in (node_type.get("node_config") or {})
-                           .get("TagSpecifications", []) if s.get("ResourceType") == t), []),
-                    *tags]
-                for t in ("instance", "volume")
-            }  # fmt: skip
-            specs += [{"ResourceType": t, "Tags": v} for t, v in mine.items()]
+            # The user's tag specifications stay; instances and volumes gain the run's tag.
+            specs = copy.deepcopy((node_type.get("node_config") or {}).get("TagSpecifications", []))
+            for kind in ("instance", "volume"):
+                spec = next((s for s in specs if s.get("ResourceType") == kind), None)
+                if spec is None:
+                    specs.append(spec := {"ResourceType": kind, "Tags": []})
+                spec["Tags"] = [*spec.get("Tags", []), run_tag]
             node_types[name] = {"node_config": {"KeyName": self._key_name, "TagSpecifications": specs}}  # fmt: skip
         return {
             "cluster_name": self._cluster,
