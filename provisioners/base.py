@@ -152,6 +152,19 @@ class Provisioner(Protocol):
 
 
 @runtime_checkable
+class SupportsKillNode(Protocol):
+    """A mode that can take one worker node away abruptly (the node-loss checks)."""
+
+    def kill_worker(self) -> str:
+        """Stop one worker node without warning (no drain); return its IP as Ray reports it."""
+        ...
+
+    def replaces_lost_nodes(self) -> bool:
+        """True when the platform brings up a replacement by itself (an operator's reconcile)."""
+        ...
+
+
+@runtime_checkable
 class SupportsAutoscaling(Protocol):
     """A mode whose cluster adds workers on demand and removes idle ones."""
 

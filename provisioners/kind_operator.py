@@ -100,7 +100,8 @@ def _go_beside() -> bool:
 
 def _conforms(p: KindOperatorProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsNodeExec
+    from provisioners.base import Provisioner, SupportsKillNode, SupportsNodeExec
 
     _a: Provisioner = p
     _b: SupportsNodeExec = p
+    _c: SupportsKillNode = p

@@ -62,7 +62,8 @@ class KubeOperatorProvisioner(OperatorMode):
 
 def _conforms(p: KubeOperatorProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsNodeExec
+    from provisioners.base import Provisioner, SupportsKillNode, SupportsNodeExec
 
     _a: Provisioner = p
     _b: SupportsNodeExec = p
+    _c: SupportsKillNode = p

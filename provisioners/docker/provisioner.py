@@ -36,6 +36,7 @@ from provisioners.base import (
     Provisioner,
     ProvisionError,
     SupportsImageRun,
+    SupportsKillNode,
     SupportsNodeExec,
     SupportsSharedMemory,
 )
@@ -300,6 +301,23 @@ class DockerProvisioner:
 
     def node_names(self) -> list[str]:
         return list(self._nodes)
+
+    # -- SupportsKillNode ---------------------------------------------------------------------
+
+    def kill_worker(self) -> str:
+        """SIGKILL the last worker's container: a machine lost, not a node drained."""
+        spec = self._require_spec()
+        if len(self._nodes) < 2:
+            raise RuntimeError("docker: no worker node to kill")
+        client = self._connect(spec)
+        container = client.containers.get(self._nodes[-1])
+        networks = container.attrs["NetworkSettings"]["Networks"]
+        ip = next(iter(networks.values()))["IPAddress"]
+        container.kill()
+        return str(ip)
+
+    def replaces_lost_nodes(self) -> bool:
+        return False
 
     def node_exec(self, node: str, argv: list[str], timeout: float) -> str:
         if node not in self._nodes:
@@ -616,3 +634,4 @@ def _conforms(p: DockerProvisioner) -> None:
     _b: SupportsNodeExec = p
     _c: SupportsSharedMemory = p
     _d: SupportsImageRun = p
+    _e: SupportsKillNode = p

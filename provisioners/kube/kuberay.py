@@ -547,14 +547,8 @@ class KubeRayDeployer:
             raise RuntimeError(str(exc)) from None
 
     def delete_pod(self, pod: str) -> None:
-        self.kube.delete(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": pod, "namespace": self.namespace},
-            },
-            foreground=False,
-        )
+        """Delete a pod at once (grace period 0): a node lost, not drained."""
+        self.kube.core().delete_namespaced_pod(pod, self.namespace, grace_period_seconds=0)
 
     # -- teardown, inventory, diagnostics ---------------------------------------------
 

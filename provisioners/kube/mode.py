@@ -205,6 +205,25 @@ class OperatorMode:
     def node_exec(self, node: str, argv: list[str], timeout: float) -> str:
         return self._require().exec(node, argv, timeout)
 
+    # -- SupportsKillNode ---------------------------------------------------------------
+
+    def kill_worker(self) -> str:
+        """Delete a worker pod with no grace period; the operator should bring a new one."""
+        pods = self._require().pods()
+        workers = [
+            p
+            for p in pods
+            if (p["metadata"].get("labels") or {}).get("ray.io/node-type") == "worker"
+        ]
+        if not workers:
+            raise RuntimeError("no worker pod to delete")
+        pod = workers[-1]
+        self._require().delete_pod(pod["metadata"]["name"])
+        return str((pod.get("status") or {}).get("podIP", ""))
+
+    def replaces_lost_nodes(self) -> bool:
+        return True
+
     # -- helpers ------------------------------------------------------------------------
 
     def _require(self) -> KubeRayDeployer:
