@@ -48,6 +48,8 @@ lint: venv
 bench: venv
 	$(PY) bench/bench_local.py
 	bash .ci/with-docker-engine.sh $(PY) bench/bench_docker.py
+	bash .ci/with-docker-engine.sh $(PY) bench/bench_rayup.py
+	bash .ci/with-docker-engine.sh $(PY) bench/bench_kind.py
 
 clean:
 	rm -rf $(VENV) reports/out
