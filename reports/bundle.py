@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from reports.certify import certify_problems, opened
 from reports.html import LABELS, render_html
 from reports.manifest import MANIFEST_FILE, sha256_file, verify_manifest, write_manifest
 from reports.model import (
@@ -33,23 +35,31 @@ def write_report(report_dir: Path, results: Results) -> None:
     write_text_atomic(report_dir / HTML_FILE, render_html(results, report_dir))
 
 
-def merge(out: Path, dirs: Sequence[Path], warn: Callable[[str], object]) -> Results:
-    """Merge the bundles in ``dirs`` (later ones win a conflict) into a new bundle at ``out``."""
+def merge(out: Path, bundles: Sequence[Path], warn: Callable[[str], object]) -> Results:
+    """Merge ``bundles`` (dirs or archives; later ones win a conflict) into a new bundle at ``out``."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         # Refuse rather than mix: stale files would end up in the new manifest.
         raise BundleError(f"{out}: exists and is not an empty directory")
-    sources: list[tuple[Path, Results]] = []
-    for d in dirs:
-        loaded = load_results(d)
-        if (d / MANIFEST_FILE).exists() and (problems := verify_manifest(d)):
-            raise BundleError(f"{d}: does not verify ({'; '.join(problems)})")
-        sources.append((d, loaded))
-    if not sources:
+    if not bundles:
         raise BundleError("nothing to merge")
+    with contextlib.ExitStack() as stack:
+        sources: list[tuple[Path, Results, str]] = []
+        for given in bundles:
+            d = stack.enter_context(opened(given))
+            loaded = load_results(d)
+            if (d / MANIFEST_FILE).exists() and (problems := verify_manifest(d)):
+                raise BundleError(f"{given}: does not verify ({'; '.join(problems)})")
+            sources.append((given, loaded, sha256_file(d / RESULTS_FILE)))
+        return _merge(out, sources, warn)
+
+
+def _merge(
+    out: Path, sources: list[tuple[Path, Results, str]], warn: Callable[[str], object]
+) -> Results:
 
     by_key: dict[tuple[str, str, str], tuple[Path, Result]] = {}
     records: dict[str, dict[str, Any]] = {}
-    for d, res in sources:
+    for d, res, _ in sources:
         for r in res.results:
             if (prev := by_key.get(r.key)) is not None:
                 warn(
@@ -69,14 +79,14 @@ def merge(out: Path, dirs: Sequence[Path], warn: Callable[[str], object]) -> Res
 
     results = [r for _, r in by_key.values()]
     merged = Results(
-        run_id="+".join(dict.fromkeys(res.run_id for _, res in sources)),
-        started=min(res.started for _, res in sources),
-        finished=max(res.finished for _, res in sources),
-        exit_status=_combined_exit([res.exit_status for _, res in sources]),
-        environment=_combined_env([res.environment for _, res in sources]),
+        run_id="+".join(dict.fromkeys(res.run_id for _, res, _ in sources)),
+        started=min(res.started for _, res, _ in sources),
+        finished=max(res.finished for _, res, _ in sources),
+        exit_status=_combined_exit([res.exit_status for _, res, _ in sources]),
+        environment=_combined_env([res.environment for _, res, _ in sources]),
         modes=list(records.values()),
         results=sorted(results, key=lambda r: (r.nodeid.split("::", 1)[0], r.check, r.nodeid)),
-        collection_errors=[e for _, res in sources for e in res.collection_errors],
+        collection_errors=[e for _, res, _ in sources for e in res.collection_errors],
         merged_from=[
             {
                 "dir": str(d),
@@ -85,9 +95,9 @@ def merge(out: Path, dirs: Sequence[Path], warn: Callable[[str], object]) -> Res
                 "finished": res.finished,
                 "exit_status": res.exit_status,
                 # Ties the merged bundle to the exact inputs it was built from.
-                "results_sha256": sha256_file(d / RESULTS_FILE),
+                "results_sha256": digest,
             }
-            for d, res in sources
+            for d, res, digest in sources
         ],
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -150,42 +160,117 @@ def render_text(results: Results) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_summary(results: Results, detail: bool = False) -> str:
+    """Per mode: its status and totals; with ``detail``, every check and its reason."""
+    status = {str(m["mode"]): str(m.get("status", "")) for m in results.modes}
+    out = [f"run {results.run_id}  exit status {results.exit_status}"]
+    for mode in results.mode_names():
+        t = results.totals(mode)
+        failed = t["failed"] + t["error"]
+        out.append(
+            f"mode {mode}: {status.get(mode) or 'unknown'}; {sum(t.values())} total, "
+            f"{t['passed']} passed, {failed} failed, {t['skipped']} skipped"
+        )
+        if detail:
+            for r in (r for r in results.results if r.mode == mode):
+                first = r.message.strip().splitlines()[0] if r.message.strip() else ""
+                label = LABELS.get(r.outcome, r.outcome.upper())
+                out.append(f"  {label:5} {r.nodeid}" + (f": {first}" if first else ""))
+    return "\n".join(out) + "\n"
+
+
+def regressions(previous: Results, current: Results) -> list[str]:
+    """Cases that passed in ``previous`` and failed (or errored, or vanished) in ``current``."""
+    now = {r.key: r for r in current.results}
+    ran = {r.mode for r in current.results}
+    out = []
+    for r in previous.results:
+        if r.outcome != "passed" or r.mode not in ran:
+            continue  # a mode not in tonight's matrix (its secrets gone) is not a regression
+        after = now.get(r.key)
+        if after is None:
+            out.append(f"{r.nodeid} [{r.mode}]: passed, now missing")
+        elif after.outcome in ("failed", "error"):
+            first = after.message.strip().splitlines()[0] if after.message.strip() else ""
+            out.append(f"{r.nodeid} [{r.mode}]: passed, now {after.outcome} {first}".rstrip())
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m reports",
-        description="Read, verify and merge ray-conformance result bundles",
-        epilog=f"Exit status: 0 ok, 1 the bundle does not verify, {EXIT_UNREADABLE} an input "
-        "cannot be read.",
+        description="Read, verify and merge ray-conformance result bundles (dirs or archives)",
+        epilog=f"Exit status: 0 ok, 1 the bundle does not verify (or a check regressed), "
+        f"{EXIT_UNREADABLE} an input cannot be read.",
     )
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="Check every file against manifest.json")
-    v.add_argument("dir", type=Path)
+    v.add_argument("bundle", type=Path)
+    v.add_argument(
+        "--certify",
+        action="store_true",
+        help="Also check target.yaml is complete and every profile check ran and passed",
+    )
     m = sub.add_parser("merge", help="Merge several runs' bundles into a new one")
     m.add_argument("out", type=Path, help="New bundle directory (must be absent or empty)")
-    m.add_argument("dirs", type=Path, nargs="+", help="Bundles to merge; later ones win conflicts")
+    m.add_argument(
+        "bundles", type=Path, nargs="+", help="Bundles to merge; later ones win conflicts"
+    )
     s = sub.add_parser("show", help="Print the results matrix as text")
-    s.add_argument("dir", type=Path)
+    s.add_argument("bundle", type=Path)
+    su = sub.add_parser("summary", help="Print each mode's status and totals")
+    su.add_argument("bundle", type=Path)
+    su.add_argument("--detail", action="store_true", help="List every check with its reason")
+    c = sub.add_parser("compare", help="Fail when a check that passed before fails now")
+    c.add_argument("previous", type=Path, help="The previous run's (merged) bundle")
+    c.add_argument("current", type=Path)
     return p
+
+
+def _verify(bundle: Path, certify: bool) -> int:
+    with opened(bundle) as d:
+        problems = verify_manifest(d)
+        if certify and not problems:
+            problems = certify_problems(d)
+    if problems:
+        sys.stderr.write(f"{bundle}: does not {'certify' if certify else 'verify'}\n")
+        sys.stderr.write("".join(f"  {p}\n" for p in problems))
+        return 1
+    sys.stdout.write(f"{bundle}: OK{' (certified)' if certify else ''}\n")
+    return 0
+
+
+def _compare(previous: Path, current: Path) -> int:
+    with opened(previous) as before, opened(current) as after:
+        found = regressions(load_results(before), load_results(after))
+    if found:
+        sys.stderr.write(f"{len(found)} regression(s) since {previous}:\n")
+        sys.stderr.write("".join(f"  {line}\n" for line in found))
+        return 1
+    sys.stdout.write(f"no regressions since {previous}\n")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "verify":
-            problems = verify_manifest(args.dir)
-            if problems:
-                sys.stderr.write(f"{args.dir}: does not verify\n")
-                sys.stderr.write("".join(f"  {p}\n" for p in problems))
-                return 1
-            sys.stdout.write(f"{args.dir}: OK\n")
-        elif args.command == "merge":
-            merged = merge(args.out, args.dirs, lambda msg: sys.stderr.write(msg + "\n"))
+            return _verify(args.bundle, args.certify)
+        if args.command == "compare":
+            return _compare(args.previous, args.current)
+        if args.command == "merge":
+            merged = merge(args.out, args.bundles, lambda msg: sys.stderr.write(msg + "\n"))
             sys.stdout.write(
-                f"merged {len(args.dirs)} bundles ({len(merged.results)} results) into "
+                f"merged {len(args.bundles)} bundles ({len(merged.results)} results) into "
                 f"{args.out / HTML_FILE}\n"
             )
         else:
-            sys.stdout.write(render_text(load_results(args.dir)))
+            with opened(args.bundle) as d:
+                results = load_results(d)
+            if args.command == "summary":
+                sys.stdout.write(render_summary(results, args.detail))
+            else:
+                sys.stdout.write(render_text(results))
     except BundleError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_UNREADABLE

@@ -18,6 +18,8 @@ LABELS = {
     "xfailed": "XFAIL",
 }
 SHORT_TEXT_CHARS = 80
+#: Lines of a failure shown in its matrix cell: enough for the assertion and the values seen.
+FAILURE_LINES = 4
 
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1b1f24; }
@@ -39,6 +41,7 @@ table.matrix { border-collapse: collapse; margin-top: 1em; }
 .s-provision-failed { background: #ffb8b0; } .s-pending, .s-unknown { background: #fff1c2; }
 pre { background: #f6f8fa; padding: .6em; overflow-x: auto; white-space: pre-wrap; }
 details { margin: .3em 0; }
+pre.why { margin: .3em 0 0; padding: .3em; font-size: .8em; background: #fff6f5; }
 """
 
 
@@ -47,6 +50,9 @@ def render_html(results: Results, base_dir: Path | None = None) -> str:
     modes = results.mode_names()
     records = {str(m["mode"]): m for m in results.modes}
     cells = results.cells()
+    diagnostics = {
+        m: _href(str(records.get(m, {}).get("diagnostics", "")), base_dir) for m in modes
+    }
     title = f"ray-conformance run {results.run_id}"
     parts = [
         "<!DOCTYPE html>",
@@ -63,7 +69,7 @@ def render_html(results: Results, base_dir: Path | None = None) -> str:
         row = [r for m in modes for r in cells.get((check, m), [])]
         where = row[0].nodeid.split("::", 1)[0] if row else ""
         parts.append(f'<tr><th class="row" title="{_e(where)}">{_e(check)}</th>')
-        parts += [_cell(check, m, cells.get((check, m), [])) for m in modes]
+        parts += [_cell(check, m, cells.get((check, m), []), diagnostics.get(m, "")) for m in modes]
         parts.append("</tr>")
     parts.append("</tbody></table>")
     parts.append(_details(results))
@@ -123,7 +129,7 @@ def _mode_rows(
     )
 
 
-def _cell(check: str, mode: str, cases: list[Result]) -> str:
+def _cell(check: str, mode: str, cases: list[Result], diagnostics: str) -> str:
     attrs = f'data-check="{_e(check)}" data-mode="{_e(mode)}"'
     if not cases:
         return f'<td class="o-none" {attrs} data-outcome="" title="not run">—</td>'
@@ -139,11 +145,26 @@ def _cell(check: str, mode: str, cases: list[Result]) -> str:
     if recorded:  # e.g. the spread counter's per-node tallies
         tip = f"{tip}\n{recorded}".strip()
     duration = sum(c.duration_s for c in cases)
+    if outcome in ("failed", "error"):
+        # A failed check explains itself: its first lines, and where the mode's logs are.
+        why = _first_lines(shown)
+        link = f'<small><a class="diag" href="{_e(diagnostics)}">diagnostics</a></small>'
+        body = f"{why}{link if diagnostics else ''}"
+    else:
+        body = _small(shown)
     return (
         f'<td class="o-{_e(outcome)}" {attrs} data-outcome="{_e(outcome)}" title="{_e(tip)}">'
         f'<span class="label">{LABELS.get(outcome, outcome.upper())}</span>'
-        f'<span class="dur">{_secs(duration)}</span>{_small(shown)}</td>'
+        f'<span class="dur">{_secs(duration)}</span>{body}</td>'
     )
+
+
+def _first_lines(text: str) -> str:
+    lines = [
+        line if len(line) <= SHORT_TEXT_CHARS else line[: SHORT_TEXT_CHARS - 1] + "…"
+        for line in text.strip().splitlines()[:FAILURE_LINES]
+    ]
+    return f'<pre class="why">{_e(chr(10).join(lines))}</pre>' if lines else ""
 
 
 def _details(results: Results) -> str:
@@ -177,7 +198,8 @@ def _details(results: Results) -> str:
     return "\n".join(parts)
 
 
-def _diagnostics(path: str, base_dir: Path | None) -> str:
+def _href(path: str, base_dir: Path | None) -> str:
+    """``path`` as a link relative to the report dir, or "" when it lies outside it."""
     if not path:
         return ""
     rel = path
@@ -186,7 +208,16 @@ def _diagnostics(path: str, base_dir: Path | None) -> str:
             rel = Path(path).relative_to(base_dir).as_posix()
         except ValueError:
             rel = ""
-    if is_safe_relpath(rel):
+    if not is_safe_relpath(rel):
+        return ""
+    # "collection failed: ..." is a reason, not a path; a merged bundle has no one's logs.
+    return rel if base_dir is None or (base_dir / rel).exists() else ""
+
+
+def _diagnostics(path: str, base_dir: Path | None) -> str:
+    if not path:
+        return ""
+    if rel := _href(path, base_dir):
         return f'<small><a href="{_e(rel)}">diagnostics</a></small>'
     return f"<small>diagnostics: {_e(path)}</small>"
 

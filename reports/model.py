@@ -45,6 +45,10 @@ class ModeRecord:
     teardown_seconds: float | None = None
     handle: dict[str, Any] = field(default_factory=dict)  # ClusterHandle as a dict
     diagnostics: str = ""  # path of collected diagnostics, if any
+    #: What the mode's inventory listed just before teardown and just after (InventoryItem
+    #: fields, or one {"error": ...}): the evidence behind the leak check.
+    inventory_before: list[dict[str, Any]] = field(default_factory=list)
+    inventory_after: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self, report_dir: Path) -> Path:
         path = report_dir / MODE_RECORD_DIR / f"{self.mode}.json"

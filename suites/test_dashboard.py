@@ -10,6 +10,9 @@ import pytest
 from provisioners.base import ClusterHandle, ClusterSpec
 from provisioners.waits import WaitTimeout, wait_for, wait_for_nodes
 
+# Every check here is in the certification profile (reports/certify.py PROFILE).
+pytestmark = pytest.mark.ray_certification
+
 
 def test_dashboard_version_matches_cluster(
     ray_cluster: ClusterHandle, ray_cluster_version: str

@@ -9,6 +9,9 @@ import pytest
 from provisioners.base import CLIENT_PORT, DASHBOARD_PORT, ClusterHandle, Provisioner
 from provisioners.waits import http_json, port_accepts, port_is_free
 
+# Every check here is in the certification profile (reports/certify.py PROFILE).
+pytestmark = pytest.mark.ray_certification
+
 CLIENT_SESSION = """
 import sys, ray
 ray.init(sys.argv[1], logging_level="ERROR")

@@ -5,7 +5,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import pytest
+
 from provisioners.base import ClusterHandle
+
+# Every check here is in the certification profile (reports/certify.py PROFILE).
+pytestmark = pytest.mark.ray_certification
 
 PY_MINOR = 'import sys; print("PY", f"{sys.version_info[0]}.{sys.version_info[1]}")'
 

@@ -11,6 +11,9 @@ import pytest
 
 from provisioners.base import ClusterHandle
 
+# Every check here is in the certification profile (reports/certify.py PROFILE).
+pytestmark = pytest.mark.ray_certification
+
 SCRIPT = Path(__file__).parent / "scripts" / "spread.py"
 
 

@@ -6,6 +6,9 @@ import pytest
 
 from provisioners.base import ClusterHandle, InventoryItem, Provisioner
 
+# Every check here is in the certification profile (reports/certify.py PROFILE).
+pytestmark = pytest.mark.ray_certification
+
 
 def test_inventory_sees_the_running_cluster(
     ray_cluster: ClusterHandle, ray_provisioner: Provisioner, ray_spec: object

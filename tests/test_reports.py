@@ -360,3 +360,58 @@ def test_verify_rejects_paths_outside_the_bundle(
     (a / "manifest.json").write_text(json.dumps(manifest))
     assert main(["verify", str(a)]) == 1
     assert "  invalid path: '../a/results.json'" in capsys.readouterr().err.splitlines()
+
+
+def test_summary_prints_each_mode_and_detail_lists_reasons(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = make_bundle(
+        tmp_path / "s",
+        "s",
+        [
+            result("test_ok", "local", "passed"),
+            Result("test_bad", "local", "failed", 2.0, "node n1 never ran work\nmore", "t::bad"),
+            Result("test_gap", "local", "skipped", 0.0, "no shm ability", "t::gap"),
+        ],
+        {"local": "torn-down"},
+    )
+    assert main(["summary", str(bundle)]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "mode local: torn-down; 3 total, 1 passed, 1 failed, 1 skipped"
+    )
+    assert main(["summary", "--detail", str(bundle)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "  FAIL  t::bad: node n1 never ran work" in lines
+    assert "  SKIP  t::gap: no shm ability" in lines
+
+
+def test_merge_and_verify_read_archives(tmp_path: Path) -> None:
+    import tarfile
+
+    a, b = shards(tmp_path)
+    archive = tmp_path / "b.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(b, arcname="ray-conformance-docker-bb")
+    assert main(["verify", str(archive)]) == 0
+    assert main(["merge", str(tmp_path / "out"), str(a), str(archive)]) == 0
+    doc = read(tmp_path / "out" / "results.json")
+    assert outcomes(doc)[("test_ok", "docker")] == "passed"
+    assert doc["merged_from"][1]["dir"] == str(archive)
+
+
+def test_compare_flags_a_check_that_went_from_pass_to_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = shards(tmp_path)  # test_ok [local] passed in a, failed in bb
+    assert main(["compare", str(a), str(b)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[1:] == [
+        "  suites/test_x.py::test_ok[local] [local]: passed, now failed",
+        "  suites/test_x.py::test_two[local] [local]: passed, now missing",
+    ]
+    assert main(["compare", str(b), str(a)]) == 0  # failed -> passed is progress
+    # A mode absent tonight (its secrets gone) is not a regression of that mode.
+    only_docker = make_bundle(
+        tmp_path / "d", "d", [result("test_ok", "docker", "passed")], {"docker": "torn-down"}
+    )
+    assert main(["compare", str(b), str(only_docker)]) == 0

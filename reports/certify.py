@@ -1,0 +1,154 @@
+"""Certification: the product file (``target.yaml``), the profile a target must pass, the archive.
+
+A vendor runs ``pytest --ray-certify target.yaml`` and submits one archive; a reviewer (or a bot)
+runs ``python -m reports verify <archive> --certify``. Both sides read the rules from here, so
+the bot does not trust the bundle's own idea of what had to pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reports.model import BundleError, Results, load_results
+
+TARGET_FILE = "target.yaml"
+#: The product file's fields, every one required and a non-empty string (the conformance
+#: program's ``PRODUCT.yaml``, plus what a Ray reviewer needs: mode, Ray and platform versions).
+TARGET_FIELDS = (
+    "vendor",
+    "product",
+    "product_version",
+    "website",
+    "contact",
+    "mode",
+    "ray_version",
+    "platform_version",
+)
+#: Where a certification run puts what only it records: tool versions, the commands run.
+CERTIFY_DIR = "certification"
+TOOLS_FILE = f"{CERTIFY_DIR}/tools.json"
+COMMANDS_FILE = f"{CERTIFY_DIR}/commands.log"
+
+#: The marker on every check of the profile (``suites/``); a test keeps it equal to PROFILE.
+PROFILE_MARKER = "ray_certification"
+#: The checks every mode must pass to be certified (function names; parametrized ones count
+#: once per case). Shared, mode-agnostic and needing no optional ability.
+PROFILE = (
+    "test_spread_from_outside_every_node_runs_work",
+    "test_spread_from_inside_every_node_runs_work",
+    "test_port_forward_reachable_on_loopback_then_freed",
+    "test_port_forward_client_session_opens",
+    "test_dashboard_version_matches_cluster",
+    "test_dashboard_nodes_match_expected",
+    "test_dashboard_job_succeeds_with_logs",
+    "test_preflight_ray_version_matches_client",
+    "test_preflight_python_minor_matches_client",
+    "test_inventory_sees_the_running_cluster",
+    "test_teardown_leaves_nothing_behind",
+)
+#: Known-flake retries (``known_flake_retries``) a profile check may need and still certify:
+#: one retry is Ray's bug showing; more is a platform on which Ray Client is not dependable.
+MAX_FLAKE_RETRIES = 1
+
+
+class TargetError(ValueError):
+    """A ``target.yaml`` that is missing, malformed or incomplete; the message names the field."""
+
+
+def load_target(path: Path) -> dict[str, str]:
+    """The product file's fields, or `TargetError` naming the first field that is wrong."""
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TargetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise TargetError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise TargetError(f"{path}: expected a mapping of {', '.join(TARGET_FIELDS)}")
+    for name in TARGET_FIELDS:
+        value = data.get(name)
+        if value is None or str(value).strip() == "":
+            raise TargetError(f"{path}: field {name!r} is missing or empty")
+        if not isinstance(value, str | int | float):
+            raise TargetError(
+                f"{path}: field {name!r} must be a string, not {type(value).__name__}"
+            )
+    unknown = sorted(set(data) - set(TARGET_FIELDS))
+    if unknown:
+        raise TargetError(
+            f"{path}: unknown field {unknown[0]!r} (known: {', '.join(TARGET_FIELDS)})"
+        )
+    return {name: str(data[name]).strip() for name in TARGET_FIELDS}
+
+
+def archive_path(report_dir: Path, mode: str, run_id: str) -> Path:
+    """``ray-conformance-<mode>-<run-id>.tar.gz``, beside the report dir."""
+    return report_dir.parent / f"ray-conformance-{mode}-{run_id}.tar.gz"
+
+
+def write_archive(report_dir: Path, dest: Path) -> Path:
+    """Pack ``report_dir`` (manifest written) into ``dest`` under one top-level directory."""
+    top = dest.name.removesuffix(".tar.gz")
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        tar.add(report_dir, arcname=top)
+    tmp.replace(dest)  # never half an archive under the name a vendor submits
+    return dest
+
+
+@contextlib.contextmanager
+def opened(path: Path) -> Iterator[Path]:
+    """The bundle at ``path`` as a directory: itself, or an archive unpacked to a temporary one."""
+    if path.is_dir():
+        yield path
+        return
+    if not path.is_file():
+        raise BundleError(f"{path}: no such directory or archive")
+    with tempfile.TemporaryDirectory(prefix="ray-conformance-") as tmp:
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                # The "data" filter refuses absolute paths, links out and devices: the archive
+                # comes from outside.
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise BundleError(f"{path}: not a readable archive ({exc})") from None
+        tops = list(Path(tmp).iterdir())
+        if len(tops) != 1 or not tops[0].is_dir():
+            raise BundleError(f"{path}: expected one top-level directory in the archive")
+        yield tops[0]
+
+
+def certify_problems(bundle: Path) -> list[str]:
+    """What keeps the bundle from certifying its target, one line each; empty when it does."""
+    try:
+        target = load_target(bundle / TARGET_FILE)
+    except TargetError as exc:
+        return [str(exc).replace(str(bundle / TARGET_FILE), TARGET_FILE)]
+    return profile_problems(load_results(bundle), target["mode"])
+
+
+def profile_problems(results: Results, mode: str) -> list[str]:
+    """Every profile check must have run on ``mode``, passed, within the flake allowance."""
+    problems: list[str] = []
+    for check in PROFILE:
+        cases = [r for r in results.results if r.check == check and r.mode == mode]
+        if not cases:
+            problems.append(f"{check} [{mode}]: did not run")
+        for r in cases:
+            retries = r.properties.get("known_flake_retries") or []
+            if r.outcome != "passed":
+                first = r.message.strip().splitlines()[0] if r.message.strip() else ""
+                problems.append(f"{r.nodeid}: {r.outcome} {first}".rstrip())
+            elif len(retries) > MAX_FLAKE_RETRIES:
+                problems.append(
+                    f"{r.nodeid}: {len(retries)} known-flake retries ({', '.join(map(str, retries))}),"
+                    f" more than the {MAX_FLAKE_RETRIES} a certified check may need"
+                )
+    return problems
