@@ -38,7 +38,8 @@ test-run:
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy  # includes the static check that every built-in mode conforms (_conforms)
 	$(PY) -m pytest tests $(ARGS)
-	$(PY) -m pytest $(ARGS)  # testpaths: the suites, on every mode this machine can run
+	# testpaths: the suites, on every mode this machine can run (AWS as its rehearsal on moto)
+	$(PY) -m pytest --ray-aws-rehearsal $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .
