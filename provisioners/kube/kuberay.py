@@ -121,6 +121,9 @@ class KubeRayDeployer:
         workdir: Path,
         progress: Callable[[str], None],
         pod_defaults: Mapping[str, Any] | None = None,
+        namespace_labels: Mapping[str, str] | None = None,
+        operator_service_account: str | None = None,
+        ray_service_account: str | None = None,
     ) -> None:
         self.kube = kube
         self.run_id = run_id
@@ -133,6 +136,11 @@ class KubeRayDeployer:
         self.progress = progress
         #: Extra pod-level settings every pod of the run gets (securityContext on OpenShift).
         self.pod_defaults = dict(pod_defaults or {})
+        #: Labels of the run's namespace beyond the run label (Pod Security Admission's).
+        self.namespace_labels = dict(namespace_labels or {})
+        #: Service accounts by role (None: the manifests' for the operator, the default for Ray).
+        self.operator_service_account = operator_service_account
+        self.ray_service_account = ray_service_account
         self.background = Background(run_id, workdir / "forwards")
         self._applied: list[dict[str, Any]] = []  # in apply order; deleted in reverse
         self._created_namespace = False
@@ -159,7 +167,10 @@ class KubeRayDeployer:
         return {
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": self.namespace, "labels": self.labels()},
+            "metadata": {
+                "name": self.namespace,
+                "labels": {**self.namespace_labels, **self.labels()},
+            },
         }
 
     def operator_objects(self) -> list[dict[str, Any]]:
@@ -168,6 +179,7 @@ class KubeRayDeployer:
             return []
         objs = read_kustomize_resources(self.operator.manifests / "default")
         sa_name = next(o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount")
+        own_sa = self.operator_service_account or sa_name
         renamed = {}
         for o in objs:
             if o["kind"] in ("ClusterRole", "ClusterRoleBinding"):
@@ -183,6 +195,8 @@ class KubeRayDeployer:
                 meta["name"] = renamed[(kind, meta["name"])]
             elif kind != "CustomResourceDefinition":
                 meta["namespace"] = self.namespace
+            if kind == "ServiceAccount" and meta["name"] == sa_name:
+                meta["name"] = own_sa
             if kind in ("ClusterRoleBinding", "RoleBinding"):
                 role = o["roleRef"]
                 if role["kind"] == "ClusterRole":
@@ -190,9 +204,11 @@ class KubeRayDeployer:
                 for subject in o.get("subjects", []):
                     if subject.get("kind") == "ServiceAccount":
                         subject["namespace"] = self.namespace
+                        if subject.get("name") == sa_name:
+                            subject["name"] = own_sa
             if kind == "Deployment":
                 pod = o["spec"]["template"]["spec"]
-                pod["serviceAccountName"] = sa_name
+                pod["serviceAccountName"] = own_sa
                 for c in pod["containers"]:
                     c["image"] = self.operator.image
                     c["imagePullPolicy"] = "IfNotPresent"
@@ -237,7 +253,7 @@ class KubeRayDeployer:
                     {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": size.shm}}
                 ],
             }
-            self._apply_pod_defaults(pod)
+            self._ray_pod(pod)
             return {
                 "rayStartParams": {"object-store-memory": str(size.object_store_bytes)},
                 "template": {"metadata": {"labels": self.labels()}, "spec": pod},
@@ -268,11 +284,20 @@ class KubeRayDeployer:
 
         return importlib.metadata.version("ray")
 
+    def _ray_pod(self, pod: dict[str, Any]) -> None:
+        """Settings of a pod running Ray (head, worker, the Job's driver)."""
+        if self.ray_service_account:
+            pod["serviceAccountName"] = self.ray_service_account
+        self._apply_pod_defaults(pod)
+
     def _apply_pod_defaults(self, pod: dict[str, Any]) -> None:
         for key, value in self.pod_defaults.items():
             if key == "containerSecurityContext":
                 for c in pod.get("containers", []):
                     c.setdefault("securityContext", {}).update(copy.deepcopy(value))
+            elif key == "containerEnv":  # appended, so a mode's value wins over the image's
+                for c in pod.get("containers", []):
+                    c.setdefault("env", []).extend(copy.deepcopy(value))
             else:
                 pod[key] = copy.deepcopy(value)
 
@@ -299,7 +324,7 @@ class KubeRayDeployer:
             "containers": [container],
             "volumes": [{"name": "script", "configMap": {"name": name}}],
         }
-        self._apply_pod_defaults(pod)
+        self._ray_pod(pod)
         meta = {"name": name, "namespace": self.namespace, "labels": self.labels()}
         return [
             {
@@ -351,9 +376,7 @@ class KubeRayDeployer:
         self._check_crd_owner(operator)
         (self.workdir / "raycluster.yaml").write_text(yaml.safe_dump(rc, sort_keys=False))
 
-        if self.kube.get("v1", "Namespace", self.namespace) is None:
-            self._apply(self.namespace_object())
-            self._created_namespace = True
+        self.ensure_namespace()
         if operator:
             t0 = time.monotonic()
             for o in operator:
@@ -370,6 +393,18 @@ class KubeRayDeployer:
             f"RayCluster {self.name} ready in {time.monotonic() - t0:.1f} s "
             f"(head + {self.size.workers} worker(s))"
         )
+
+    def ensure_namespace(self) -> None:
+        """Create the run's namespace unless it exists (then it is not the run's to delete)."""
+        if self._created_namespace:
+            return
+        if self.kube.get("v1", "Namespace", self.namespace) is None:
+            self._apply(self.namespace_object())
+            self._created_namespace = True
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        """Apply an object a mode adds to the run; teardown deletes it (in reverse order)."""
+        self._apply(obj)
 
     def _check_crd_owner(self, operator: list[dict[str, Any]]) -> None:
         """Refuse to replace CRDs someone else installed (their KubeRay would break)."""

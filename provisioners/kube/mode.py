@@ -44,22 +44,27 @@ OPERATOR_IMAGE = Option.string(
 )
 
 
-def module_manifests(version: str, timeout: float) -> Path:
-    """KubeRay's ``ray-operator/config`` from its Go module (the module proxy, cached by Go)."""
+def go_module_dir(module: str, version: str, timeout: float) -> Path:
+    """The source of a Go module at ``version`` (from the module proxy, cached by Go)."""
     import json
 
     go = shutil.which("go") or (
         "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
     )
     if go is None:
-        raise ProvisionError("KubeRay manifests come from its Go module: `go` is not on PATH")
+        raise ProvisionError(f"{module} comes from its Go module: `go` is not on PATH")
     out = run(
-        [go, "mod", "download", "-json", f"{KUBERAY_MODULE}@{version}"],
+        [go, "mod", "download", "-json", f"{module}@{version}"],
         timeout,
-        what=f"go mod download {KUBERAY_MODULE}@{version}",
+        what=f"go mod download {module}@{version}",
         env={"GOFLAGS": "-mod=mod", "GOWORK": "off"},
     )
-    return Path(json.loads(out)["Dir"]) / "config"
+    return Path(json.loads(out)["Dir"])
+
+
+def module_manifests(version: str, timeout: float) -> Path:
+    """KubeRay's ``ray-operator/config`` from its Go module."""
+    return go_module_dir(KUBERAY_MODULE, version, timeout) / "config"
 
 
 class OperatorMode:
@@ -93,6 +98,13 @@ class OperatorMode:
     def pod_defaults(self, spec: ClusterSpec) -> dict[str, Any]:
         """Pod settings every pod of the run gets (OpenShift's fixed user, for one)."""
         return {}
+
+    def deployer_settings(self, spec: ClusterSpec) -> dict[str, Any]:
+        """More ``KubeRayDeployer`` settings (namespace labels, service accounts by role)."""
+        return {}
+
+    def before_deploy(self, spec: ClusterSpec, deployer: KubeRayDeployer, timeout: float) -> None:
+        """Cluster set-up a mode needs before the operator and Ray pods (OpenShift's grants)."""
 
     # -- Provisioner --------------------------------------------------------------------
 
@@ -128,7 +140,9 @@ class OperatorMode:
             workdir=spec.workdir,
             progress=spec.progress,
             pod_defaults=self.pod_defaults(spec),
+            **self.deployer_settings(spec),
         )
+        self.before_deploy(spec, deployer, _left(deadline))
         deployer.deploy(version, deadline, spec.timeouts.node_join)
         head = deployer.pods()[0]["metadata"]["name"]
         py = deployer.exec(head, ["python", "-c", "import sys, ray; print(ray.__version__, '%d.%d' % sys.version_info[:2])"], 60)  # fmt: skip
