@@ -224,14 +224,16 @@ def test_kube_operator_passes_on_a_cluster_given_as_existing(
     image = ensure_node_image(print, 900)
     cluster.load_image(image, 300)
     cluster.load_image(tools.operator_image, 120)
+    # `--flag=value`: pytest takes a bare path argument as a hint for its rootdir (and would
+    # then miss this project's conftest); the joined form is an option only.
     argv = [
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-        "--ray-modes", "kube-operator",
-        "--ray-kubeconfig", str(kube.kubeconfig),
-        "--ray-kubectl", str(tools.kubectl),
-        "--ray-image", image,
-        "--ray-operator-image", tools.operator_image,
-        "--ray-report-dir", str(tmp_path / "report"),
+        "--ray-modes=kube-operator",
+        f"--ray-kubeconfig={kube.kubeconfig}",
+        f"--ray-kubectl={tools.kubectl}",
+        f"--ray-image={image}",
+        f"--ray-operator-image={tools.operator_image}",
+        f"--ray-report-dir={tmp_path / 'report'}",
     ]  # fmt: skip
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=1500, check=False)

@@ -202,7 +202,13 @@ class Kube:
         kwargs: dict[str, Any] = {"label_selector": selector} if selector else {}
         if res.namespaced and namespace:
             kwargs["namespace"] = namespace
-        return [i.to_dict() for i in res.get(**kwargs).items]
+        try:
+            return [i.to_dict() for i in res.get(**kwargs).items]
+        except dexc.NotFoundError:
+            # Discovery still knew the kind, the server no longer serves it (its CRD was
+            # deleted): nothing of it can exist.
+            self.dyn().resources.invalidate_cache()
+            return []
 
     def delete(self, obj: Mapping[str, Any], *, foreground: bool = True) -> None:
         """Delete one object if it still exists (cascading to what it owns)."""
