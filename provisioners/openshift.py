@@ -1,0 +1,208 @@
+"""Mode ``openshift``: KubeRay and one RayCluster on OpenShift, with the book's changes.
+
+The book's OpenShift path: the operator (built to run as user 1000) runs as
+``ray-operator-serviceaccount``, the Ray pods and the test Job as ``ray-node-serviceaccount``;
+each is granted the ``anyuid`` SCC (``oc adm policy add-scc-to-user anyuid -z SA`` when ``oc``
+is on PATH, else the RoleBinding that command makes) and runs as user 1000; nothing else is
+loosened. Teardown removes the grants; the inventory lists them. A cluster that does not serve
+``security.openshift.io/v1`` is not an OpenShift cluster: the mode is SKIPPED.
+
+``--ray-openshift-rehearsal`` runs the same flow on a kind cluster of the run (made like
+``kind-operator``'s) with OpenShift's SCC API and SCCs installed and the run's namespace under
+Pod Security Admission ``restricted``: the apiserver refuses any pod of the run that runs as
+root, may escalate privileges, keeps a capability or names no seccomp profile.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any, ClassVar
+
+from provisioners import containers, nodeimage
+from provisioners.base import ClusterSpec, InventoryItem, ProvisionError
+from provisioners.kind_operator import TOOLCHAIN_TIMEOUT, KindOperatorProvisioner
+from provisioners.kube import openshift as scc
+from provisioners.kube.api import ref
+from provisioners.kube.clusters import ClusterProvider, KindCluster
+from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource
+from provisioners.kube.mode import KUBERAY_VERSION, OPERATOR_IMAGE, OPERATOR_INSTALL, OperatorMode
+from provisioners.kube_operator import KUBE_CONTEXT, KUBECONFIG, KUBECTL, KubeOperatorProvisioner
+from provisioners.naming import run_name
+from provisioners.options import Option
+from provisioners.runner import CommandError, CommandTimeout, run
+
+REHEARSAL = Option.switch(
+    "openshift-rehearsal",
+    "openshift: rehearse on a kind cluster of the run, with OpenShift's SCC API and Pod "
+    "Security Admission restricted on the run's namespace",
+)
+
+
+class OpenShiftProvisioner(OperatorMode):
+    """KubeRay on OpenShift (``--ray-kubeconfig``), or its rehearsal on kind."""
+
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
+        *OperatorMode.OPTIONS,
+        KUBECONFIG,
+        KUBE_CONTEXT,
+        KUBECTL,
+        REHEARSAL,
+        TOOLCHAIN_TIMEOUT,
+        nodeimage.IMAGE,
+        nodeimage.IMAGE_BUILD,
+        containers.DOCKER_HOST,
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        # The rehearsal's cluster and images are kind-operator's, a real cluster's kube-operator's.
+        self._kind = KindOperatorProvisioner()
+        self._real = KubeOperatorProvisioner()
+        self._oc_granted: list[str] = []  # service accounts granted anyuid through `oc`
+
+    def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
+        if spec.get(REHEARSAL):
+            found = self._kind.missing_prerequisites(spec)
+            return [m.replace("kind-operator:", "openshift rehearsal:") for m in found]
+        found = self._real.missing_prerequisites(spec)
+        missing = [
+            m.replace("kube-operator:", "openshift:").replace(
+                "(the cluster to test)", "(the cluster to test; --ray-openshift-rehearsal: on kind)"
+            )
+            for m in found
+        ]
+        if not missing:
+            kube = self.make_cluster(spec).create(spec.timeouts.preflight)
+            try:
+                kube.server_version(spec.timeouts.preflight)
+                # An API that does not answer is the provision's failure to report, not a skip.
+                if not scc.serves_security_api(kube):
+                    missing.append(
+                        f"openshift: not an OpenShift cluster ({kube.where()} serves no "
+                        f"{scc.SECURITY_API}); try --ray-openshift-rehearsal or kube-operator"
+                    )
+            except ProvisionError:
+                pass
+            finally:
+                kube.close()
+        return missing
+
+    def make_cluster(self, spec: ClusterSpec) -> ClusterProvider:
+        if spec.get(REHEARSAL):
+            return self._kind.make_cluster(spec)
+        return self._real.make_cluster(spec)
+
+    def prepare(self, spec: ClusterSpec) -> None:
+        if isinstance(self._cluster, KindCluster):  # one-time build, outside the provision bound
+            self._cluster.prepare(spec.get(TOOLCHAIN_TIMEOUT))
+
+    def node_image(self, spec: ClusterSpec, timeout: float) -> str:
+        return (self._kind if spec.get(REHEARSAL) else self._real).node_image(spec, timeout)
+
+    def operator_source(self, spec: ClusterSpec, timeout: float) -> OperatorSource | None:
+        cluster = self._cluster
+        if not isinstance(cluster, KindCluster) or spec.get(OPERATOR_INSTALL) == "none":
+            return super().operator_source(spec, timeout)
+        # The operator image built offline with the kind toolchain, as kind-operator uses it.
+        tools = cluster.prepare(timeout)
+        image = spec.get(OPERATOR_IMAGE) or tools.operator_image
+        return OperatorSource(KUBERAY_VERSION, tools.operator_manifests, image)
+
+    def pod_defaults(self, spec: ClusterSpec) -> dict[str, Any]:
+        return scc.run_as_user(seccomp=spec.get(REHEARSAL))
+
+    def deployer_settings(self, spec: ClusterSpec) -> dict[str, Any]:
+        return {
+            "namespace_labels": scc.PSA_RESTRICTED if spec.get(REHEARSAL) else {},
+            "operator_service_account": scc.OPERATOR_SA,
+            "ray_service_account": scc.RAY_SA,
+        }
+
+    def before_deploy(self, spec: ClusterSpec, deployer: KubeRayDeployer, timeout: float) -> None:
+        kube = deployer.kube
+        labels = scc.run_labels(spec.run_id)
+        if spec.get(REHEARSAL):
+            # What an OpenShift cluster has built in: the SCC API, its SCCs and their roles.
+            crd = scc.scc_crd(timeout)
+            crd["metadata"]["labels"] = labels
+            deployer.apply(crd)
+            scc.wait_established(kube, scc.SCC_CRD, min(timeout, 60))
+            for obj in scc.scc_objects(labels):
+                deployer.apply(obj)
+            for name in ("anyuid", "restricted-v2"):
+                deployer.apply(scc.scc_role(name, labels))
+        if not scc.serves_security_api(kube):
+            raise ProvisionError(
+                f"not an OpenShift cluster: {kube.where()} serves no {scc.SECURITY_API}"
+            )
+        deployer.ensure_namespace()
+        ns = deployer.namespace
+        deployer.apply(scc.service_account(scc.RAY_SA, ns, labels))
+        accounts = (scc.OPERATOR_SA, scc.RAY_SA)
+        oc = None if spec.get(REHEARSAL) else shutil.which("oc")
+        if oc is not None:
+            for sa in accounts:
+                self._oc_policy(oc, kube.kubeconfig, kube.context, "add-scc-to-user", sa, ns)
+                self._oc_granted.append(sa)
+            how = "oc adm policy add-scc-to-user"
+        else:
+            role = scc.scc_role_name("anyuid")
+            if kube.get("rbac.authorization.k8s.io/v1", "ClusterRole", role) is None:
+                # An OpenShift older than its per-SCC roles: a role of the run's own.
+                role = run_name(spec.run_id, "scc-anyuid")
+                deployer.apply(scc.scc_role("anyuid", labels, role))
+            deployer.apply(scc.scc_grant(role, ns, accounts, labels))
+            how = f"RoleBinding {ns}/{role}"
+        spec.progress(f"anyuid granted to {', '.join(accounts)} ({how})")
+
+    def _oc_policy(
+        self, oc: str, kubeconfig: Any, context: str | None, verb: str, sa: str, ns: str
+    ) -> None:
+        argv = [oc, "--kubeconfig", str(kubeconfig)]
+        argv += ["--context", context] if context else []
+        argv += ["adm", "policy", verb, "anyuid", "-z", sa, "-n", ns]
+        try:
+            run(argv, 60, what=f"oc adm policy {verb} anyuid -z {sa}")
+        except (CommandError, CommandTimeout) as exc:
+            raise ProvisionError(str(exc)) from None
+
+    def teardown(self) -> None:
+        deployer, kube = self._deployer, self._kube
+        problems = []
+        if deployer is not None and kube is not None:
+            oc = shutil.which("oc") or "oc"
+            for sa in list(self._oc_granted):
+                try:
+                    self._oc_policy(
+                        oc, kube.kubeconfig, kube.context, "remove-scc-from-user", sa,
+                        deployer.namespace,
+                    )  # fmt: skip
+                    self._oc_granted.remove(sa)
+                except (OSError, ProvisionError) as exc:
+                    problems.append(str(exc))  # the inventory still lists the grant
+        super().teardown()
+        if problems and self._spec is not None:
+            self._spec.progress("teardown: " + "; ".join(problems))
+
+    def inventory(self) -> list[InventoryItem]:
+        items = super().inventory()
+        deployer = self._deployer
+        if deployer is not None and self._cluster_alive():
+            seen = {i.name for i in items}
+            for b in scc.scc_grants(deployer.kube, deployer.namespace):
+                if ref(b) not in seen:
+                    items.append(
+                        InventoryItem(
+                            b["kind"].lower(), ref(b), deployer.run_id, "SCC grant to the run's SAs"
+                        )
+                    )
+        return items
+
+
+def _conforms(p: OpenShiftProvisioner) -> None:
+    """Static conformance check: mypy fails here when a method drifts from the contract."""
+    from provisioners.base import Provisioner, SupportsKillNode, SupportsNodeExec
+
+    _a: Provisioner = p
+    _b: SupportsNodeExec = p
+    _c: SupportsKillNode = p
