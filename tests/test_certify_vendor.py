@@ -1,0 +1,145 @@
+"""The vendor path end to end: a package of their own, installed with uv, certified by entry point.
+
+``tests/vendor_example/`` is a vendor's package (one class, one entry point line). It is built
+and installed into a fresh virtual environment, and the certification run starts from that
+environment's interpreter with nothing but ``--ray-modes example --ray-certify target.yaml``:
+no ``--ray-provisioner``, no file of this project edited. It provisions real local Ray nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from reports.certify import PROFILE
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = Path(__file__).with_name("vendor_example")
+TARGET = """\
+vendor: Example Corp
+product: Example Ray Service
+product_version: "0.1.0"
+website: https://example.invalid/ray
+contact: ray-team@example.invalid
+mode: example
+ray_version: "{ray}"
+platform_version: "this machine"
+"""
+
+
+def _uv(*args: str | Path, cwd: Path | None = None) -> None:
+    subprocess.run([sys.executable, "-m", "uv", *map(str, args)], check=True, cwd=cwd, timeout=300)
+
+
+def vendor_env(tmp_path: Path) -> Path:
+    """A new venv holding the example package; this project's locked env underneath it.
+
+    The project's environment is laid under the new one with a ``.pth`` (what
+    ``--system-site-packages`` does for a base interpreter): re-installing the lock would need
+    the network and minutes, and the point is the vendor's package and entry point, which are
+    installed into the new environment for real (a wheel built by uv, not an editable path).
+    ``--offline``: the build backend (setuptools) comes from uv's cache, filled when this
+    project was installed the same way.
+    """
+    venv = tmp_path / "venv"
+    # The interpreter this project's venv was made from (a venv's own python is a link to it).
+    base = getattr(sys, "_base_executable", sys.executable)
+    _uv("venv", "--offline", "--python", base, venv)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    project_site = sysconfig.get_paths()["purelib"]
+    # addsitedir, not a bare path: the project env's own .pth files (its editable install) count.
+    Path(site, "_ray_conformance_env.pth").write_text(
+        f"import site; site.addsitedir({project_site!r})\n"
+    )
+    source = shutil.copytree(EXAMPLE, tmp_path / "vendor_example")  # the build writes beside it
+    _uv(
+        "pip",
+        "install",
+        "--offline",
+        "--no-deps",
+        "--python",
+        python,
+        source,
+    )
+    return python
+
+
+@pytest.mark.timeout(900)
+def test_example_vendor_certifies_through_its_entry_point(tmp_path: Path) -> None:
+    from importlib import metadata
+
+    python = vendor_env(tmp_path)
+    target = tmp_path / "target.yaml"
+    target.write_text(TARGET.format(ray=metadata.version("ray")))
+    report_dir = tmp_path / "out" / "run"
+    env = {
+        **os.environ,
+        "VIRTUAL_ENV": str(python.parent.parent),
+        # The vendor's interpreter first; the `ray` CLI comes with the environment underneath.
+        "PATH": os.pathsep.join(
+            [str(python.parent), str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+        ),
+    }
+    argv = [
+        str(python),
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "--ray-modes=example",
+        # NAME=VALUE: pytest takes bare path arguments into its rootdir guess.
+        f"--ray-certify={target}",
+        "--ray-run-id=vendor1",
+        f"--ray-report-dir={report_dir}",
+    ]
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=840)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "the run certifies" in done.stdout
+
+    archive = report_dir.parent / "ray-conformance-example-vendor1.tar.gz"
+    verify = subprocess.run(
+        [python, "-m", "reports", "verify", archive, "--certify"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stdout == f"{archive}: OK (certified)\n"
+
+    cases = len(PROFILE) + 1  # the port-forward check runs once per port
+    assert f"mode example: torn-down; {cases} total, {cases} passed, 0 failed, 0 skipped" in (
+        done.stdout + main_summary(python, archive, env)
+    )
+    record = json.loads((report_dir / "modes" / "example.json").read_text())
+    assert record["handle"]["access"]["zone"] == "zone-a"  # the vendor's declared option
+    assert record["inventory_before"]
+    assert record["inventory_after"] == []
+    tools = json.loads((report_dir / "certification" / "tools.json").read_text())
+    assert tools["ray"].startswith("ray, version")  # the mode ran `ray start`
+
+
+def main_summary(python: Path, archive: Path, env: dict[str, str]) -> str:
+    return subprocess.run(
+        [python, "-m", "reports", "summary", archive],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
