@@ -1,0 +1,92 @@
+"""The nightly matrix covers every registered mode: a tox env each, and a workflow job running it."""
+
+from __future__ import annotations
+
+import configparser
+import re
+from pathlib import Path
+from typing import Any
+
+import tomllib
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
+#: Jobs for real platforms, which run only when their secrets exist.
+SECRET_JOBS = {"aws", "kube-operator", "openshift", "external"}
+
+
+def registered_modes() -> list[str]:
+    """The built-in modes: the project's own lines in the entry-point group."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return list(project["entry-points"]["ray_conformance.provisioners"])
+
+
+def tox_envs() -> dict[str, list[str]]:
+    """Each tox env -> the modes its pytest command selects (``--ray-modes a,b``)."""
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(REPO / "tox.ini")
+    out = {}
+    for section in ini.sections():
+        if section.startswith("testenv:"):
+            found = re.search(r"--ray-modes[ =](\S+)", ini[section].get("commands", ""))
+            out[section.removeprefix("testenv:")] = found.group(1).split(",") if found else []
+    return out
+
+
+def workflow() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(WORKFLOW.read_text())
+    return data
+
+
+def envs_run_by(job: dict[str, Any]) -> list[str]:
+    """The tox envs a job runs: literal ``tox -e X``, or each entry of its mode matrix."""
+    envs = []
+    for step in job.get("steps", []):
+        for env in re.findall(r"tox -e (\S+)", str(step.get("run", ""))):
+            if env == "${{":  # tox -e ${{ matrix.mode }}
+                envs += job["strategy"]["matrix"]["mode"]
+            else:
+                envs.append(env)
+    return envs
+
+
+def test_every_registered_mode_has_a_tox_env_of_its_name() -> None:
+    envs = tox_envs()
+    for mode in registered_modes():
+        assert mode in envs, f"tox.ini has no [testenv:{mode}]"
+        assert envs[mode] == [mode], f"[testenv:{mode}] selects {envs[mode]}, not {mode}"
+
+
+def test_every_registered_mode_has_a_nightly_job() -> None:
+    envs = tox_envs()
+    jobs = workflow()["jobs"]
+    covered = {m for job in jobs.values() for env in envs_run_by(job) for m in envs[env]}
+    missing = [m for m in registered_modes() if m not in covered]
+    assert not missing, f"no nightly job runs {missing}"
+
+
+def test_nightly_runs_on_a_schedule_and_gates_only_real_platforms_on_secrets() -> None:
+    wf = workflow()
+    triggers: dict[str, Any] = wf["on"] if "on" in wf else wf[True]  # type: ignore[index]  # YAML 1.1 reads a bare `on` as True
+    assert triggers["schedule"][0]["cron"]
+    jobs = wf["jobs"]
+    gated = {name for name, job in jobs.items() if "needs.secrets" in str(job.get("if", ""))}
+    assert gated == SECRET_JOBS
+    # The AWS rehearsal needs no account: it runs every night.
+    rehearsal = [n for n, job in jobs.items() if "aws-rehearsal" in envs_run_by(job)]
+    assert rehearsal
+    assert all("if" not in jobs[n] for n in rehearsal)
+
+
+def test_matrix_job_merges_every_bundle_and_fails_on_regressions() -> None:
+    jobs = workflow()["jobs"]
+    mode_jobs = {name for name, job in jobs.items() if envs_run_by(job)}
+    matrix = jobs["matrix"]
+    assert set(matrix["needs"]) == mode_jobs
+    assert matrix["if"] == "always()"
+    runs = "\n".join(str(step.get("run", "")) for step in matrix["steps"])
+    assert "python -m reports merge" in runs
+    assert "python -m reports compare previous matrix" in runs
+    uploads = [s for job in jobs.values() for s in job.get("steps", []) if "upload" in str(s)]
+    assert all(s["with"]["path"] for s in uploads)
