@@ -18,6 +18,7 @@ from reports.model import (
     BundleError,
     Result,
     Results,
+    first_line,
     load_results,
     notes,
     worst,
@@ -154,7 +155,7 @@ def render_text(results: Results) -> str:
     if found:
         out.append("")
     for n in found:
-        first = n.message.strip().splitlines()[0] if n.message.strip() else ""
+        first = first_line(n.message)
         what = n.checks[0] if len(n.checks) == 1 else f"{len(n.checks)} checks"
         out.append(f"{LABELS.get(n.outcome, n.outcome)} {what} [{n.mode}]: {first}".rstrip())
     return "\n".join(out) + "\n"
@@ -173,7 +174,7 @@ def render_summary(results: Results, detail: bool = False) -> str:
         )
         if detail:
             for r in (r for r in results.results if r.mode == mode):
-                first = r.message.strip().splitlines()[0] if r.message.strip() else ""
+                first = first_line(r.message)
                 label = LABELS.get(r.outcome, r.outcome.upper())
                 out.append(f"  {label:5} {r.nodeid}" + (f": {first}" if first else ""))
     return "\n".join(out) + "\n"
@@ -191,7 +192,7 @@ def regressions(previous: Results, current: Results) -> list[str]:
         if after is None:
             out.append(f"{r.nodeid} [{r.mode}]: passed, now missing")
         elif after.outcome in ("failed", "error"):
-            first = after.message.strip().splitlines()[0] if after.message.strip() else ""
+            first = first_line(after.message)
             out.append(f"{r.nodeid} [{r.mode}]: passed, now {after.outcome} {first}".rstrip())
     return out
 
@@ -232,22 +233,23 @@ def _verify(bundle: Path, certify: bool) -> int:
         problems = verify_manifest(d)
         if certify and not problems:
             problems = certify_problems(d)
-    if problems:
-        sys.stderr.write(f"{bundle}: does not {'certify' if certify else 'verify'}\n")
-        sys.stderr.write("".join(f"  {p}\n" for p in problems))
-        return 1
-    sys.stdout.write(f"{bundle}: OK{' (certified)' if certify else ''}\n")
-    return 0
+    failed = f"{bundle}: does not {'certify' if certify else 'verify'}"
+    return _verdict(problems, failed, f"{bundle}: OK{' (certified)' if certify else ''}")
 
 
 def _compare(previous: Path, current: Path) -> int:
     with opened(previous) as before, opened(current) as after:
         found = regressions(load_results(before), load_results(after))
-    if found:
-        sys.stderr.write(f"{len(found)} regression(s) since {previous}:\n")
-        sys.stderr.write("".join(f"  {line}\n" for line in found))
+    failed = f"{len(found)} regression(s) since {previous}:"
+    return _verdict(found, failed, f"no regressions since {previous}")
+
+
+def _verdict(problems: list[str], failed: str, ok: str) -> int:
+    """Exit 1 with ``failed`` and each problem on stderr, else 0 with ``ok`` on stdout."""
+    if problems:
+        sys.stderr.write(failed + "\n" + "".join(f"  {p}\n" for p in problems))
         return 1
-    sys.stdout.write(f"no regressions since {previous}\n")
+    sys.stdout.write(ok + "\n")
     return 0
 
 

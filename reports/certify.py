@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from reports.model import BundleError, Results, load_results
+from reports.model import BundleError, Results, first_line, load_results
 
 TARGET_FILE = "target.yaml"
 #: The product file's fields, every one required and a non-empty string (the conformance
@@ -144,7 +144,7 @@ def profile_problems(results: Results, mode: str) -> list[str]:
         for r in cases:
             retries = r.properties.get("known_flake_retries") or []
             if r.outcome != "passed":
-                first = r.message.strip().splitlines()[0] if r.message.strip() else ""
+                first = first_line(r.message)
                 problems.append(f"{r.nodeid}: {r.outcome} {first}".rstrip())
             elif len(retries) > MAX_FLAKE_RETRIES:
                 problems.append(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from reports.model import OUTCOMES, Result, Results, is_safe_relpath, notes, worst
+from reports.model import OUTCOMES, Result, Results, first_line, is_safe_relpath, notes, worst
 
 LABELS = {
     "passed": "PASS",
@@ -230,7 +230,7 @@ def _totals_text(counts: dict[str, int]) -> str:
 def _small(text: str) -> str:
     if not text:
         return ""
-    line = text.strip().splitlines()[0] if text.strip() else ""
+    line = first_line(text)
     if len(line) > SHORT_TEXT_CHARS:
         line = line[: SHORT_TEXT_CHARS - 1] + "…"
     return f"<small>{_e(line)}</small>"

@@ -196,6 +196,11 @@ def notes(results: Results) -> list[Note]:
     return out
 
 
+def first_line(text: str) -> str:
+    """The first line of a message, which is what a one-line listing shows of it."""
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
 def worst(results: list[Result]) -> str:
     rank = {o: i for i, o in enumerate(OUTCOMES)}
     return min((r.outcome for r in results), key=lambda o: rank.get(o, -1))
