@@ -41,6 +41,9 @@ table.matrix { border-collapse: collapse; margin-top: 1em; }
 .s-provision-failed { background: #ffb8b0; } .s-pending, .s-unknown { background: #fff1c2; }
 pre { background: #f6f8fa; padding: .6em; overflow-x: auto; white-space: pre-wrap; }
 details { margin: .3em 0; }
+.bars { font-size: .8em; margin: .15em 0; }
+.bars div { display: flex; align-items: center; gap: .4em; white-space: nowrap; }
+.bars .bar { display: inline-block; height: .7em; background: #57ab5a; min-width: 1px; }
 pre.why { margin: .3em 0 0; padding: .3em; font-size: .8em; background: #fff6f5; }
 """
 
@@ -125,8 +128,35 @@ def _mode_rows(
             row("python", [handle(m, "python_version") for m in modes]),
             row("expected nodes", [handle(m, "expected_nodes") for m in modes]),
             row("totals", [f"<td>{_e(_totals_text(results.totals(m)))}</td>" for m in modes]),
+            row("spread", [f"<td>{_spread_bars(results, m)}</td>" for m in modes]),
         ]
     )
+
+
+#: The spread counter's tallies (suites/test_spread.py): where SPREAD scheduling put the tasks.
+SPREAD_SUFFIX = "_spread_tally"
+BAR_PX = 80
+
+
+def _spread_bars(results: Results, mode: str) -> str:
+    """Per tally (outside, inside), a bar per node: how evenly Ray spread the work."""
+    charts = []
+    for r in results.results:
+        if r.mode != mode:
+            continue
+        for key, tally in r.properties.items():
+            if not key.endswith(SPREAD_SUFFIX) or not isinstance(tally, dict) or not tally:
+                continue
+            counts = {str(k): v for k, v in tally.items() if isinstance(v, int | float)}
+            top = max([*counts.values(), 1])
+            where = key.removeprefix("spread_").removesuffix(SPREAD_SUFFIX)
+            bars = "".join(
+                f'<div><span class="bar" style="width:{round(BAR_PX * n / top)}px"></span>'
+                f"{_e(node[:8])} {_e(str(n))}</div>"
+                for node, n in sorted(counts.items())
+            )
+            charts.append(f'<div class="bars" title="{_e(key)}">{_e(where)}{bars}</div>')
+    return "".join(charts)
 
 
 def _cell(check: str, mode: str, cases: list[Result], diagnostics: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -415,3 +416,26 @@ def test_compare_flags_a_check_that_went_from_pass_to_fail(
         tmp_path / "d", "d", [result("test_ok", "docker", "passed")], {"docker": "torn-down"}
     )
     assert main(["compare", str(b), str(only_docker)]) == 0
+
+
+def test_html_draws_the_spread_tallies_as_bars_per_mode() -> None:
+    from reports.html import render_html
+
+    tally = Result(
+        "test_spread_from_outside_every_node_runs_work",
+        "local",
+        "passed",
+        3.0,
+        "",
+        "suites/test_spread.py::test_spread_from_outside_every_node_runs_work[local]",
+        {"spread_outside_spread_tally": {"aaaa1111ffff": 3, "bbbb2222ffff": 1}},
+    )
+    page = render_html(
+        Results("r", "s", "f", 0, {}, [{"mode": "local", "status": "torn-down"}], [tally])
+    )
+    bars = re.search(r'<div class="bars" title="spread_outside_spread_tally">(.*?)</td>', page)
+    assert bars is not None
+    assert re.findall(r'width:(\d+)px"></span>(\w+) (\d+)', bars.group(1)) == [
+        ("80", "aaaa1111", "3"),
+        ("27", "bbbb2222", "1"),
+    ]
