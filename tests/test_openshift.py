@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_kube
 
 from provisioners.base import ClusterSpec, ProvisionError
-from provisioners.containers import engine_problem
 from provisioners.kube import openshift as scc
 from provisioners.kube import validate
 from provisioners.kube.api import Kube, one_line
@@ -28,6 +28,8 @@ from provisioners.waits import wait_for
 _GO = shutil.which("go") or (
     "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
 )
+#: A kind cluster of this module, made as test_kube makes its own.
+kind = test_kube.kind
 needs_go = pytest.mark.skipif(_GO is None, reason="`go` is not on PATH (modules come from it)")
 
 
@@ -159,26 +161,18 @@ def test_real_mode_without_kubeconfig_is_skipped(tmp_path: Path) -> None:
 # -- against a real kind cluster ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KindCluster, Kube, str]]:
-    """A kind cluster of this module (from the cached offline toolchain), deleted at the end."""
-    if problem := engine_problem(None):
-        pytest.skip(problem)
-    if _GO is None:
-        pytest.skip("`go` is not on PATH: the kind toolchain cannot be built")
-    run_id = "t" + secrets.token_hex(3)
-    cluster = KindCluster(
-        run_id=run_id,
-        name=run_name(run_id, "kind"),
-        workdir=tmp_path_factory.mktemp("kind"),
-        progress=print,
-    )
+@pytest.fixture
+def rehearsal(kind: tuple[KindCluster, Kube, str], tmp_path: Path) -> Iterator[KubeRayDeployer]:
+    """The openshift deployer on the kind cluster, its namespace made (PSA restricted), then removed."""
+    _cluster, kube, run_id = kind
+    deployer = _deployer(tmp_path, f"{run_id}-{secrets.token_hex(2)}", openshift=True)
+    deployer.kube = kube
     try:
-        kube = cluster.create(1800)
-        yield cluster, kube, run_id
+        deployer.ensure_namespace()
+        yield deployer
     finally:
-        cluster.destroy(300)
-        assert not cluster.inventory(), "the test's kind cluster was not removed"
+        deployer.teardown(120)
+    assert kube.get("v1", "Namespace", deployer.namespace) is None
 
 
 def test_plain_kind_is_not_an_openshift_cluster(
@@ -198,63 +192,45 @@ def test_plain_kind_is_not_an_openshift_cluster(
 
 
 def test_root_pod_of_kind_operator_is_rejected_in_the_rehearsal_namespace(
-    kind: tuple[KindCluster, Kube, str], tmp_path: Path
+    rehearsal: KubeRayDeployer, tmp_path: Path
 ) -> None:
     import kubernetes.dynamic.exceptions as dexc
 
-    _cluster, kube, run_id = kind
-    run_id = f"{run_id}-{secrets.token_hex(2)}"
-    rehearsal = _deployer(tmp_path, run_id, openshift=True)
-    rehearsal.kube = kube
-    plain = _deployer(tmp_path, run_id, openshift=False)
-    ns = rehearsal.namespace
-    try:
-        rehearsal.ensure_namespace()  # with PSA restricted, as the rehearsal makes it
-        rehearsal.apply(scc.service_account(scc.RAY_SA, ns, rehearsal.labels()))
-        # kind-operator's pods run as `default`, which Kubernetes adds to a new namespace soon.
-        wait_for(
-            lambda: kube.get("v1", "ServiceAccount", "default", ns),
-            timeout=60,
-            what=f"service account {ns}/default",
-        )
-        pods = kube.resource("v1", "Pod")
+    kube, ns = rehearsal.kube, rehearsal.namespace
+    plain = _deployer(tmp_path, rehearsal.run_id, openshift=False)
+    rehearsal.apply(scc.service_account(scc.RAY_SA, ns, rehearsal.labels()))
+    # kind-operator's pods run as `default`, which Kubernetes adds to a new namespace soon.
+    wait_for(
+        lambda: kube.get("v1", "ServiceAccount", "default", ns),
+        timeout=60,
+        what=f"service account {ns}/default",
+    )
+    pods = kube.resource("v1", "Pod")
 
-        def create(spec: dict[str, Any]) -> None:
-            body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rc-psa"}, "spec": spec}
-            pods.create(body=body, namespace=ns, dry_run="All")
+    def create(spec: dict[str, Any]) -> None:
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rc-psa"}, "spec": spec}
+        pods.create(body=body, namespace=ns, dry_run="All")
 
-        create(_pod_specs(rehearsal)["head"])  # the openshift pod: admitted
-        with pytest.raises(dexc.ForbiddenError) as info:  # 403 from the admission
-            create(_pod_specs(plain)["head"])  # kind-operator's: root, nothing dropped
-        message = one_line(info.value)  # the apiserver's own words
-        assert 'violates PodSecurity "restricted:latest"' in message, message
-        for violation in (
-            "allowPrivilegeEscalation",
-            "capabilities",
-            "runAsNonRoot",
-            "seccompProfile",
-        ):
-            assert violation in message, message
-    finally:
-        rehearsal.teardown(120)
-    assert kube.get("v1", "Namespace", ns) is None
+    create(_pod_specs(rehearsal)["head"])  # the openshift pod: admitted
+    with pytest.raises(dexc.ForbiddenError) as info:  # 403 from the admission
+        create(_pod_specs(plain)["head"])  # kind-operator's: root, nothing dropped
+    message = one_line(info.value)  # the apiserver's own words
+    assert 'violates PodSecurity "restricted:latest"' in message, message
+    for violation in (
+        "allowPrivilegeEscalation",
+        "capabilities",
+        "runAsNonRoot",
+        "seccompProfile",
+    ):
+        assert violation in message, message
 
 
-def test_grants_are_listed_until_teardown_removes_them(
-    kind: tuple[KindCluster, Kube, str], tmp_path: Path
-) -> None:
-    _cluster, kube, run_id = kind
-    run_id = f"{run_id}-{secrets.token_hex(2)}"
-    deployer = _deployer(tmp_path, run_id, openshift=True)
-    deployer.kube = kube
-    ns = deployer.namespace
+def test_grants_are_listed_until_teardown_removes_them(rehearsal: KubeRayDeployer) -> None:
+    kube, ns = rehearsal.kube, rehearsal.namespace
     role = scc.scc_role_name("anyuid")
-    try:
-        deployer.ensure_namespace()
-        deployer.apply(scc.scc_grant(role, ns, [scc.OPERATOR_SA, scc.RAY_SA], deployer.labels()))
-        listed = [f"{b['kind']}/{b['metadata']['name']}" for b in scc.scc_grants(kube, ns)]
-        assert listed == [f"RoleBinding/{role}"]
-        assert f"RoleBinding/{ns}/{role}" in {i.name for i in deployer.inventory()}
-    finally:
-        deployer.teardown(120)
+    rehearsal.apply(scc.scc_grant(role, ns, [scc.OPERATOR_SA, scc.RAY_SA], rehearsal.labels()))
+    listed = [f"{b['kind']}/{b['metadata']['name']}" for b in scc.scc_grants(kube, ns)]
+    assert listed == [f"RoleBinding/{role}"]
+    assert f"RoleBinding/{ns}/{role}" in {i.name for i in rehearsal.inventory()}
+    rehearsal.teardown(120)
     assert scc.scc_grants(kube, ns) == []
