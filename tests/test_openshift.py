@@ -142,6 +142,22 @@ def test_grant_is_what_oc_adm_policy_makes() -> None:
     validate.validate_builtin(role)
 
 
+def test_oc_grant_is_the_books_command(tmp_path: Path) -> None:
+    """With ``oc`` on PATH the grant and its removal are ``oc adm policy`` itself."""
+    log = tmp_path / "oc.log"
+    oc = tmp_path / "oc"
+    oc.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    oc.chmod(0o755)
+    mode = OpenShiftProvisioner()
+    kubeconfig = tmp_path / "kubeconfig"
+    for verb in ("add-scc-to-user", "remove-scc-from-user"):
+        mode._oc_policy(str(oc), kubeconfig, "admin", verb, scc.OPERATOR_SA, "ns1")
+    assert log.read_text().splitlines() == [
+        f"--kubeconfig {kubeconfig} --context admin adm policy {verb} anyuid -z {scc.OPERATOR_SA} -n ns1"
+        for verb in ("add-scc-to-user", "remove-scc-from-user")
+    ]
+
+
 @needs_go
 def test_sccs_conform_to_openshifts_crd() -> None:
     crd = scc.scc_crd(300)
