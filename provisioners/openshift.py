@@ -19,7 +19,7 @@ import shutil
 from typing import Any, ClassVar
 
 from provisioners import containers, nodeimage
-from provisioners.base import ClusterSpec, InventoryItem, ProvisionError
+from provisioners.base import RUN_ID_LABEL, ClusterSpec, InventoryItem, ProvisionError
 from provisioners.kind_operator import TOOLCHAIN_TIMEOUT, KindOperatorProvisioner
 from provisioners.kube import openshift as scc
 from provisioners.kube.api import ref
@@ -189,13 +189,18 @@ class OpenShiftProvisioner(OperatorMode):
         deployer = self._deployer
         if deployer is not None and self._cluster_alive():
             seen = {i.name for i in items}
-            for b in scc.scc_grants(deployer.kube, deployer.namespace):
+            kube, run_id = deployer.kube, deployer.run_id
+            for b in scc.scc_grants(kube, deployer.namespace):
                 if ref(b) not in seen:
                     items.append(
                         InventoryItem(
-                            b["kind"].lower(), ref(b), deployer.run_id, "SCC grant to the run's SAs"
+                            b["kind"].lower(), ref(b), run_id, "SCC grant to the run's SAs"
                         )
                     )
+            # The rehearsal's stand-ins for OpenShift's own SCCs (none on a real cluster).
+            selector = f"{RUN_ID_LABEL}={run_id}"
+            for o in kube.list_objects(scc.SECURITY_API, scc.SCC_KIND, selector=selector):
+                items.append(InventoryItem("securitycontextconstraints", ref(o), run_id))
         return items
 
 
