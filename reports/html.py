@@ -44,6 +44,7 @@ details { margin: .3em 0; }
 .bars { font-size: .8em; margin: .15em 0; }
 .bars div { display: flex; align-items: center; gap: .4em; white-space: nowrap; }
 .bars .bar { display: inline-block; height: .7em; background: #57ab5a; min-width: 1px; }
+img.shot { width: 16em; border: 1px solid #d0d7de; }
 pre.why { margin: .3em 0 0; padding: .3em; font-size: .8em; background: #fff6f5; }
 """
 
@@ -129,6 +130,7 @@ def _mode_rows(
             row("expected nodes", [handle(m, "expected_nodes") for m in modes]),
             row("totals", [f"<td>{_e(_totals_text(results.totals(m)))}</td>" for m in modes]),
             row("spread", [f"<td>{_spread_bars(results, m)}</td>" for m in modes]),
+            row("dashboard", [f"<td>{_picture(rec(m), base_dir)}</td>" for m in modes]),
         ]
     )
 
@@ -157,6 +159,17 @@ def _spread_bars(results: Results, mode: str) -> str:
             )
             charts.append(f'<div class="bars" title="{_e(key)}">{_e(where)}{bars}</div>')
     return "".join(charts)
+
+
+def _picture(record: dict[str, Any], base_dir: Path | None) -> str:
+    """The dashboard's cluster page as a thumbnail linking to the full picture, or why not."""
+    shot = str(record.get("screenshot") or "")
+    if rel := _href(shot, base_dir) if shot.endswith(".png") else "":
+        return (
+            f'<a href="{_e(rel)}"><img class="shot" src="{_e(rel)}" '
+            f'alt="Ray dashboard, cluster page ({_e(str(record.get("mode")))})"></a>'
+        )
+    return _small(shot)
 
 
 def _cell(check: str, mode: str, cases: list[Result], diagnostics: str) -> str:

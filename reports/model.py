@@ -49,6 +49,7 @@ class ModeRecord:
     #: fields, or one {"error": ...}): the evidence behind the leak check.
     inventory_before: list[dict[str, Any]] = field(default_factory=list)
     inventory_after: list[dict[str, Any]] = field(default_factory=list)
+    screenshot: str = ""  # the dashboard's cluster page (PNG), or why there is none
 
     def save(self, report_dir: Path) -> Path:
         path = report_dir / MODE_RECORD_DIR / f"{self.mode}.json"

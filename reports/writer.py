@@ -227,9 +227,10 @@ class ResultsWriter:
 
     def _relative_diagnostics(self, record: dict[str, Any]) -> dict[str, Any]:
         # The bundle is handed in and moved: a path inside it is kept relative to it.
-        path = Path(str(record.get("diagnostics") or ""))
-        if path.is_absolute() and path.is_relative_to(self.ctx.report_dir):
-            record["diagnostics"] = path.relative_to(self.ctx.report_dir).as_posix()
+        for key in ("diagnostics", "screenshot"):
+            path = Path(str(record.get(key) or ""))
+            if path.is_absolute() and path.is_relative_to(self.ctx.report_dir):
+                record[key] = path.relative_to(self.ctx.report_dir).as_posix()
         return record
 
 

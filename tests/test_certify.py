@@ -1,16 +1,18 @@
-"""Certification runs (``--ray-certify``) on fake modes, and a failed check explaining itself."""
+"""Certification runs (``--ray-certify``) on fake modes; a failed check and the dashboard picture in the report."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import re
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 from harness_fakes import events, modes, run, write_fakes
 
+from fixtures.picture import chromium
 from reports.bundle import main
 from reports.certify import PROFILE, PROFILE_MARKER, TARGET_FIELDS
 
@@ -217,3 +219,75 @@ def test_profile_is_exactly_the_marked_suite_checks() -> None:
             if any(m.name == PROFILE_MARKER for m in marks):
                 marked.append(name)
     assert sorted(marked) == sorted(PROFILE)
+
+
+FAKE_CHROMIUM = """#!/bin/sh
+# Stands in for Debian's chromium: records its URL and writes a PNG where it is told.
+for arg in "$@"; do
+  case "$arg" in
+    --screenshot=*) out="${arg#--screenshot=}" ;;
+    http*) echo "$arg" > "${0%/*}/url" ;;
+  esac
+done
+printf '\\211PNG\\r\\n\\032\\nfake' > "$out"
+"""
+
+
+def test_dashboard_screenshot_is_shown_in_the_report_or_says_why_not(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_a="def test_one(ray_cluster):\n    pass\n")
+    bin_dir = pytester.mkdir("bin")
+    monkeypatch.setenv("PATH", str(bin_dir))  # no chromium here yet, whatever this machine has
+    args = [*modes("fake=FakeProvisioner"), "--ray-screenshot"]
+    run(pytester, *args, "--ray-report-dir", str(pytester.path / "without")).assert_outcomes(
+        passed=1
+    )
+    html = (pytester.path / "without" / "report.html").read_text()
+    assert "no screenshot: chromium is not installed (apt-get install chromium)" in html
+
+    (bin_dir / "chromium").write_text(FAKE_CHROMIUM)
+    (bin_dir / "chromium").chmod(0o755)
+    report_dir = pytester.path / "with"
+    run(pytester, *args, "--ray-report-dir", str(report_dir)).assert_outcomes(passed=1)
+    assert (bin_dir / "url").read_text() == "http://127.0.0.1:8265/#/cluster\n"
+    assert (report_dir / "screenshots" / "fake.png").read_bytes().startswith(b"\x89PNG")
+    html = (report_dir / "report.html").read_text()
+    assert '<img class="shot" src="screenshots/fake.png"' in html
+
+
+@pytest.mark.skipif(
+    chromium() is None, reason="chromium is not installed (apt-get install chromium)"
+)
+@pytest.mark.timeout(600)
+def test_local_run_saves_a_real_picture_of_the_dashboard(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    pytester.makepyfile(test_a="def test_one(ray_cluster):\n    pass\n")
+    report_dir = pytester.path / "out"
+    result = run(
+        pytester, "--ray-modes=local", "--ray-screenshot", f"--ray-report-dir={report_dir}"
+    )
+    result.assert_outcomes(passed=1)
+    shot = (report_dir / "screenshots" / "local.png").read_bytes()
+    assert shot.startswith(b"\x89PNG")
+    # Not a blank page: the dashboard's picture holds far more than a blank render of its size.
+    blank = tmp_path / "blank.png"
+    browser = chromium()
+    assert browser is not None
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1280,800",
+            f"--screenshot={blank}",
+            "about:blank",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert len(shot) > 5 * len(blank.read_bytes()), (len(shot), len(blank.read_bytes()))
