@@ -131,7 +131,19 @@ def certify_problems(bundle: Path) -> list[str]:
         target = load_target(bundle / TARGET_FILE)
     except TargetError as exc:
         return [str(exc).replace(str(bundle / TARGET_FILE), TARGET_FILE)]
-    return profile_problems(load_results(bundle), target["mode"])
+    results = load_results(bundle)
+    return _version_problems(results, target) + profile_problems(results, target["mode"])
+
+
+def _version_problems(results: Results, target: dict[str, str]) -> list[str]:
+    # The product file states the Ray the platform runs; the cluster the run met must agree.
+    record = next((m for m in results.modes if m.get("mode") == target["mode"]), {})
+    seen = (record.get("handle") or {}).get("ray_version")
+    if seen and str(seen) != target["ray_version"]:
+        return [
+            f"{TARGET_FILE}: ray_version {target['ray_version']!r}, but the cluster ran Ray {seen}"
+        ]
+    return []
 
 
 def profile_problems(results: Results, mode: str) -> list[str]:

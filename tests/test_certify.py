@@ -291,3 +291,19 @@ def test_local_run_saves_a_real_picture_of_the_dashboard(
         timeout=120,
     )
     assert len(shot) > 5 * len(blank.read_bytes()), (len(shot), len(blank.read_bytes()))
+
+
+def test_a_target_claiming_another_ray_version_does_not_certify(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytester.makepyfile(test_profile=PROFILE_CHECKS)
+    result, report_dir = certify(
+        pytester, "--ray-certify", str(target(pytester, ray_version="2.9.0"))
+    )
+    result.assert_outcomes(passed=len(PROFILE))
+    capsys.readouterr()
+    assert main(["verify", str(report_dir), "--certify"]) == 1
+    assert (
+        "  target.yaml: ray_version '2.9.0', but the cluster ran Ray 2.60.0"
+        in capsys.readouterr().err.splitlines()
+    )
