@@ -26,7 +26,7 @@ lock:
 
 # The suites on the embedded default mode (a local Ray cluster on this machine).
 conformance: venv
-	$(PY) -m pytest --ray-modes local $(ARGS)
+	$(PY) -m pytest --ray-modes local --ray-screenshot $(ARGS)
 
 # The project's own tests: harness tests, then every mode this machine can run for real.
 test: venv
