@@ -38,8 +38,9 @@ test-run:
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy  # includes the static check that every built-in mode conforms (_conforms)
 	$(PY) -m pytest tests $(ARGS)
-	# testpaths: the suites, on every mode this machine can run (AWS as its rehearsal on moto)
-	$(PY) -m pytest --ray-aws-rehearsal $(ARGS)
+	# testpaths: the suites, on every mode this machine can run (AWS rehearsed on moto,
+	# OpenShift's rules rehearsed on a kind cluster)
+	$(PY) -m pytest --ray-aws-rehearsal --ray-openshift-rehearsal $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .
