@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
-from harness_fakes import events, modes, run, write_fakes
+from harness_fakes import LEAK_SUITE, events, modes, run, write_fakes
 
 from fixtures.picture import chromium
 from reports.bundle import main
@@ -254,6 +255,32 @@ def test_dashboard_screenshot_is_shown_in_the_report_or_says_why_not(
     assert (report_dir / "screenshots" / "fake.png").read_bytes().startswith(b"\x89PNG")
     html = (report_dir / "report.html").read_text()
     assert '<img class="shot" src="screenshots/fake.png"' in html
+
+
+def test_screenshot_and_diagnostics_come_before_the_teardown_check(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The teardown check tears the cluster down before the session ends: the picture (and a
+    # failed mode's diagnostics) must be taken while the cluster is still up.
+    pytester.makepyfile(
+        test_a="def test_one(ray_cluster):\n    assert False, 'on purpose'\n",
+        test_leak=LEAK_SUITE.read_text(),
+    )
+    bin_dir = pytester.mkdir("bin")
+    (bin_dir / "chromium").write_text(FAKE_CHROMIUM)
+    (bin_dir / "chromium").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    report_dir = pytester.path / "out"
+    result = run(
+        pytester,
+        *modes("fake=FakeProvisioner"),
+        "--ray-screenshot",
+        f"--ray-report-dir={report_dir}",
+    )
+    result.assert_outcomes(passed=2, failed=1)
+    kinds = [e for e, _ in events(pytester)]
+    assert kinds.index("diagnostics") < kinds.index("teardown"), kinds
+    assert (report_dir / "screenshots" / "fake.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.skipif(
