@@ -239,3 +239,27 @@ def test_kube_operator_passes_on_a_cluster_given_as_existing(
     done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=1500, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout
+
+
+def test_teardown_deletes_the_cluster_even_when_the_deployer_fails(tmp_path: Path) -> None:
+    """An unreachable API during the deployer's teardown must not keep the run's kind cluster."""
+    from provisioners.base import ClusterSpec
+    from provisioners.kube.mode import OperatorMode
+
+    destroyed: list[float] = []
+
+    class Deployer:
+        def teardown(self, timeout: float) -> None:
+            raise ConnectionError("the API server went away")
+
+    class Cluster:
+        def destroy(self, timeout: float) -> None:
+            destroyed.append(timeout)
+
+    mode = OperatorMode()
+    mode._spec = ClusterSpec(mode="kind-operator", run_id="t1", workdir=tmp_path)
+    mode._deployer = Deployer()  # type: ignore[assignment]
+    mode._cluster = Cluster()  # type: ignore[assignment]
+    with pytest.raises(ConnectionError):
+        mode.teardown()
+    assert destroyed, "the cluster was not deleted after the deployer's teardown raised"

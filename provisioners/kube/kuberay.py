@@ -599,7 +599,10 @@ class KubeRayDeployer:
         if self._created_namespace:
             steps.append([self.namespace_object()])
         problems: list[str] = []
-        self._delete_raycluster(rc, deadline, problems)
+        try:
+            self._delete_raycluster(rc, deadline, problems)
+        except Exception as exc:  # go on: what the run installed must still be removed
+            problems.append(f"delete RayCluster {self.name}: {one_line(exc)}")
         for objs in steps[1:]:
             for o in objs:
                 try:

@@ -202,14 +202,20 @@ class OperatorMode:
         if spec is None:
             return
         timeout = spec.timeouts.provision / 3
-        if self._deployer is not None:
-            # Even on a cluster about to be deleted: what the operator leaves behind when its
-            # RayCluster goes (the book warns of Services) is what this check is for.
-            self._deployer.teardown(timeout)
-        if self._cluster is not None:
-            self._cluster.destroy(timeout)
-        if self._kube is not None:
-            self._kube.close()
+        # Each step runs whatever the one before raised: an unreachable API must not keep the
+        # run's own kind cluster alive.
+        try:
+            if self._deployer is not None:
+                # Even on a cluster about to be deleted: what the operator leaves behind when
+                # its RayCluster goes (the book warns of Services) is what this check is for.
+                self._deployer.teardown(timeout)
+        finally:
+            try:
+                if self._cluster is not None:
+                    self._cluster.destroy(timeout)
+            finally:
+                if self._kube is not None:
+                    self._kube.close()
 
     # -- SupportsNodeExec ---------------------------------------------------------------
 
