@@ -38,7 +38,7 @@ from provisioners.base import (
     InventoryItem,
     ProvisionError,
 )
-from provisioners.launcher import LAUNCHER_CONFIG, Machine, SshRayUpMode
+from provisioners.launcher import CLUSTER_YAML, LAUNCHER_CONFIG, Machine, SshRayUpMode
 from provisioners.launcher import config as launcher_config
 from provisioners.launcher.ssh import SshTarget
 from provisioners.naming import run_name
@@ -46,9 +46,6 @@ from provisioners.options import Option
 from provisioners.runner import CommandError
 from provisioners.waits import WaitTimeout, wait_for
 
-CLUSTER_YAML = Option.path(
-    "cluster-yaml", "aws: your cluster YAML instead of the book's (the run sets name, key, tags)"
-)
 REGION = Option.string("aws-region", "aws: region (default: the cluster YAML's, else us-west-2)")
 REHEARSAL = Option.switch(
     "aws-rehearsal", "aws: rehearse on moto with containers as instances (no account, no cost)"

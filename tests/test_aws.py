@@ -19,7 +19,6 @@ import yaml
 
 from provisioners import aws, containers, nodeimage
 from provisioners.aws import (
-    CLUSTER_YAML,
     REHEARSAL,
     SKIP_SETUP,
     AwsProvisioner,
@@ -33,7 +32,7 @@ from provisioners.aws import (
 from provisioners.aws_rehearsal import DropRule, InstanceLoop, Stage
 from provisioners.base import RUN_ID_LABEL, ClusterSpec, ProvisionError, Timeouts
 from provisioners.containers import engine_problem
-from provisioners.launcher import Machine
+from provisioners.launcher import CLUSTER_YAML, Machine
 from provisioners.naming import run_name
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,11 +6,12 @@ sequence and teardown order that every launcher mode (``vm``, ``autoscale``, the
 """
 
 from provisioners.launcher.cli import Launcher
-from provisioners.launcher.config import LAUNCHER_CONFIG
+from provisioners.launcher.config import CLUSTER_YAML, LAUNCHER_CONFIG
 from provisioners.launcher.driver import GCS_PORT, Machine, RayUpMode, SshRayUpMode
 from provisioners.launcher.ssh import SshTarget, generate_key, wait_for_ssh
 
 __all__ = [
+    "CLUSTER_YAML",
     "GCS_PORT",
     "LAUNCHER_CONFIG",
     "Launcher",

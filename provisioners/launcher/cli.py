@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import getpass
 import hashlib
+import json
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -189,12 +191,20 @@ class Launcher:
         return found
 
     def state_files(self) -> list[Path]:
-        """Files the ``local`` provider keeps outside the workdir (``/tmp/ray/cluster-*``)."""
+        """Files ``ray`` keeps outside the workdir: the ``local`` provider's
+        ``/tmp/ray/cluster-*``, and ``ray up``'s resolved-config cache ``/tmp/ray-config-<hash>``
+        (a copy of the whole config, provider credentials included), recognised by the run's
+        cluster name inside it."""
         from ray._common.utils import get_default_ray_temp_dir
 
         base = Path(get_default_ray_temp_dir())  # type: ignore[no-untyped-call]
         paths = (base / f"cluster-{self.cluster_name}.{suffix}" for suffix in ("state", "lock"))
-        return [p for p in paths if p.exists()]
+        found = [p for p in paths if p.exists()]
+        for cache in Path(tempfile.gettempdir()).glob("ray-config-*"):
+            with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):
+                if json.loads(cache.read_text())["config"].get("cluster_name") == self.cluster_name:
+                    found.append(cache)
+        return found
 
     def remove_state_files(self) -> None:
         for path in self.state_files():

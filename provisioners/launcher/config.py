@@ -24,6 +24,11 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 LAUNCHER_CONFIG = Option.path(
     "launcher-config", "A YAML file of cluster-config keys laid over the rendered template"
 )
+#: The clouds' whole cluster YAML (one flag for aws and ibm: a run selects one cloud at a time).
+CLUSTER_YAML = Option.path(
+    "cluster-yaml",
+    "aws, ibm: your cluster YAML instead of the template (the run sets name, key, tags)",
+)
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,9 +106,13 @@ def validate(config: Mapping[str, Any], source: str = "cluster config") -> None:
     raise ProvisionError(f"{source}: field {where!r}: {error.message}")
 
 
-def write(config: Mapping[str, Any], workdir: Path, name: str = "cluster.yaml") -> Path:
-    """Write the rendered config into the run's workdir (kept there for the report)."""
+def write(
+    config: Mapping[str, Any], workdir: Path, name: str = "cluster.yaml", mode: int = 0o644
+) -> Path:
+    """Write the rendered config into ``workdir`` (the run's: kept there for the report)."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / name
+    path.touch(mode=mode)
+    path.chmod(mode)  # before the content: a secret is never readable by others
     path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
     return path

@@ -175,6 +175,10 @@ class RayUpMode:
     def remove_files(self) -> None:
         """Files of the run outside the workdir, or secrets in it (generated keys)."""
 
+    def write_config(self, rendered: Mapping[str, Any]) -> Path:
+        """Where ``ray up`` reads the config: the workdir, unless it holds a secret."""
+        return config.write(rendered, self.spec.workdir)
+
     # --- The sequence -------------------------------------------------------------------------
 
     @property
@@ -216,7 +220,7 @@ class RayUpMode:
         self.machines = self.prepare_machines(self.remaining())
         if self.machines:
             self.reach(self.machines, min(spec.timeouts.preflight, self.remaining()))
-        path = config.write(self.render(self.machines), spec.workdir)
+        path = self.write_config(self.render(self.machines))
         self.launcher = Launcher(
             path, run_id=spec.run_id, log=spec.workdir / "launcher.log",
             env=self.launcher_env(), progress=spec.progress,

@@ -22,9 +22,16 @@ class SshTarget:
     key: Path
     connect_timeout: float = 10.0
     port: int = 22
+    #: A node with a private address only is reached through another (a cloud's head).
+    jump: SshTarget | None = None
 
     def options(self) -> list[str]:
-        return [
+        via = (
+            ["-o", f"ProxyCommand={shlex.join(self.jump.argv(None, '-W', '%h:%p'))}"]
+            if self.jump
+            else []
+        )
+        return [*via,
             "-i", str(self.key),
             "-o", "IdentitiesOnly=yes",
             "-o", "BatchMode=yes",

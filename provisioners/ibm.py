@@ -1,0 +1,465 @@
+"""Mode ``ibm``: ``ray up`` on IBM Cloud VPC through the Gen2 connector, as the book does.
+
+The cluster YAML is the user's (``--ray-cluster-yaml``: lithopscloud's output, or a copy of
+``templates/ibm.yaml`` with the account's VPC, subnet, security group, image and resource
+group). The run lays over it its own cluster name, an SSH key it generates and imports into
+the VPC, ``cache_stopped_nodes: false`` and the API key (``IBMCLOUD_API_KEY``, else the
+YAML's). The config holding the key is written outside the report, readable by the user only;
+the report keeps a copy with the key redacted. Dashboard and client go through SSH tunnels to
+the head. Teardown is ``ray down``, then what the run created that is left: instances named
+for its cluster, the floating IPs they held, boot volumes, the key, Ray's config cache and
+the connector's tag file entry (``~/.ray-gen2-tags``).
+
+Before any of it the connector is probed (:mod:`provisioners.ibm_probe`): gen2-connector's last
+release (1.0.0b67, 2022) answers ``internal_ip`` with the VPC API's reserved-IP object instead
+of an address, so with it the mode is SKIPPED naming that. ``--ray-ibm-provider`` names
+another provider class (a fixed fork), which is probed the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from provisioners.base import CLIENT_PORT, ClusterSpec, Endpoint, InventoryItem, ProvisionError
+from provisioners.ibm_probe import COMPAT_DIR, CONNECTOR_CLASS, probe
+from provisioners.launcher import CLUSTER_YAML, GCS_PORT, LAUNCHER_CONFIG, Machine, SshRayUpMode
+from provisioners.launcher import config as launcher_config
+from provisioners.launcher.ssh import SshTarget
+from provisioners.naming import run_name
+from provisioners.options import Option
+from provisioners.waits import WaitTimeout, wait_for
+
+PROVIDER = Option.string(
+    "ibm-provider",
+    f"ibm: the node provider class (default: the Gen2 connector's, {CONNECTOR_CLASS})",
+)
+COMPAT = Option.switch(
+    "ibm-compat",
+    "ibm: load the connector through ray-conformance's fix of its internal_ip "
+    "(provisioners/ibm_compat/rc_gen2_compat.py, copied to the head)",
+)
+#: The fix's directory: on PYTHONPATH for the probe and the `ray` CLI here, and on the head.
+COMPAT_CLASS = "rc_gen2_compat.IBMGen2NodeProvider"
+COMPAT_REMOTE = "~/rc-ibm-compat"
+#: Where the API key is looked for first (the ibmcloud CLI's and Terraform's variables).
+API_KEY_ENVS = ("IBMCLOUD_API_KEY", "IC_API_KEY")
+REDACTED = "<redacted: from the environment or your cluster YAML>"
+#: The connector names instances ``ray-<cluster>-<kind>-<8 hex>`` within 64 characters.
+MAX_CLUSTER_NAME = 44
+#: The connector's name prefix for floating IPs it creates (and deletes with their node).
+RECYCLABLE = "ray-recyclable"
+TAGS_FILE = ".ray-gen2-tags"
+DELETE_TIMEOUT_S = 600.0
+NODE_CONFIG_KEYS = ("vpc_id", "subnet_id", "security_group_id", "image_id", "resource_group_id")
+
+
+def api_key_from_env() -> str | None:
+    return next((os.environ[k] for k in API_KEY_ENVS if os.environ.get(k)), None)
+
+
+def vpc_client(endpoint: str, api_key: str, iam_endpoint: str | None = None) -> Any:
+    """The ibm-vpc SDK's client, as the connector builds it (IAM token, ``<endpoint>/v1``)."""
+    from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
+    from ibm_vpc import VpcV1
+
+    client = VpcV1(authenticator=IAMAuthenticator(api_key, url=iam_endpoint))
+    client.set_service_url(endpoint.rstrip("/") + "/v1")
+    client.set_http_config({"timeout": 60})
+    return client
+
+
+def collect(call: Callable[..., Any], kind: str) -> list[dict[str, Any]]:
+    """Every page of a VPC collection (``next.href`` carries the ``start`` token)."""
+    out: list[dict[str, Any]] = []
+    start: str | None = None
+    for _ in range(1000):  # bounded: 1000 pages of 50
+        result = call(start=start).get_result()
+        out += result[kind]
+        nxt = (result.get("next") or {}).get("href")
+        if not nxt:
+            return out
+        start = urllib.parse.parse_qs(urllib.parse.urlsplit(nxt).query)["start"][0]
+    raise ProvisionError(f"ibm: more than 1000 pages of {kind}")
+
+
+def primary_address(instance: Mapping[str, Any]) -> str:
+    ip = instance["primary_network_interface"]["primary_ip"]
+    return str(ip["address"] if isinstance(ip, Mapping) else ip)
+
+
+class Snapshot:
+    """What the account held before the run: floating IPs and security-group rules by id.
+
+    IBM VPC objects the connector makes carry no tags; a floating IP named ``ray-recyclable-*``
+    that appears during the run, or one seen on the run's instances, is the run's.
+    """
+
+    def __init__(self, floating_ips: set[str], rules: dict[str, set[str]]) -> None:
+        self.floating_ips = floating_ips
+        self.rules = rules
+        self.seen_fips: set[str] = set()
+
+
+def ibm_inventory(
+    vpc: Any, cluster: str, run_id: str, key_name: str, before: Snapshot
+) -> list[InventoryItem]:
+    """What of the run the VPC still holds: instances, floating IPs, volumes, the key, rules."""
+    prefix = f"ray-{cluster}-"
+    instances = [
+        i for i in collect(vpc.list_instances, "instances") if i["name"].startswith(prefix)
+    ]
+    items = [InventoryItem("instance", i["id"], run_id, f"{i['name']} {i['status']} {primary_address(i)}")
+             for i in instances]  # fmt: skip
+    nics = {n["id"] for i in instances for n in i.get("network_interfaces", [])}
+    for fip in collect(vpc.list_floating_ips, "floating_ips"):
+        target = (fip.get("target") or {}).get("id")
+        new = fip["name"].startswith(RECYCLABLE) and fip["id"] not in before.floating_ips
+        if target in nics:
+            before.seen_fips.add(fip["id"])
+        if target in nics or new or fip["id"] in before.seen_fips:
+            items.append(InventoryItem("floating-ip", fip["id"], run_id, f"{fip['name']} {fip['address']}"))  # fmt: skip
+    items += [InventoryItem("volume", v["id"], run_id, f"{v['name']} {v.get('status', '')}")
+              for v in collect(vpc.list_volumes, "volumes") if v["name"].startswith(prefix)]  # fmt: skip
+    items += [InventoryItem("key", k["id"], run_id, k["name"])
+              for k in collect(vpc.list_keys, "keys") if k["name"] == key_name]  # fmt: skip
+    for sg, known in sorted(before.rules.items()):
+        rules = vpc.list_security_group_rules(sg).get_result()["rules"]
+        items += [InventoryItem("security-group-rule", r["id"], run_id, f"added to {sg} during the run")
+                  for r in rules if r["id"] not in known]  # fmt: skip
+    return items
+
+
+class IbmProvisioner(SshRayUpMode):
+    """``ray up`` on IBM Cloud VPC through the Gen2 connector (an external node provider)."""
+
+    TEMPLATE: ClassVar[str] = "ibm.yaml"
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (CLUSTER_YAML, PROVIDER, COMPAT, LAUNCHER_CONFIG)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._base: dict[str, Any] = {}
+        self._api_key = ""
+        self._cluster = ""
+        self._key_name = ""
+        self._key_id = ""
+        self._before: Snapshot | None = None
+        self._left: list[InventoryItem] | None = None
+        self._private: Path | None = None  # holds the config with the API key
+        self._tags_existed = True
+        self._cleaned = False
+        self._head_private = ""
+
+    # --- Preflight ----------------------------------------------------------------------------
+
+    def provider_class(self, spec: ClusterSpec) -> str:
+        """The class the run will load: the option, else the user's YAML's, else the connector's."""
+        chosen = spec.get(PROVIDER)
+        if chosen:
+            return chosen
+        if spec.get(COMPAT):
+            return COMPAT_CLASS
+        with contextlib.suppress(ProvisionError, AttributeError):
+            module = (launcher_config.load_user_overrides(spec.get(CLUSTER_YAML)).get("provider") or {}).get("module")  # fmt: skip
+            if isinstance(module, str) and module:
+                return module
+        return CONNECTOR_CLASS
+
+    def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
+        missing = super().missing_prerequisites(spec)
+        module = self.provider_class(spec)
+        found = probe(module)
+        if not found.ok:
+            versions = ", ".join(f"{k} {v}" for k, v in found.versions.items())
+            missing.append(
+                f"ibm: the node provider {module} cannot run a cluster ({versions}): "
+                f"{found.failure} [probed against a loopback stand-in of IBM's IAM and VPC "
+                f"API; every step: python -m provisioners.ibm_probe {module}]"
+                + (
+                    f"; {COMPAT.flag} runs it with a fix of internal_ip"
+                    if module == CONNECTOR_CLASS
+                    else ""
+                )
+            )
+        user = spec.get(CLUSTER_YAML)
+        if user is None:
+            missing.append(
+                f"ibm: needs your cluster YAML ({CLUSTER_YAML.flag}): the VPC, subnet, security "
+                "group, image and resource group are your account's (lithopscloud writes it; "
+                "or copy provisioners/templates/ibm.yaml)"
+            )
+        yaml_key = None
+        with contextlib.suppress(ProvisionError, AttributeError):
+            yaml_key = (launcher_config.load_user_overrides(user).get("provider") or {}).get("iam_api_key")  # fmt: skip
+        if not api_key_from_env() and not yaml_key:
+            missing.append(
+                f"ibm: no API key: set {API_KEY_ENVS[0]} (or provider.iam_api_key in your "
+                "cluster YAML); create one at https://cloud.ibm.com/iam/apikeys"
+            )
+        return missing
+
+    # --- Hooks of the launcher driver ---------------------------------------------------------
+
+    def plan(self, spec: ClusterSpec) -> None:
+        self._cluster = run_name(spec.run_id, spec.mode, limit=MAX_CLUSTER_NAME)
+        self._key_name = run_name(spec.run_id, spec.mode, "key")
+        user = spec.get(CLUSTER_YAML)
+        if user is None:
+            raise ProvisionError(f"ibm: needs your cluster YAML ({CLUSTER_YAML.flag})")
+        try:
+            self._base = launcher_config.load_user_overrides(user)
+        except ProvisionError as exc:
+            raise ProvisionError(f"ibm: {CLUSTER_YAML.flag}: {exc}") from None
+        provider = self._base.get("provider") or {}
+        if provider.get("type") != "external":
+            raise ProvisionError(
+                f"ibm: the cluster YAML's provider.type is {provider.get('type')!r}; the Gen2 "
+                "connector is an external provider: type: external, module: " + CONNECTOR_CLASS
+            )
+        missing = [k for k in ("endpoint", "zone_name") if not provider.get(k)]
+        missing += [f"available_node_types.{name}.node_config.{k}"
+                    for name, t in (self._base.get("available_node_types") or {}).items()
+                    for k in NODE_CONFIG_KEYS if not (t.get("node_config") or {}).get(k)]  # fmt: skip
+        if missing:
+            raise ProvisionError(f"ibm: the cluster YAML lacks {', '.join(missing)}")
+        self._api_key = api_key_from_env() or str(provider.get("iam_api_key") or "")
+        if not self._api_key:
+            raise ProvisionError(f"ibm: no API key: set {API_KEY_ENVS[0]}")
+        if spec.workers is not None:
+            head = self._base.get("head_node_type")
+            for name, node_type in (self._base.get("available_node_types") or {}).items():
+                if name != head:
+                    node_type["min_workers"] = node_type["max_workers"] = spec.workers
+                    break
+        self._tags_existed = (Path.home() / TAGS_FILE).exists()
+
+    def identity(self) -> tuple[str, Path | None]:
+        # Never the user's key: a fresh one, imported into the VPC for this run.
+        return str((self._base.get("auth") or {}).get("ssh_user") or "root"), None
+
+    def provider_section(self, machines: Sequence[Machine]) -> dict[str, Any]:
+        node_types = {
+            name: {"node_config": {"key_id": self._key_id or "imported-at-launch"}}
+            for name in self._base.get("available_node_types") or {}
+        }
+        return {
+            "cluster_name": self._cluster,
+            "provider": {
+                "module": self.provider_class(self.spec), "iam_api_key": self._api_key,
+                "cache_stopped_nodes": False,
+            },
+            "auth": {"ssh_user": self.ssh_user, "ssh_private_key": str(self.ssh_key)},
+            "available_node_types": node_types,
+        }  # fmt: skip
+
+    def render(self, machines: Sequence[Machine]) -> dict[str, Any]:
+        rendered = launcher_config.deep_merge(self._base, self.provider_section(machines))
+        if self.spec.get(COMPAT) and not self.spec.get(PROVIDER):
+            # The head's autoscaler imports the fix too: the file goes there, on its path.
+            rendered["file_mounts"] = {
+                **(rendered.get("file_mounts") or {}),
+                COMPAT_REMOTE: str(COMPAT_DIR),
+            }
+            path = f"export PYTHONPATH={COMPAT_REMOTE.replace('~', '$HOME')}${{PYTHONPATH:+:$PYTHONPATH}}; "
+            rendered["head_start_ray_commands"] = [
+                path + c for c in rendered.get("head_start_ray_commands") or []
+            ]
+        rendered = launcher_config.deep_merge(
+            rendered, launcher_config.load_user_overrides(self.spec.get(LAUNCHER_CONFIG))
+        )
+        launcher_config.validate(rendered, source="ibm cluster config")
+        return rendered
+
+    def write_config(self, rendered: Mapping[str, Any]) -> Path:
+        # The report keeps the config with the key redacted; `ray up` reads the real one from
+        # a directory only this user can read, removed at teardown.
+        redacted = json.loads(json.dumps(rendered))
+        redacted["provider"]["iam_api_key"] = REDACTED
+        launcher_config.write(redacted, self.spec.workdir)
+        if self._private is None:
+            self._private = Path(tempfile.mkdtemp(prefix=f"{self._cluster}-"))
+        return launcher_config.write(rendered, self._private, mode=0o600)
+
+    def vpc(self) -> Any:
+        provider = self._base.get("provider") or {}
+        return vpc_client(str(provider["endpoint"]), self._api_key, provider.get("iam_endpoint"))
+
+    def prepare_machines(self, timeout: float) -> list[Machine]:
+        assert self.ssh_key is not None
+        vpc = self.vpc()
+        groups = {str((t.get("node_config") or {}).get("security_group_id"))
+                  for t in (self._base.get("available_node_types") or {}).values()}  # fmt: skip
+        self._before = Snapshot(
+            {f["id"] for f in collect(vpc.list_floating_ips, "floating_ips")},
+            {sg: {r["id"] for r in vpc.list_security_group_rules(sg).get_result()["rules"]} for sg in sorted(groups)},
+        )  # fmt: skip
+        head = (self._base.get("available_node_types") or {})[self._base["head_node_type"]]
+        key = vpc.create_key(
+            public_key=Path(f"{self.ssh_key}.pub").read_text().strip(), name=self._key_name,
+            type="ed25519", resource_group={"id": head["node_config"]["resource_group_id"]},
+        ).get_result()  # fmt: skip
+        self._key_id = key["id"]
+        self.spec.progress(f"imported the run's SSH key as {self._key_name} ({self._key_id})")
+        return []  # the connector creates the instances in `ray up`
+
+    def launcher_env(self) -> dict[str, str]:
+        # Autoscaler v1, as the other launcher modes (see provisioners/aws.py).
+        env = {"RAY_UP_enable_autoscaler_v2": "0"}
+        if self.spec.get(COMPAT):
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(COMPAT_DIR), os.environ.get("PYTHONPATH")) if p
+            )
+        return env
+
+    def node_count(self) -> int:
+        config = self.require_launcher().config
+        head = config.get("head_node_type")
+        return 1 + sum(
+            int(t.get("min_workers", 0))
+            for name, t in (config.get("available_node_types") or {}).items()
+            if name != head
+        )
+
+    def expected_nodes(self) -> list[Machine]:
+        return []  # the connector names them; counted by node_count
+
+    def discover_machines(self) -> list[Machine]:
+        vpc = self.vpc()
+        prefix = f"ray-{self._cluster}-"
+        found = [i for i in collect(vpc.list_instances, "instances")
+                 if i["name"].startswith(prefix) and i["status"] == "running"]  # fmt: skip
+        found.sort(key=lambda i: (not i["name"].startswith(f"{prefix}head"), i["name"]))
+        provider = self.require_launcher().config.get("provider") or {}
+        machines = []
+        for inst in found:
+            ip = primary_address(inst)
+            if inst["name"].startswith(f"{prefix}head"):
+                self._head_private = ip
+            if inst["name"].startswith(f"{prefix}head") and not provider.get("use_internal_ips"):
+                nic = inst["primary_network_interface"]["id"]
+                fips = vpc.list_instance_network_interface_floating_ips(inst["id"], nic).get_result()["floating_ips"]  # fmt: skip
+                if self._before is not None:
+                    self._before.seen_fips.update(f["id"] for f in fips)
+                ip = fips[0]["address"] if fips else ip
+            machines.append(Machine(inst["name"], ip))
+        return machines
+
+    def target(self, machine: Machine) -> SshTarget:
+        # Workers have private addresses only (use_hybrid_ips): reached through the head.
+        target = super().target(machine)
+        provider = self.require_launcher().config.get("provider") or {}
+        if self.machines and machine != self.machines[0] and not provider.get("use_internal_ips"):
+            return SshTarget(
+                target.host, target.user, target.key, jump=super().target(self.machines[0])
+            )
+        return target
+
+    def head_address(self) -> str:
+        # Ray listens on the head's own (private) address; a floating IP is NAT in front of it.
+        return f"{self._head_private or self.head().ip}:{GCS_PORT}"
+
+    def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
+        # SSH tunnels for all, the dashboard too: no port opened in the security group.
+        head = self.head()
+        host = (self._head_private or head.ip) if remote_port == CLIENT_PORT else "127.0.0.1"
+        return self.require_launcher().tunnel(self.target(head), host, remote_port)
+
+    # --- Teardown and leaks -------------------------------------------------------------------
+
+    def remove_machines(self) -> None:
+        if self._cleaned or self._before is None:
+            return
+        self._cleaned = True
+        try:
+            self._remove_cloud_objects()
+        except (ProvisionError, WaitTimeout, OSError, KeyError) as exc:
+            self.spec.progress(f"ibm: cleanup incomplete: {exc}")
+        except Exception as exc:  # the SDK's ApiException and requests' errors
+            self.spec.progress(f"ibm: cleanup incomplete: {type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):  # the snapshot is what the leak check reads
+            self._left = ibm_inventory(self.vpc(), self._cluster, self.spec.run_id, self._key_name, self._before)  # fmt: skip
+
+    def _remove_cloud_objects(self) -> None:
+        """After ``ray down``: delete instances left, wait, then floating IPs, volumes, the key."""
+        assert self._before is not None
+        vpc = self.vpc()
+
+        def items(kind: str) -> list[InventoryItem]:
+            assert self._before is not None
+            found = ibm_inventory(
+                vpc, self._cluster, self.spec.run_id, self._key_name, self._before
+            )
+            return [i for i in found if i.kind == kind]
+
+        left = items("instance")
+        if left:
+            self.spec.progress(f"deleting {len(left)} instance(s) ray down left: {', '.join(i.name for i in left)}")  # fmt: skip
+            for inst in left:
+                vpc.delete_instance(inst.name)
+        wait_for(lambda: not items("instance"), timeout=DELETE_TIMEOUT_S,
+                 what=f"instances of {self._cluster} to be deleted", interval=5.0)  # fmt: skip
+        for fip in items("floating-ip"):
+            vpc.delete_floating_ip(fip.name)
+        for volume in items("volume"):
+            vpc.delete_volume(volume.name)
+        for key in items("key"):
+            vpc.delete_key(key.name)
+
+    def remove_files(self) -> None:
+        super().remove_files()
+        if self._private is not None:
+            shutil.rmtree(self._private, ignore_errors=True)
+        self._forget_tags()
+
+    def _forget_tags(self) -> None:
+        """Drop the run's cluster from the connector's ``~/.ray-gen2-tags`` (its file if ours)."""
+        path = Path.home() / TAGS_FILE
+        with contextlib.suppress(OSError, ValueError):
+            tags = json.loads(path.read_text())
+            if isinstance(tags, dict) and self._cluster in tags:
+                del tags[self._cluster]
+                if tags or self._tags_existed:
+                    path.write_text(json.dumps(tags))
+                else:
+                    path.unlink()
+
+    def leak_query(self) -> list[InventoryItem]:
+        items: list[InventoryItem] = []
+        if self._left is not None:
+            items += self._left
+        elif self._before is not None:
+            with contextlib.suppress(Exception):
+                items += ibm_inventory(self.vpc(), self._cluster, self.spec.run_id, self._key_name, self._before)  # fmt: skip
+        path = Path.home() / TAGS_FILE
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            if self._cluster and self._cluster in json.loads(path.read_text()):
+                items.append(InventoryItem("file-entry", f"~/{TAGS_FILE}[{self._cluster}]", self.spec.run_id, "the connector's node tags"))  # fmt: skip
+        if self._private is not None and self._private.exists():
+            items.append(InventoryItem("directory", str(self._private), self.spec.run_id, "config with the API key"))  # fmt: skip
+        return items
+
+    def removal_commands(self) -> list[str]:
+        commands = super().removal_commands()
+        name = f"ray-{self._cluster}-"
+        return [
+            *commands,
+            f"ibmcloud is instances --output json | jq -r '.[] | select(.name | startswith(\"{name}\")) | .id' | xargs -r -n1 ibmcloud is instance-delete -f",
+            f"ibmcloud is key-delete {self._key_name} -f",
+            *([f"rm -rf {self._private}"] if self._private else []),
+        ]  # fmt: skip
+
+
+def _conforms(p: IbmProvisioner) -> None:
+    """Static conformance check: mypy fails here when a method drifts from the contract."""
+    from provisioners.base import Provisioner, SupportsLauncher, SupportsNodeExec
+
+    _a: Provisioner = p
+    _b: SupportsLauncher = p
+    _c: SupportsNodeExec = p
