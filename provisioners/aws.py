@@ -510,13 +510,10 @@ class AwsProvisioner(SshRayUpMode):
         commands = super().removal_commands()
         if self.stage is not None:
             client = self.stage.client_container
-            commands = [f"docker exec {client} {c}" for c in commands]
-            flt = " ".join(f"--filter label={k}={v}" for k, v in self.stage.labels.items())
-            rule = shlex.join(self.stage.rule.spec()) if self.stage.rule else ""
             return [
-                *commands, f"docker rm -f -v $(docker ps -aq {flt})",
-                f"docker network rm $(docker network ls -q {flt})", f"iptables -D {rule}",
-            ]  # fmt: skip
+                *(f"docker exec {client} {c}" for c in commands),
+                *self.stage.removal_commands(),
+            ]
         region = f"--region {self._region}"
         return [
             *commands,

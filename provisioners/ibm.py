@@ -28,8 +28,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from provisioners import containers, nodeimage
 from provisioners.base import CLIENT_PORT, ClusterSpec, Endpoint, InventoryItem, ProvisionError
 from provisioners.ibm_probe import COMPAT_DIR, CONNECTOR_CLASS, probe
+from provisioners.ibm_rehearsal import Stage
+from provisioners.ibm_standin import ZONE
 from provisioners.launcher import CLUSTER_YAML, GCS_PORT, LAUNCHER_CONFIG, Machine, SshRayUpMode
 from provisioners.launcher import config as launcher_config
 from provisioners.launcher.ssh import SshTarget
@@ -49,6 +52,10 @@ COMPAT = Option.switch(
 #: The fix's directory: on PYTHONPATH for the probe and the `ray` CLI here, and on the head.
 COMPAT_CLASS = "rc_gen2_compat.IBMGen2NodeProvider"
 COMPAT_REMOTE = "~/rc-ibm-compat"
+REHEARSAL = Option.switch(
+    "ibm-rehearsal",
+    "ibm: rehearse on a stand-in of IBM's VPC API with containers as instances (no account, no cost)",
+)
 #: Where the API key is looked for first (the ibmcloud CLI's and Terraform's variables).
 API_KEY_ENVS = ("IBMCLOUD_API_KEY", "IC_API_KEY")
 REDACTED = "<redacted: from the environment or your cluster YAML>"
@@ -58,6 +65,7 @@ MAX_CLUSTER_NAME = 44
 RECYCLABLE = "ray-recyclable"
 TAGS_FILE = ".ray-gen2-tags"
 DELETE_TIMEOUT_S = 600.0
+OBJECT_STORE_BYTES = 150_000_000  # fits a rehearsal container's /dev/shm
 NODE_CONFIG_KEYS = ("vpc_id", "subnet_id", "security_group_id", "image_id", "resource_group_id")
 
 
@@ -141,7 +149,10 @@ class IbmProvisioner(SshRayUpMode):
     """``ray up`` on IBM Cloud VPC through the Gen2 connector (an external node provider)."""
 
     TEMPLATE: ClassVar[str] = "ibm.yaml"
-    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (CLUSTER_YAML, PROVIDER, COMPAT, LAUNCHER_CONFIG)
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
+        CLUSTER_YAML, PROVIDER, COMPAT, REHEARSAL, LAUNCHER_CONFIG,
+        nodeimage.IMAGE, nodeimage.IMAGE_BUILD, containers.DOCKER_HOST,
+    )  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
@@ -156,6 +167,7 @@ class IbmProvisioner(SshRayUpMode):
         self._tags_existed = True
         self._cleaned = False
         self._head_private = ""
+        self.stage: Stage | None = None
 
     # --- Preflight ----------------------------------------------------------------------------
 
@@ -189,6 +201,15 @@ class IbmProvisioner(SshRayUpMode):
                 )
             )
         user = spec.get(CLUSTER_YAML)
+        if spec.get(REHEARSAL):
+            problem = containers.engine_problem(spec.get(containers.DOCKER_HOST))
+            missing += [f"ibm rehearsal: {problem}"] if problem else []
+            if shutil.which("iptables") is None or os.geteuid() != 0:
+                missing.append("ibm rehearsal: needs root and iptables (a rule keeps instances from reaching this host)")  # fmt: skip
+            missing += (
+                ["ibm rehearsal: `docker` CLI not on PATH"] if not shutil.which("docker") else []
+            )
+            return missing
         if user is None:
             missing.append(
                 f"ibm: needs your cluster YAML ({CLUSTER_YAML.flag}): the VPC, subnet, security "
@@ -211,12 +232,29 @@ class IbmProvisioner(SshRayUpMode):
         self._cluster = run_name(spec.run_id, spec.mode, limit=MAX_CLUSTER_NAME)
         self._key_name = run_name(spec.run_id, spec.mode, "key")
         user = spec.get(CLUSTER_YAML)
-        if user is None:
+        if spec.get(REHEARSAL):
+            self.stage = Stage(spec.run_id, spec.mode, spec.workdir, spec.get(containers.DOCKER_HOST), spec.progress)  # fmt: skip
+        if user is None and self.stage is None:
             raise ProvisionError(f"ibm: needs your cluster YAML ({CLUSTER_YAML.flag})")
-        try:
-            self._base = launcher_config.load_user_overrides(user)
-        except ProvisionError as exc:
-            raise ProvisionError(f"ibm: {CLUSTER_YAML.flag}: {exc}") from None
+        if user is None:
+            assert self.stage is not None
+            self._base = launcher_config.load_template(self.TEMPLATE, {
+                "cluster_name": self._cluster, "endpoint": self.stage.endpoint,
+                "iam_endpoint": self.stage.endpoint, "zone_name": ZONE,
+                "object_store_bytes": OBJECT_STORE_BYTES, **self.stage.account,
+            })  # fmt: skip
+        else:
+            try:
+                self._base = launcher_config.load_user_overrides(user)
+            except ProvisionError as exc:
+                raise ProvisionError(f"ibm: {CLUSTER_YAML.flag}: {exc}") from None
+        if self.stage is not None:  # the stand-in answers for IAM and the VPC, with its own key
+            provider = self._base.setdefault("provider", {})
+            provider.update(endpoint=self.stage.endpoint, iam_endpoint=self.stage.endpoint, iam_api_key=self.stage.api_key)  # fmt: skip
+            if user is not None:  # your account's objects do not exist in the stand-in's
+                for node_type in (self._base.get("available_node_types") or {}).values():
+                    node_type.setdefault("node_config", {}).update(self.stage.account)
+                spec.progress("rehearsal: the stand-in's VPC, subnet, security group, image and resource group stand in for yours")  # fmt: skip
         provider = self._base.get("provider") or {}
         if provider.get("type") != "external":
             raise ProvisionError(
@@ -229,7 +267,11 @@ class IbmProvisioner(SshRayUpMode):
                     for k in NODE_CONFIG_KEYS if not (t.get("node_config") or {}).get(k)]  # fmt: skip
         if missing:
             raise ProvisionError(f"ibm: the cluster YAML lacks {', '.join(missing)}")
-        self._api_key = api_key_from_env() or str(provider.get("iam_api_key") or "")
+        self._api_key = (
+            (self.stage.api_key if self.stage else None)
+            or api_key_from_env()
+            or str(provider.get("iam_api_key") or "")
+        )
         if not self._api_key:
             raise ProvisionError(f"ibm: no API key: set {API_KEY_ENVS[0]}")
         if spec.workers is not None:
@@ -239,6 +281,8 @@ class IbmProvisioner(SshRayUpMode):
                     node_type["min_workers"] = node_type["max_workers"] = spec.workers
                     break
         self._tags_existed = (Path.home() / TAGS_FILE).exists()
+        # Only this user can read it; the rehearsal's client container mounts it.
+        self._private = Path(tempfile.mkdtemp(prefix=f"{self._cluster}-"))
 
     def identity(self) -> tuple[str, Path | None]:
         # Never the user's key: a fresh one, imported into the VPC for this run.
@@ -283,17 +327,36 @@ class IbmProvisioner(SshRayUpMode):
         redacted = json.loads(json.dumps(rendered))
         redacted["provider"]["iam_api_key"] = REDACTED
         launcher_config.write(redacted, self.spec.workdir)
-        if self._private is None:
-            self._private = Path(tempfile.mkdtemp(prefix=f"{self._cluster}-"))
+        assert self._private is not None
         return launcher_config.write(rendered, self._private, mode=0o600)
 
     def vpc(self) -> Any:
+        if self.stage is not None:
+            return self.stage.vpc()
         provider = self._base.get("provider") or {}
         return vpc_client(str(provider["endpoint"]), self._api_key, provider.get("iam_endpoint"))
 
     def prepare_machines(self, timeout: float) -> list[Machine]:
         assert self.ssh_key is not None
-        vpc = self.vpc()
+        spec = self.spec
+        if self.stage is not None:
+            node = nodeimage.ensure_node_image(
+                spec.progress, timeout, image=spec.get(nodeimage.IMAGE),
+                force_build=spec.get(nodeimage.IMAGE_BUILD), need_ssh=True,
+                docker_host=spec.get(containers.DOCKER_HOST), run_id=spec.run_id,
+            )  # fmt: skip
+            assert self._private is not None
+            self.stage.start(node, [self._private, COMPAT_DIR], self.remaining())
+        try:
+            self._snapshot_and_import_key(self.vpc())
+        except ProvisionError:
+            raise
+        except Exception as exc:  # the SDK's ApiException: what the VPC said, in one line
+            raise ProvisionError(f"ibm: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        return []  # the connector creates the instances in `ray up`
+
+    def _snapshot_and_import_key(self, vpc: Any) -> None:
+        assert self.ssh_key is not None
         groups = {str((t.get("node_config") or {}).get("security_group_id"))
                   for t in (self._base.get("available_node_types") or {}).values()}  # fmt: skip
         self._before = Snapshot(
@@ -307,7 +370,6 @@ class IbmProvisioner(SshRayUpMode):
         ).get_result()  # fmt: skip
         self._key_id = key["id"]
         self.spec.progress(f"imported the run's SSH key as {self._key_name} ({self._key_id})")
-        return []  # the connector creates the instances in `ray up`
 
     def launcher_env(self) -> dict[str, str]:
         # Autoscaler v1, as the other launcher modes (see provisioners/aws.py).
@@ -317,6 +379,14 @@ class IbmProvisioner(SshRayUpMode):
                 p for p in (str(COMPAT_DIR), os.environ.get("PYTHONPATH")) if p
             )
         return env
+
+    def up(self, timeout: float) -> None:
+        if self.stage is not None:
+            self.launcher = self.stage.launcher(self.require_launcher())
+        super().up(timeout)
+
+    def gave_up(self) -> str | None:
+        return self.stage.gave_up() if self.stage is not None else None
 
     def node_count(self) -> int:
         config = self.require_launcher().config
@@ -353,6 +423,8 @@ class IbmProvisioner(SshRayUpMode):
 
     def target(self, machine: Machine) -> SshTarget:
         # Workers have private addresses only (use_hybrid_ips): reached through the head.
+        if self.stage is not None:  # every ssh of the run (probes, tunnels, node_exec)
+            self.stage.check_address(machine.ip)
         target = super().target(machine)
         provider = self.require_launcher().config.get("provider") or {}
         if self.machines and machine != self.machines[0] and not provider.get("use_internal_ips"):
@@ -374,6 +446,11 @@ class IbmProvisioner(SshRayUpMode):
     # --- Teardown and leaks -------------------------------------------------------------------
 
     def remove_machines(self) -> None:
+        self._remove_cloud_leftovers()
+        if self.stage is not None:
+            self.stage.stop()
+
+    def _remove_cloud_leftovers(self) -> None:
         if self._cleaned or self._before is None:
             return
         self._cleaned = True
@@ -441,12 +518,18 @@ class IbmProvisioner(SshRayUpMode):
         with contextlib.suppress(OSError, ValueError, TypeError):
             if self._cluster and self._cluster in json.loads(path.read_text()):
                 items.append(InventoryItem("file-entry", f"~/{TAGS_FILE}[{self._cluster}]", self.spec.run_id, "the connector's node tags"))  # fmt: skip
+        if self.stage is not None:
+            items += self.stage.inventory()
         if self._private is not None and self._private.exists():
             items.append(InventoryItem("directory", str(self._private), self.spec.run_id, "config with the API key"))  # fmt: skip
         return items
 
     def removal_commands(self) -> list[str]:
         commands = super().removal_commands()
+        if self.stage is not None:
+            client = self.stage.client_container
+            return [*(f"docker exec {client} {c}" for c in commands), *self.stage.removal_commands(),
+                    *([f"rm -rf {self._private}"] if self._private else [])]  # fmt: skip
         name = f"ray-{self._cluster}-"
         return [
             *commands,

@@ -84,15 +84,14 @@ def probe(
     if cached and cache.exists():
         with contextlib.suppress(ValueError, TypeError):
             return Probe(**json.loads(cache.read_text()))
-    with tempfile.TemporaryDirectory(prefix="ibm-probe-home-") as home:
-        # The fix (--ray-ibm-compat) is a standalone module: importable only from its directory.
-        path = os.pathsep.join(p for p in (str(COMPAT_DIR), os.environ.get("PYTHONPATH")) if p)
-        env = {**os.environ, "HOME": home, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": path}
-        try:
-            out = run([sys.executable, "-m", "provisioners.ibm_probe", module], timeout,
-                      what=f"the IBM connector probe of {module}", env=env)  # fmt: skip
-        except CommandError as exc:
-            return Probe(module, versions(), failure=f"the probe itself failed: {exc}")
+    # The fix (--ray-ibm-compat) is a standalone module: importable only from its directory.
+    path = os.pathsep.join(p for p in (str(COMPAT_DIR), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": path}
+    try:
+        out = run([sys.executable, "-m", "provisioners.ibm_probe", module], timeout,
+                  what=f"the IBM connector probe of {module}", env=env)  # fmt: skip
+    except CommandError as exc:
+        return Probe(module, versions(), failure=f"the probe itself failed: {exc}")
     line = next((ln for ln in reversed(out.splitlines()) if ln.startswith(VERDICT)), None)
     if line is None:
         return Probe(module, versions(), failure="the probe printed no verdict")
@@ -238,10 +237,13 @@ class _Stop(Exception):
 def main(argv: list[str]) -> int:
     module = argv[0] if argv else CONNECTOR_CLASS
     result = Probe(module, versions())
-    try:
-        _run_steps(module, result)
-    except Exception as exc:  # outside any step: the stand-in or Ray's import failed
-        result.failure = result.failure or f"{type(exc).__name__}: {exc}"
+    # The connector writes ~/.ray-gen2-tags: a scratch home, however the probe was started.
+    with tempfile.TemporaryDirectory(prefix="ibm-probe-home-") as home:
+        os.environ["HOME"] = home
+        try:
+            _run_steps(module, result)
+        except Exception as exc:  # outside any step: the stand-in or Ray's import failed
+            result.failure = result.failure or f"{type(exc).__name__}: {exc}"
     for s in result.steps:
         print(f"{'ok  ' if s['ok'] else 'FAIL'} {s['step']}: {s['detail']}")  # noqa: T201
     print(VERDICT + json.dumps(asdict(result)))  # noqa: T201

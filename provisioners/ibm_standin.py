@@ -3,12 +3,13 @@ the VPC API's instances, floating IPs, keys, volumes and security-group rules.
 
 It answers in the shapes of the VPC API version the ``ibm-vpc`` SDK sends (an instance's
 ``primary_ip`` is a reserved-IP reference object, not a string), refuses a wrong API key as
-IAM does, and wants ``version`` and ``generation=2`` on every VPC call. It listens on
-loopback only; the addresses it hands out are never dialled: private IPs come from the
-subnet's CIDR, floating IPs from TEST-NET-1 (192.0.2.0/24, never routed).
+IAM does, and wants ``version`` and ``generation=2`` on every VPC call. In the probe and the
+tests it listens on loopback and nothing dials the addresses it hands out; in the ``ibm``
+rehearsal (:mod:`provisioners.ibm_rehearsal`) it runs as a script in a container on the run's
+internal network, and every address it hands out is backed by a container there: private IPs
+from the subnet's CIDR, floating IPs from the run's floating network.
 
-Used by the connector probe (:mod:`provisioners.ibm_probe`) and by the ``ibm`` mode's
-inventory and cleanup tests.
+Standard library only: the rehearsal runs this file as it is, with the nodes' Python.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-SUBNET_CIDR = "10.240.0.0/24"
-FLOATING_CIDR = "192.0.2.0/24"  # TEST-NET-1: documentation only, never routed
+SUBNET_CIDR = "10.240.0.0/24"  # IBM's default first subnet of a zone
+FLOATING_CIDR = "10.241.0.0/24"
 ZONE = "us-south-1"
 PAGE_LIMIT = 50
 DELETING_S = 2.0  # an instance stays "deleting" this long after DELETE
@@ -49,6 +50,8 @@ class Cloud:
     """The stand-in's account: one VPC, subnet and security group the user made beforehand."""
 
     api_key: str
+    subnet_cidr: str = SUBNET_CIDR
+    floating_cidr: str = FLOATING_CIDR
     vpc_id: str = "r006-vpc-standin"
     subnet_id: str = "0717-subnet-standin"
     security_group_id: str = "r006-sg-standin"
@@ -65,8 +68,9 @@ class Cloud:
     _public: Iterator[ipaddress.IPv4Address] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._private = itertools.islice(ipaddress.IPv4Network(SUBNET_CIDR).hosts(), 3, None)
-        self._public = ipaddress.IPv4Network(FLOATING_CIDR).hosts()
+        # As the VPC: the first addresses of a subnet are reserved; instances get .4 onwards.
+        self._private = itertools.islice(ipaddress.IPv4Network(self.subnet_cidr).hosts(), 3, None)
+        self._public = ipaddress.IPv4Network(self.floating_cidr).hosts()
         self.rules["r006-rule-ssh"] = {
             "id": "r006-rule-ssh", "direction": "inbound", "protocol": "tcp",
             "port_min": 22, "port_max": 22, "remote": {"cidr_block": "0.0.0.0/0"},
@@ -242,6 +246,9 @@ class Handler(BaseHTTPRequestHandler):
             cloud.reap()
             cloud.calls.append(f"{method} {url.path}")
             try:
+                if url.path == "/healthz":
+                    self._send(200, {"ok": True})
+                    return
                 if url.path == "/identity/token" and method == "POST":
                     self._send(200, self._token(raw))
                     return
@@ -336,6 +343,12 @@ class Handler(BaseHTTPRequestHandler):
                 if sg != cloud.security_group_id:
                     raise ApiError(404, "not_found", "Security group not found")
                 return 200, {"rules": list(cloud.rules.values())}
+            case ("POST", ["security_groups", sg, "rules"]):
+                if sg != cloud.security_group_id:
+                    raise ApiError(404, "not_found", "Security group not found")
+                rule = {**body, "id": f"r006-rule-{uuid.uuid4()}"}
+                cloud.rules[rule["id"]] = rule
+                return 201, rule
             case ("DELETE", ["security_groups", sg, "rules", rid]):
                 if sg != cloud.security_group_id or cloud.rules.pop(rid, None) is None:
                     raise ApiError(404, "not_found", "Security group rule not found")
@@ -346,10 +359,10 @@ class Handler(BaseHTTPRequestHandler):
 class StandIn(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, cloud: Cloud) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
+    def __init__(self, cloud: Cloud, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__((host, port), Handler)
         self.cloud = cloud
-        self.base = f"http://127.0.0.1:{self.server_address[1]}"
+        self.base = f"http://{host}:{self.server_address[1]}"
 
 
 @contextlib.contextmanager
@@ -364,3 +377,22 @@ def serve(api_key: str) -> Iterator[StandIn]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+def main() -> None:
+    """``python ibm_standin.py --port P --api-key K --subnet CIDR --floating CIDR`` (in a container)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--subnet", default=SUBNET_CIDR)
+    parser.add_argument("--floating", default=FLOATING_CIDR)
+    args = parser.parse_args()
+    server = StandIn(Cloud(args.api_key, args.subnet, args.floating), args.host, args.port)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

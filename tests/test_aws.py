@@ -29,11 +29,12 @@ from provisioners.aws import (
     security_group_name,
     shared_iam,
 )
-from provisioners.aws_rehearsal import DropRule, InstanceLoop, Stage
+from provisioners.aws_rehearsal import Stage, ec2_listing
 from provisioners.base import RUN_ID_LABEL, ClusterSpec, ProvisionError, Timeouts
 from provisioners.containers import engine_problem
 from provisioners.launcher import CLUSTER_YAML, Machine
 from provisioners.naming import run_name
+from provisioners.rehearsal import DropRule, InstanceLoop
 
 REPO = Path(__file__).resolve().parent.parent
 #: The image cache as this user has it: pytester moves HOME, which would mean a rebuild.
@@ -343,7 +344,7 @@ class _NoDocker:
 def test_the_loop_refuses_instances_off_the_run_network(ip: str) -> None:
     seen: list[str] = []
     inst = {"InstanceId": "i-1", "State": {"Name": "running"}, "PrivateIpAddress": ip}
-    loop = InstanceLoop(_stage(seen), _Ec2([inst]), "img", {})
+    loop = InstanceLoop(_stage(seen), "img", {}, ec2_listing(_Ec2([inst])))
     loop._docker = _NoDocker()
     loop.sync()
     loop.sync()
@@ -355,7 +356,7 @@ def test_the_loop_survives_errors_and_is_joined(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(containers, "docker_client", lambda _h: _NoDocker())
     ec2 = _Ec2([], fail=True)
     seen: list[str] = []
-    loop = InstanceLoop(_stage(seen), ec2, "img", {})
+    loop = InstanceLoop(_stage(seen), "img", {}, ec2_listing(ec2))
     loop.start()
     from provisioners.waits import wait_for
 
@@ -366,7 +367,7 @@ def test_the_loop_survives_errors_and_is_joined(monkeypatch: pytest.MonkeyPatch)
     loop.stop(timeout=5)
     assert not loop.alive()
     assert loop.state.crashed is None
-    assert not [t for t in threading.enumerate() if t.name.startswith("aws-instances-")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("rehearsal-instances-")]
 
 
 def test_the_loop_records_a_crash_instead_of_dying(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -374,7 +375,7 @@ def test_the_loop_records_a_crash_instead_of_dying(monkeypatch: pytest.MonkeyPat
         raise RuntimeError("no engine")
 
     monkeypatch.setattr(containers, "docker_client", no_engine)
-    loop = InstanceLoop(_stage([]), _Ec2([]), "img", {})
+    loop = InstanceLoop(_stage([]), "img", {}, ec2_listing(_Ec2([])))
     loop.start()
     loop.stop(timeout=5)
     assert loop.state.crashed == "RuntimeError: no engine"

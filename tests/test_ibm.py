@@ -4,6 +4,8 @@ stand-in of IBM's IAM and VPC API, with instances made by the real connector."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ from provisioners.launcher import CLUSTER_YAML
 from provisioners.launcher import config as launcher_config
 
 PLANTED_KEY = "planted-ibm-api-key-7f3a9c"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_probe_names_what_the_published_connector_gets_wrong() -> None:
@@ -195,3 +198,49 @@ def test_key_inventory_cleanup_and_secrets_against_the_standin(
     for file in (tmp_path / "report").rglob("*"):
         if file.is_file():
             assert PLANTED_KEY not in file.read_text(errors="replace"), file
+
+
+# --- A whole rehearsal (Docker, root): the book's YAML, a leak reported, secrets absent ----------
+
+PLANT = """
+def test_plant_a_rule(ray_cluster, ray_provisioner, ray_spec):
+    vpc = ray_provisioner.vpc()
+    sg = ray_provisioner.stage.account["security_group_id"]
+    vpc.create_security_group_rule(sg, {"direction": "inbound", "protocol": "tcp",
+                                        "port_min": 8265, "port_max": 8265})
+"""
+
+
+def _rehearsal_problem() -> str | None:
+    from provisioners.containers import engine_problem
+
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        return "needs root and iptables"
+    return engine_problem(None)
+
+
+@pytest.mark.skipif(_rehearsal_problem() is not None, reason="needs a Docker engine and root")
+@pytest.mark.timeout(900)
+def test_rehearsal_of_the_books_yaml_reports_a_planted_rule_and_never_writes_secrets(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    from provisioners.nodeimage import cache_dir
+
+    book = _user_yaml(tmp_path, iam_api_key="planted-yaml-key-4d2e", module="gen2.node_provider.Gen2NodeProvider")  # fmt: skip
+    for name, value in {API_KEY_ENVS[0]: PLANTED_KEY, "XDG_CACHE_HOME": str(cache_dir().parent)}.items():  # fmt: skip
+        pytester._monkeypatch.setenv(name, value)
+    pytester.makepyfile(test_a_plant=PLANT, test_z_leak=(REPO / "suites" / "test_teardown_leak.py").read_text())  # fmt: skip
+    report = tmp_path / "report"
+    result = pytester.runpytest_subprocess(
+        "-p", "fixtures.plugin", "--ray-modes", "ibm", "--ray-ibm-rehearsal", "--ray-ibm-compat",
+        f"--ray-cluster-yaml={book}", "--ray-workers", "1", f"--ray-report-dir={report}",
+        "-p", "no:cacheprovider", timeout=840,
+    )  # fmt: skip
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*teardown left 1 thing(s) behind:*", "*security-group-rule r006-rule-*added to r006-sg-standin*"])  # fmt: skip
+    files = [f for f in report.rglob("*") if f.is_file()]
+    assert any(f.name == "cluster.yaml" for f in files)  # the rendered copy was searched too
+    hits = [(str(f), s) for f in files for s in (PLANTED_KEY, "planted-yaml-key-4d2e")
+            if s in f.read_text(errors="replace")]  # fmt: skip
+    assert hits == []
+    assert "blocked-connection" not in result.stdout.str()
