@@ -38,9 +38,9 @@ test-run:
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy  # includes the static check that every built-in mode conforms (_conforms)
 	$(PY) -m pytest tests $(ARGS)
-	# testpaths: the suites, on every mode this machine can run (AWS rehearsed on moto,
-	# OpenShift's rules rehearsed on a kind cluster)
-	$(PY) -m pytest --ray-aws-rehearsal --ray-openshift-rehearsal $(ARGS)
+	# testpaths: the suites, on every mode this machine can run (AWS rehearsed on moto, IBM on
+	# the VPC stand-in with the connector's fix, OpenShift's rules rehearsed on a kind cluster)
+	$(PY) -m pytest --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .
@@ -52,6 +52,7 @@ bench: venv
 	bash .ci/with-docker-engine.sh $(PY) bench/bench_docker.py
 	bash .ci/with-docker-engine.sh $(PY) bench/bench_rayup.py
 	bash .ci/with-docker-engine.sh $(PY) bench/bench_kind.py
+	bash .ci/with-docker-engine.sh $(PY) bench/bench_clouds.py
 
 clean:
 	rm -rf $(VENV) reports/out

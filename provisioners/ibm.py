@@ -481,13 +481,15 @@ class IbmProvisioner(SshRayUpMode):
             for inst in left:
                 vpc.delete_instance(inst.name)
         wait_for(lambda: not items("instance"), timeout=DELETE_TIMEOUT_S,
-                 what=f"instances of {self._cluster} to be deleted", interval=5.0)  # fmt: skip
-        for fip in items("floating-ip"):
-            vpc.delete_floating_ip(fip.name)
-        for volume in items("volume"):
-            vpc.delete_volume(volume.name)
-        for key in items("key"):
-            vpc.delete_key(key.name)
+                 what=f"instances of {self._cluster} to be deleted", interval=2.0)  # fmt: skip
+        deleters = {"floating-ip": vpc.delete_floating_ip, "volume": vpc.delete_volume, "key": vpc.delete_key}  # fmt: skip
+        for kind, delete in deleters.items():
+            for item in items(kind):
+                try:
+                    delete(item.name)
+                except Exception as exc:  # gone meanwhile (a boot volume the VPC deletes itself)
+                    if getattr(exc, "code", None) != 404:
+                        raise
 
     def remove_files(self) -> None:
         super().remove_files()

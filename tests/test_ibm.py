@@ -204,6 +204,11 @@ def test_key_inventory_cleanup_and_secrets_against_the_standin(
 
 PLANT = """
 def test_plant_a_rule(ray_cluster, ray_provisioner, ray_spec):
+    # Workers have private addresses only: this ssh goes through the head (ProxyCommand).
+    workers = ray_provisioner.node_names()[1:]
+    assert workers
+    for name in workers:
+        assert ray_provisioner.node_exec(name, ["hostname"], 60).strip() == name
     vpc = ray_provisioner.vpc()
     sg = ray_provisioner.stage.account["security_group_id"]
     vpc.create_security_group_rule(sg, {"direction": "inbound", "protocol": "tcp",
@@ -244,3 +249,15 @@ def test_rehearsal_of_the_books_yaml_reports_a_planted_rule_and_never_writes_sec
             if s in f.read_text(errors="replace")]  # fmt: skip
     assert hits == []
     assert "blocked-connection" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("ip", ["192.0.2.1", "169.254.169.254", "8.8.8.8", "10.242.0.1", ""])
+def test_the_rehearsal_dials_only_its_networks(tmp_path: Path, ip: str) -> None:
+    from provisioners.base import ProvisionError
+    from provisioners.ibm_rehearsal import Stage
+
+    stage = Stage("r1", "ibm", tmp_path, None, lambda _m: None)
+    with pytest.raises(ProvisionError, match="refusing to dial"):
+        stage.check_address(ip)
+    assert stage.check_address("10.240.0.4") == "10.240.0.4"  # an instance
+    assert stage.check_address("10.241.0.1") == "10.241.0.1"  # a floating IP, backed there

@@ -13,7 +13,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
 #: Jobs for real platforms, which run only when their secrets exist.
-SECRET_JOBS = {"aws", "kube-operator", "openshift", "external"}
+SECRET_JOBS = {"aws", "ibm", "kube-operator", "openshift", "external"}
 
 
 def registered_modes() -> list[str]:
