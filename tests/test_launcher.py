@@ -298,3 +298,33 @@ def test_driver_handle_says_how_to_remove_a_kept_cluster(
     assert handle.expected_nodes == 2
     assert handle.access["remove"] == f"ray down -y {path}; fake rm n1 n2"
     assert yaml.safe_load(path.read_text())["cluster_name"] == "rc-t9-fake"
+
+
+V1_STATUS = """Node status
+---------------------------------------------------------------
+Active:
+ 1 ray.head.default
+ 2 ray.worker.default
+Pending:
+ (no pending nodes)
+Recent failures:
+ (no failures)
+"""
+V2_STATUS = """Node status
+---------------------------------------------------------------
+Active:
+ (no active nodes)
+Idle:
+ 1 ray.head.default
+ 2 ray.worker.default
+Pending:
+ (no pending nodes)
+"""
+
+
+@pytest.mark.parametrize("status", [V1_STATUS, V2_STATUS], ids=["autoscaler-v1", "autoscaler-v2"])
+def test_ray_status_counts_active_and_idle_nodes(status: str) -> None:
+    from suites.test_launcher import active_nodes
+
+    assert active_nodes(status) == 3
+    assert active_nodes("no node status here\n") is None
