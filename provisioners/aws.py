@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import shlex
 import shutil
 import time
 from collections.abc import Sequence
@@ -434,10 +433,7 @@ class AwsProvisioner(SshRayUpMode):
         out = super().access()
         path = self.require_launcher().config_path
         if self.stage is not None:
-            client = self.stage.client_container
-            out["exec"] = f"docker exec {client} ray exec {path} 'ray status'"
-            out["dashboard"] = f"ssh tunnel: {shlex.join(self.target(self.head()).argv(None, '-N', '-L', '8265:127.0.0.1:8265'))}"  # fmt: skip
-            out["moto"] = self.stage.endpoint
+            out.update(self.stage.access(path, self.target(self.head())))
         return out
 
     # --- Teardown and leaks -----------------------------------------------------------------

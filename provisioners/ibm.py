@@ -106,8 +106,9 @@ def primary_address(instance: Mapping[str, Any]) -> str:
 class Snapshot:
     """What the account held before the run: floating IPs and security-group rules by id.
 
-    IBM VPC objects the connector makes carry no tags; a floating IP named ``ray-recyclable-*``
-    that appears during the run, or one seen on the run's instances, is the run's.
+    IBM VPC objects the connector makes carry no tags: a floating IP seen on the run's instances
+    is the run's; one named ``ray-recyclable-*`` that appeared during the run is reported, but
+    never deleted (another cluster's look the same).
     """
 
     def __init__(self, floating_ips: set[str], rules: dict[str, set[str]]) -> None:
@@ -129,11 +130,14 @@ def ibm_inventory(
     nics = {n["id"] for i in instances for n in i.get("network_interfaces", [])}
     for fip in collect(vpc.list_floating_ips, "floating_ips"):
         target = (fip.get("target") or {}).get("id")
-        new = fip["name"].startswith(RECYCLABLE) and fip["id"] not in before.floating_ips
         if target in nics:
             before.seen_fips.add(fip["id"])
-        if target in nics or new or fip["id"] in before.seen_fips:
+        if fip["id"] in before.seen_fips:
             items.append(InventoryItem("floating-ip", fip["id"], run_id, f"{fip['name']} {fip['address']}"))  # fmt: skip
+        elif fip["name"].startswith(RECYCLABLE) and fip["id"] not in before.floating_ips:
+            # Likely the connector's for this run, but another cluster's look the same: reported
+            # (a clean run has none), never deleted.
+            items.append(InventoryItem("floating-ip", fip["id"], run_id, f"{fip['name']} {fip['address']}: new since the run started, never bound to its instances"))  # fmt: skip
     items += [InventoryItem("volume", v["id"], run_id, f"{v['name']} {v.get('status', '')}")
               for v in collect(vpc.list_volumes, "volumes") if v["name"].startswith(prefix)]  # fmt: skip
     items += [InventoryItem("key", k["id"], run_id, k["name"])
@@ -443,6 +447,12 @@ class IbmProvisioner(SshRayUpMode):
         host = (self._head_private or head.ip) if remote_port == CLIENT_PORT else "127.0.0.1"
         return self.require_launcher().tunnel(self.target(head), host, remote_port)
 
+    def access(self) -> dict[str, str]:
+        out = super().access()
+        if self.stage is not None:
+            out.update(self.stage.access(self.require_launcher().config_path, self.target(self.head())))  # fmt: skip
+        return out
+
     # --- Teardown and leaks -------------------------------------------------------------------
 
     def remove_machines(self) -> None:
@@ -485,6 +495,8 @@ class IbmProvisioner(SshRayUpMode):
         deleters = {"floating-ip": vpc.delete_floating_ip, "volume": vpc.delete_volume, "key": vpc.delete_key}  # fmt: skip
         for kind, delete in deleters.items():
             for item in items(kind):
+                if kind == "floating-ip" and item.name not in self._before.seen_fips:
+                    continue  # not known to be the run's: reported by the leak check instead
                 try:
                     delete(item.name)
                 except Exception as exc:  # gone meanwhile (a boot volume the VPC deletes itself)

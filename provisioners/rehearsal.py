@@ -39,6 +39,7 @@ import docker.types
 from provisioners import containers, nodeimage
 from provisioners.base import InventoryItem, ProvisionError
 from provisioners.launcher.cli import Launcher
+from provisioners.launcher.ssh import SshTarget
 from provisioners.naming import run_name
 from provisioners.runner import CommandError, run, run_full
 from provisioners.waits import WaitTimeout, wait_for
@@ -428,6 +429,7 @@ class Stage:
 
     LAYOUT: ClassVar[Layout]
     CLOUD: ClassVar[str]  # "aws", "ibm": in messages
+    endpoint: str  # the cloud API stand-in, on the run's network
 
     def __init__(
         self,
@@ -561,6 +563,14 @@ class Stage:
                     f"SAFETY: instances tried {hits} new connection(s) to this host "
                     f"(dropped by {rule.comment})"
                 )
+
+    def access(self, config: Path, head: SshTarget) -> dict[str, str]:
+        """How a person reaches a kept rehearsal: ``ray`` in the client, a tunnel to the head."""
+        return {
+            "exec": f"docker exec {self.client_container} ray exec {config} 'ray status'",
+            "dashboard": f"ssh tunnel: {shlex.join(head.argv(None, '-N', '-L', '8265:127.0.0.1:8265'))}",
+            "cloud api": self.endpoint,
+        }  # fmt: skip
 
     def removal_commands(self) -> list[str]:
         """What removes the stage by hand (``--ray-keep-cluster``)."""
