@@ -39,8 +39,9 @@ test-run:
 	$(PY) -m mypy  # includes the static check that every built-in mode conforms (_conforms)
 	$(PY) -m pytest tests $(ARGS)
 	# testpaths: the suites, on every mode this machine can run (AWS rehearsed on moto, IBM on
-	# the VPC stand-in with the connector's fix, OpenShift's rules rehearsed on a kind cluster)
-	$(PY) -m pytest --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
+	# the VPC stand-in with the connector's fix, OpenShift's rules rehearsed on a kind cluster).
+	# --ray-image-build: the node image is built here (cached), so no test asks a registry.
+	$(PY) -m pytest --ray-image-build --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .
