@@ -12,8 +12,12 @@ the connector's tag file entry (``~/.ray-gen2-tags``).
 
 Before any of it the connector is probed (:mod:`provisioners.ibm_probe`): gen2-connector's last
 release (1.0.0b67, 2022) answers ``internal_ip`` with the VPC API's reserved-IP object instead
-of an address, so with it the mode is SKIPPED naming that. ``--ray-ibm-provider`` names
-another provider class (a fixed fork), which is probed the same way.
+of an address, so with it the mode is SKIPPED naming that. ``--ray-ibm-compat`` loads it
+through a 3-line fix (``ibm_compat/rc_gen2_compat.py``, copied to the head too);
+``--ray-ibm-provider`` names another provider class (a fixed fork); each is probed the same way.
+
+``--ray-ibm-rehearsal`` runs the same sequence against a stand-in of IAM and the VPC API on this
+machine, each instance a container (:mod:`provisioners.ibm_rehearsal`): no account, no cost.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 LAUNCHER_CONFIG = Option.path(
     "launcher-config", "A YAML file of cluster-config keys laid over the rendered template"
 )
-#: The clouds' whole cluster YAML (one flag for aws and ibm: a run selects one cloud at a time).
+#: The clouds' whole cluster YAML (one flag for aws and ibm: give it with one of them selected).
 CLUSTER_YAML = Option.path(
     "cluster-yaml",
     "aws, ibm: your cluster YAML instead of the template (the run sets name, key, tags)",
