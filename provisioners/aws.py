@@ -505,11 +505,7 @@ class AwsProvisioner(SshRayUpMode):
     def removal_commands(self) -> list[str]:
         commands = super().removal_commands()
         if self.stage is not None:
-            client = self.stage.client_container
-            return [
-                *(f"docker exec {client} {c}" for c in commands),
-                *self.stage.removal_commands(),
-            ]
+            return self.stage.removal_commands(commands)
         region = f"--region {self._region}"
         return [
             *commands,

@@ -544,16 +544,15 @@ class IbmProvisioner(SshRayUpMode):
 
     def removal_commands(self) -> list[str]:
         commands = super().removal_commands()
+        private = [f"rm -rf {self._private}"] if self._private else []
         if self.stage is not None:
-            client = self.stage.client_container
-            return [*(f"docker exec {client} {c}" for c in commands), *self.stage.removal_commands(),
-                    *([f"rm -rf {self._private}"] if self._private else [])]  # fmt: skip
+            return [*self.stage.removal_commands(commands), *private]
         name = f"ray-{self._cluster}-"
         return [
             *commands,
             f"ibmcloud is instances --output json | jq -r '.[] | select(.name | startswith(\"{name}\")) | .id' | xargs -r -n1 ibmcloud is instance-delete -f",
             f"ibmcloud is key-delete {self._key_name} -f",
-            *([f"rm -rf {self._private}"] if self._private else []),
+            *private,
         ]  # fmt: skip
 
 

@@ -572,10 +572,12 @@ class Stage:
             "cloud api": self.endpoint,
         }  # fmt: skip
 
-    def removal_commands(self) -> list[str]:
-        """What removes the stage by hand (``--ray-keep-cluster``)."""
+    def removal_commands(self, launcher: list[str]) -> list[str]:
+        """What removes a kept rehearsal by hand: ``launcher``'s ``ray`` commands in the client,
+        then the stage (``--ray-keep-cluster``)."""
         flt = " ".join(f"--filter label={k}={v}" for k, v in self.labels.items())
         return [
+            *(f"docker exec {self.client_container} {c}" for c in launcher),
             f"docker rm -f -v $(docker ps -aq {flt})",
             f"docker network rm $(docker network ls -q {flt})",
             *(f"iptables -D {shlex.join(rule.spec())}" for rule in self.rules),
