@@ -373,13 +373,7 @@ class AwsProvisioner(SshRayUpMode):
         )
 
     def node_count(self) -> int:
-        config = self.require_launcher().config
-        head = config.get("head_node_type")
-        return 1 + sum(
-            int(t.get("min_workers", 0))
-            for name, t in (config.get("available_node_types") or {}).items()
-            if name != head
-        )
+        return launcher_config.min_nodes(self.require_launcher().config)
 
     def expected_nodes(self) -> list[Machine]:
         return []  # the provider names them; counted by node_count

@@ -397,13 +397,7 @@ class IbmProvisioner(SshRayUpMode):
         return self.stage.gave_up() if self.stage is not None else None
 
     def node_count(self) -> int:
-        config = self.require_launcher().config
-        head = config.get("head_node_type")
-        return 1 + sum(
-            int(t.get("min_workers", 0))
-            for name, t in (config.get("available_node_types") or {}).items()
-            if name != head
-        )
+        return launcher_config.min_nodes(self.require_launcher().config)
 
     def expected_nodes(self) -> list[Machine]:
         return []  # the connector names them; counted by node_count

@@ -84,6 +84,16 @@ def render(
     return deep_merge(deep_merge(load_template(template, values), provider), overrides)
 
 
+def min_nodes(config: Mapping[str, Any]) -> int:
+    """The nodes a provider-made cluster has once up: the head and every type's ``min_workers``."""
+    head = config.get("head_node_type")
+    return 1 + sum(
+        int(t.get("min_workers", 0))
+        for name, t in (config.get("available_node_types") or {}).items()
+        if name != head
+    )
+
+
 def validate(config: Mapping[str, Any], source: str = "cluster config") -> None:
     """Check ``config`` against Ray's own ``ray-schema.json`` before anything is launched.
 
