@@ -55,6 +55,24 @@ LABEL {hash_label}={image_hash}
 REPO = "ray-conformance-aws-node"
 
 
+def build_image(
+    client: Any, node_image: str, progress: Callable[[str], None], timeout: float, run_id: str
+) -> str:
+    """The rehearsal image on ``node_image`` (cached by its inputs; ``prepare`` warms it)."""
+    boto3_version = importlib.metadata.version("boto3")
+    return rehearsal.ensure_image(
+        client,
+        node_image,
+        repo=REPO,
+        dockerfile=DOCKERFILE,
+        requirements=[f"boto3=={boto3_version}", f"moto[server]=={MOTO_VERSION}"],
+        values={"boto3": boto3_version, "moto": MOTO_VERSION},
+        progress=progress,
+        timeout=timeout,
+        run_id=run_id,
+    )
+
+
 def aws_env(region: str, endpoint: str) -> dict[str, str]:
     """What every AWS client of the rehearsal runs with: moto, fake keys, no metadata service."""
     return {
@@ -118,14 +136,8 @@ class Stage(rehearsal.Stage):
 
     def start(self, node_image: str, ssh_user: str, public_key: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        boto3_version = importlib.metadata.version("boto3")
         with self._client() as client:
-            image = rehearsal.ensure_image(
-                client, node_image, repo=REPO, dockerfile=DOCKERFILE,
-                requirements=[f"boto3=={boto3_version}", f"moto[server]=={MOTO_VERSION}"],
-                values={"boto3": boto3_version, "moto": MOTO_VERSION},
-                progress=self.progress, timeout=timeout, run_id=self.run_id,
-            )  # fmt: skip
+            image = build_image(client, node_image, self.progress, timeout, self.run_id)
             self.create_networks(client)
             env = aws_env(self.region, self.endpoint)
             self.run_helper(

@@ -37,6 +37,7 @@ class Timeouts:
     node_join: float = 180.0  # each expected node becoming alive
     preflight: float = 30.0  # an address answering at all
     job: float = 180.0  # a script or job run in the cluster
+    teardown: float = 600.0  # whole teardown step (the harness stops waiting after it)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,24 @@ STATES = {"pending": "running", "starting": "running", "running": "running",
           "stopping": "stopped", "stopped": "stopped"}  # fmt: skip
 
 
+def build_image(
+    client: Any, node_image: str, progress: Callable[[str], None], timeout: float, run_id: str
+) -> str:
+    """The rehearsal image on ``node_image`` (cached by its inputs; ``prepare`` warms it)."""
+    requirements = [CONNECTOR, f"ibm-vpc=={importlib.metadata.version('ibm-vpc')}"]
+    return rehearsal.ensure_image(
+        client,
+        node_image,
+        repo=REPO,
+        dockerfile=DOCKERFILE,
+        requirements=requirements,
+        values={"requirements": " ".join(f"'{r}'" for r in requirements)},
+        progress=progress,
+        timeout=timeout,
+        run_id=run_id,
+    )
+
+
 class Stage(rehearsal.Stage):
     """The IBM rehearsal of one run: the shared stage with the VPC stand-in as the cloud."""
 
@@ -86,13 +104,8 @@ class Stage(rehearsal.Stage):
         from provisioners.ibm import vpc_client
 
         deadline = time.monotonic() + timeout
-        requirements = [CONNECTOR, f"ibm-vpc=={importlib.metadata.version('ibm-vpc')}"]
         with self._client() as client:
-            image = rehearsal.ensure_image(
-                client, node_image, repo=REPO, dockerfile=DOCKERFILE, requirements=requirements,
-                values={"requirements": " ".join(f"'{r}'" for r in requirements)},
-                progress=self.progress, timeout=timeout, run_id=self.run_id,
-            )  # fmt: skip
+            image = build_image(client, node_image, self.progress, timeout, self.run_id)
             self.create_networks(client)
             self.run_helper(
                 client, image,

@@ -18,6 +18,7 @@ options as ``--ray-opt NAME=VALUE``; any other ``--ray-opt`` key is a usage erro
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+#: The longest any single bound may be (a day): anything longer is a typo, not a plan.
+MAX_SECONDS = 86400.0
 
 
 class OptionError(ValueError):
@@ -112,7 +116,7 @@ class Option(Generic[T]):
 
     @staticmethod
     def seconds(name: str, help: str, default: float) -> Option[float]:
-        return Option(name, help, lambda s: _float(s, 0.1), default, metavar="SECONDS")
+        return Option(name, help, lambda s: _float(s, 0.1, MAX_SECONDS), default, metavar="SECONDS")
 
     @staticmethod
     def csv(name: str, help: str) -> Option[list[str]]:
@@ -165,13 +169,18 @@ def _int(text: str, minimum: int) -> int:
     return value
 
 
-def _float(text: str, minimum: float) -> float:
+def _float(text: str, minimum: float, maximum: float = math.inf) -> float:
     try:
         value = float(text)
     except ValueError:
         raise ValueError("expected a number") from None
+    # nan compares false with everything and inf never ends a wait: both are typing mistakes.
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
     if value < minimum:
         raise ValueError(f"must be at least {minimum:g}")
+    if value > maximum:
+        raise ValueError(f"must be at most {maximum:g}")
     return value
 
 

@@ -114,6 +114,12 @@ def run_full(
         raise CommandTimeout(
             f"{what} did not finish within {timeout:.0f} s; last output:\n{tail(out + (err or ''))}"
         ) from None
+    except BaseException:
+        # An interrupt or a harness limit: the command's own session would outlive us.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     done = Completed(tuple(argv), proc.returncode, out, err or "", time.monotonic() - t0)
     _append_log(log_file, line, out, err)
     if check and proc.returncode != 0:

@@ -39,7 +39,8 @@ class ModeRecord:
     """What the harness learned about one mode; ``Results.modes`` holds one per mode."""
 
     mode: str
-    status: str = "pending"  # pending | provisioned | skipped | provision-failed | torn-down | kept
+    #: pending | provisioned | skipped | provision-failed | torn-down | teardown-failed | kept
+    status: str = "pending"
     reason: str = ""  # skip reason or provision error
     provision_seconds: float | None = None
     teardown_seconds: float | None = None
@@ -50,6 +51,7 @@ class ModeRecord:
     inventory_before: list[dict[str, Any]] = field(default_factory=list)
     inventory_after: list[dict[str, Any]] = field(default_factory=list)
     screenshot: str = ""  # the dashboard's cluster page (PNG), or why there is none
+    interrupted: bool = False  # SIGINT/SIGTERM arrived; the teardown still ran
 
     def save(self, report_dir: Path) -> Path:
         path = report_dir / MODE_RECORD_DIR / f"{self.mode}.json"

@@ -175,7 +175,9 @@ class ResultsWriter:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         # trylast: after every plain sessionfinish, so session fixtures (and with them the
         # final ModeRecords) are torn down; under xdist the workers finished before this.
-        write_report(self.ctx.report_dir, self.collect(int(exitstatus)))
+        # session.exitstatus, not the argument: a signal during a teardown in an earlier
+        # sessionfinish marks the run interrupted after this hook was called.
+        write_report(self.ctx.report_dir, self.collect(int(session.exitstatus)))
         self._written = True
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:

@@ -136,6 +136,56 @@ class NoRemoveProvisioner(FakeProvisioner):
         return replace(handle, access={"dashboard": handle.access["dashboard"]})
 
 
+class HangingProvisioner(FakeProvisioner):
+    """Creates the head, then hangs (a wait with no bound of its own)."""
+
+    def provision(self, spec):
+        self.spec = spec
+        record("provision", spec.mode, run_id=spec.run_id)
+        self.up = True
+        import time
+        time.sleep(600)
+
+
+class HangingTeardownProvisioner(FakeProvisioner):
+    """Its teardown hangs before it removes anything."""
+
+    def teardown(self):
+        record("teardown", self.spec.mode)
+        import time
+        time.sleep(600)
+
+
+def _signal_self(signum):
+    import signal
+    os.kill(os.getpid(), getattr(signal, signum))
+
+
+class SignalInProvisionProvisioner(FakeProvisioner):
+    """Gets SIGINT (or $FAKE_SIGNAL) half-way through provisioning."""
+
+    def provision(self, spec):
+        self.spec = spec
+        record("provision", spec.mode, run_id=spec.run_id)
+        self.up = True
+        _signal_self(os.environ.get("FAKE_SIGNAL", "SIGINT"))
+        import time
+        time.sleep(30)  # the signal ends this
+
+
+class SignalInTeardownProvisioner(FakeProvisioner):
+    """Gets two signals in the middle of its teardown, and finishes it all the same."""
+
+    def teardown(self):
+        record("teardown-start", self.spec.mode)
+        for _ in range(2):
+            _signal_self(os.environ.get("FAKE_SIGNAL", "SIGINT"))
+        import time
+        time.sleep(0.2)
+        record("teardown", self.spec.mode)
+        self.up = False
+
+
 # A vendor's mode declares its settings next to its code, as OPTIONS on the class.
 REPLICAS = Option.integer("fake-replicas", "fake: replicas per node", 2, minimum=1)
 FAST = Option.switch("fake-fast", "fake: skip the slow path")

@@ -1,0 +1,147 @@
+"""``python -m provisioners prepare``: the one-time builds, as their own step.
+
+A fresh machine has none of the images and tools the modes run on; building them inside a
+check's time limit is how a first ``make test`` once failed after 31 minutes. This step builds
+(or finds cached, in seconds) each of them with its own bound and progress lines, and a failed
+build fails here, naming the step. Whatever cannot be built on this machine (no Docker engine,
+no Go) is reported in one line and left out: the modes that need it are then SKIPPED saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from provisioners.base import ProvisionError
+from provisioners.containers import docker_client, engine_problem
+from provisioners.runner import CommandError
+
+Say = Callable[[str], None]
+
+
+class Unavailable(Exception):
+    """This machine cannot build the step at all (a missing tool); not a failure of the build."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    what: str
+    bound_s: float
+    build: Callable[[Say, float], str]
+
+
+def _engine() -> None:
+    if problem := engine_problem(None, timeout=30):
+        raise Unavailable(problem)
+
+
+def _node_image(say: Say, timeout: float) -> str:
+    from provisioners import nodeimage
+
+    _engine()
+    return nodeimage.ensure_node_image(say, timeout, force_build=True, run_id=RUN_ID)
+
+
+def _rehearsal_image(module: str) -> Callable[[Say, float], str]:
+    def build(say: Say, timeout: float) -> str:
+        import importlib
+
+        from provisioners import nodeimage
+
+        _engine()
+        deadline = time.monotonic() + timeout
+        node = nodeimage.ensure_node_image(say, timeout, force_build=True, run_id=RUN_ID)
+        client = docker_client(None)
+        try:
+            built: str = importlib.import_module(module).build_image(
+                client, node, say, deadline - time.monotonic(), RUN_ID
+            )
+        finally:
+            client.close()
+        return built
+
+    return build
+
+
+def _toolchain(say: Say, timeout: float) -> str:
+    from provisioners.kube.toolchain.build import ToolchainUnavailable, ensure_toolchain
+
+    _engine()
+    try:
+        tools = ensure_toolchain(say, timeout)
+    except ToolchainUnavailable as exc:
+        if "not on PATH" in str(exc) or "not installed" in str(exc):
+            raise Unavailable(str(exc)) from None
+        raise ProvisionError(str(exc)) from None
+    return f"{tools.node_image}, KubeRay {tools.kuberay_version}"
+
+
+def _legacy_wheel(say: Say, timeout: float) -> str:
+    from provisioners.kind_rayup import legacy_wheel
+
+    return str(legacy_wheel(timeout))
+
+
+#: Labels the build's intermediate containers, so a sweep can tell them from anyone else's.
+RUN_ID = "prepare-" + time.strftime("%Y%m%d-%H%M%S")
+
+#: In the order a cold machine needs them: the node image is the base of the rehearsal images;
+#: the Kubernetes build is the longest (about 15 minutes cold on 2 cores).
+STEPS: tuple[Step, ...] = (
+    Step("node-image", "the node image (Debian + Ray wheels)", 1200, _node_image),
+    Step("aws-image", "the AWS rehearsal image (+ boto3, moto)", 900, _rehearsal_image("provisioners.aws_rehearsal")),
+    Step("ibm-image", "the IBM rehearsal image (+ the Gen2 connector)", 900, _rehearsal_image("provisioners.ibm_rehearsal")),
+    Step("kube-toolchain", "the offline Kubernetes toolchain (kind, Kubernetes, KubeRay)", 3000, _toolchain),
+    Step("legacy-wheel", "Ray 2.1.0's wheel (kind-rayup's schema check)", 300, _legacy_wheel),
+)  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m provisioners prepare",
+        description="Build (or find cached) the images and tools the modes need, each bounded.",
+    )
+    names = [step.name for step in STEPS]
+    parser.add_argument(
+        "--only",
+        metavar="A,B",
+        help=f"comma-separated steps to run (default: all of {', '.join(names)})",
+    )
+    args = parser.parse_args(argv)
+    chosen = names if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        parser.error(f"unknown step(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    started = time.monotonic()
+    failed: list[str] = []
+    for step in STEPS:
+        if step.name not in chosen:
+            continue
+        t0 = time.monotonic()
+
+        def say(line: str, name: str = step.name, t0: float = t0) -> None:
+            sys.stderr.write(f"prepare {name} (+{time.monotonic() - t0:.1f} s): {line}\n")
+            sys.stderr.flush()
+
+        say(f"{step.what}, bounded by {step.bound_s:.0f} s ...")
+        try:
+            result = step.build(say, step.bound_s)
+        except Unavailable as exc:
+            say(f"not built on this machine: {exc}; the modes that need it will be SKIPPED")
+            continue
+        except (ProvisionError, CommandError, TimeoutError, OSError) as exc:
+            # The whole message: a failed build quotes the tail of the command's output.
+            say(f"FAILED: {exc or type(exc).__name__}")
+            failed.append(step.name)
+            continue
+        say(f"ready in {time.monotonic() - t0:.1f} s: {result}")
+    total = time.monotonic() - started
+    if failed:
+        sys.stderr.write(f"prepare: {', '.join(failed)} failed ({total:.0f} s in all)\n")
+        return 1
+    sys.stderr.write(f"prepare: done in {total:.1f} s\n")
+    return 0
