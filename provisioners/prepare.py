@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from provisioners.base import ProvisionError
@@ -100,6 +101,14 @@ STEPS: tuple[Step, ...] = (
 )  # fmt: skip
 
 
+#: Steps that build on one another, in order; the chains themselves run side by side.
+CHAINS: tuple[tuple[str, ...], ...] = (
+    ("node-image", "aws-image", "ibm-image"),
+    ("kube-toolchain",),
+    ("legacy-wheel",),
+)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m provisioners prepare",
@@ -118,30 +127,44 @@ def main(argv: list[str]) -> int:
         parser.error(f"unknown step(s) {', '.join(unknown)}; known: {', '.join(names)}")
     started = time.monotonic()
     failed: list[str] = []
-    for step in STEPS:
-        if step.name not in chosen:
-            continue
-        t0 = time.monotonic()
 
-        def say(line: str, name: str = step.name, t0: float = t0) -> None:
-            sys.stderr.write(f"prepare {name} (+{time.monotonic() - t0:.1f} s): {line}\n")
-            sys.stderr.flush()
+    def run_chain(chain: tuple[str, ...]) -> None:
+        for step in STEPS:
+            if step.name not in chain or step.name not in chosen:
+                continue
+            if not _run_step(step):
+                failed.append(step.name)
+                return  # what comes after it in its chain builds on it
 
-        say(f"{step.what}, bounded by {step.bound_s:.0f} s ...")
-        try:
-            result = step.build(say, step.bound_s)
-        except Unavailable as exc:
-            say(f"not built on this machine: {exc}; the modes that need it will be SKIPPED")
-            continue
-        except (ProvisionError, CommandError, TimeoutError, OSError) as exc:
-            # The whole message: a failed build quotes the tail of the command's output.
-            say(f"FAILED: {exc or type(exc).__name__}")
-            failed.append(step.name)
-            continue
-        say(f"ready in {time.monotonic() - t0:.1f} s: {result}")
+    # The chains share nothing, so they build side by side: the Kubernetes build is CPU-bound
+    # (go), the images mostly wait on downloads and the engine.
+    with ThreadPoolExecutor(max_workers=len(CHAINS)) as pool:
+        list(pool.map(run_chain, CHAINS))
     total = time.monotonic() - started
     if failed:
         sys.stderr.write(f"prepare: {', '.join(failed)} failed ({total:.0f} s in all)\n")
         return 1
     sys.stderr.write(f"prepare: done in {total:.1f} s\n")
     return 0
+
+
+def _run_step(step: Step) -> bool:
+    """Build one step; False when it failed (a machine that cannot build it is not a failure)."""
+    t0 = time.monotonic()
+
+    def say(line: str) -> None:
+        sys.stderr.write(f"prepare {step.name} (+{time.monotonic() - t0:.1f} s): {line}\n")
+        sys.stderr.flush()
+
+    say(f"{step.what}, bounded by {step.bound_s:.0f} s ...")
+    try:
+        result = step.build(say, step.bound_s)
+    except Unavailable as exc:
+        say(f"not built on this machine: {exc}; the modes that need it will be SKIPPED")
+        return True
+    except (ProvisionError, CommandError, TimeoutError, OSError) as exc:
+        # The whole message: a failed build quotes the tail of the command's output.
+        say(f"FAILED: {exc or type(exc).__name__}")
+        return False
+    say(f"ready in {time.monotonic() - t0:.1f} s: {result}")
+    return True
