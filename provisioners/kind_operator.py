@@ -57,7 +57,8 @@ class KindOperatorProvisioner(OperatorMode):
         reuse = spec.get(KIND_CLUSTER)
         return KindCluster(
             run_id=spec.run_id,
-            name=reuse or run_name(spec.run_id, "kind", limit=40),
+            # The mode in the name: kind-operator and openshift of one run (under -n) side by side.
+            name=reuse or run_name(spec.run_id, spec.mode, "kind", limit=40),
             workdir=spec.workdir / "kind",
             progress=spec.progress,
             reuse=bool(reuse),
