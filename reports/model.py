@@ -50,6 +50,10 @@ class ModeRecord:
     inventory_before: list[dict[str, Any]] = field(default_factory=list)
     inventory_after: list[dict[str, Any]] = field(default_factory=list)
     screenshot: str = ""  # the dashboard's cluster page (PNG), or why there is none
+    #: What the harness did outside any check, as name -> [start, stop] (epoch seconds):
+    #: provision, teardown, diagnostics, screenshot. The report shows provision and teardown as
+    #: their own rows and takes all of it out of the check during whose setup or teardown it ran.
+    windows: dict[str, list[float]] = field(default_factory=dict)
 
     def save(self, report_dir: Path) -> Path:
         path = report_dir / MODE_RECORD_DIR / f"{self.mode}.json"
@@ -70,6 +74,8 @@ class Result:
     #: What a check recorded besides its verdict (``request.node.user_properties``), e.g. the
     #: spread counter's tallies.
     properties: dict[str, Any] = field(default_factory=dict)
+    title: str = ""  # the check's docstring, first line ("" when it has none)
+    suite: str = ""  # its module's docstring, first line
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -117,6 +123,8 @@ class Results:
                     message=str(r.get("message", "")),
                     nodeid=str(r["nodeid"]),
                     properties=dict(r.get("properties") or {}),
+                    title=str(r.get("title") or ""),
+                    suite=str(r.get("suite") or ""),
                 )
                 for r in data["results"]
             ]
@@ -140,18 +148,48 @@ class Results:
     # -- the matrix view shared by the HTML and text renderers --------------------------------
 
     def mode_names(self) -> list[str]:
-        names = [str(m["mode"]) for m in self.modes]
+        """The modes that ran, in column order; a mode that was selected but not run is left out.
+
+        "Not run" is a record still ``pending`` with no result: filtered out with ``-k``, or a
+        shard's placeholder for a mode another shard ran. A skipped mode ran (its checks say why).
+        """
+        ran = {r.mode for r in self.results}
+        names = [
+            str(m["mode"])
+            for m in self.modes
+            if m.get("status", "pending") != "pending" or m["mode"] in ran
+        ]
         # A result for a mode without a record still gets a column rather than vanishing.
-        names += sorted({r.mode for r in self.results} - set(names))
+        names += sorted(ran - set(names))
         return names
 
+    def record(self, mode: str) -> dict[str, Any]:
+        """The mode's record (`ModeRecord` fields), or a stand-in for a mode that has none."""
+        found = next((m for m in self.modes if m.get("mode") == mode), None)
+        return found if found is not None else {"mode": mode, "status": "unknown"}
+
     def check_names(self) -> list[str]:
-        # Sorted by file then name: xdist delivers results in no stable order, and a matrix
-        # whose rows move between runs is hard to compare by eye.
-        first_file: dict[str, str] = {}
+        """Checks in run order, grouped by suite file: the order their suites define them in.
+
+        Results are stored in run order (pytest's collection order within a mode, the
+        teardown checks last), which stays the same between runs, with or without xdist.
+        """
+        by_file: dict[str, list[str]] = {}
         for r in self.results:
-            first_file.setdefault(r.check, r.nodeid.split("::", 1)[0])
-        return sorted(first_file, key=lambda c: (first_file[c], c))
+            checks = by_file.setdefault(r.nodeid.split("::", 1)[0], [])
+            if r.check not in checks:
+                checks.append(r.check)
+        return [c for checks in by_file.values() for c in checks]
+
+    def suites(self) -> list[tuple[str, str, list[str]]]:
+        """(suite file, its title, its checks) in run order: the matrix's row groups."""
+        out: dict[str, tuple[str, list[str]]] = {}
+        for r in self.results:
+            file = r.nodeid.split("::", 1)[0]
+            _, checks = out.setdefault(file, (r.suite, []))
+            if r.check not in checks:
+                checks.append(r.check)
+        return [(file, title, checks) for file, (title, checks) in out.items()]
 
     def cells(self) -> dict[tuple[str, str], list[Result]]:
         out: dict[tuple[str, str], list[Result]] = {}
@@ -195,6 +233,15 @@ def notes(results: Results) -> list[Note]:
         )
         out.append(Note("skipped", mode, message, tuple(checks), nodeid))
     return out
+
+
+def readable(check: str) -> str:
+    """A check's title when its docstring gives none: ``test_a_b`` -> "A b"."""
+    return check.removeprefix("test_").replace("_", " ").capitalize()
+
+
+def title_of(result: Result) -> str:
+    return result.title or readable(result.check)
 
 
 def first_line(text: str) -> str:

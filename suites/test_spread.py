@@ -39,6 +39,7 @@ def check_spread(
     # Kept in the results: the pinned tally is the proof, the SPREAD tally shows the default.
     record.append((f"spread_{where}_pinned", result["pinned"]))
     record.append((f"spread_{where}_spread_tally", result["spread"]))
+    record.append((f"spread_{where}_nodes", result["alive"]))  # hostname, IP, head: the labels
     alive = {n["node_id"]: f"{n['hostname']}/{n['ip']}" for n in result["alive"]}
     assert len(alive) == cluster.expected_nodes, (
         f"{where}: {len(alive)} alive node(s), expected {cluster.expected_nodes}: "
