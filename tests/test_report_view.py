@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from harness_fakes import LEAK_SUITE, run, write_fakes
 from fixtures.picture import HEADLESS, chromium
 from reports.bundle import main
 from reports.certify import PROFILE, PROFILE_MARKER
+
+REPO = Path(__file__).resolve().parents[1]
 
 #: Fake modes whose dashboard is a page on a loopback port of their own.
 PICTURE_MOD = '''
@@ -364,3 +367,30 @@ def test_a_k_run_reports_only_the_modes_it_ran(pytester: pytest.Pytester) -> Non
     page = (report_dir / "report.html").read_text()
     assert 'data-mode="beta"' not in page
     assert "pending" not in page
+
+
+def test_make_conformance_installs_the_picture_or_says_in_one_line_what_to_install(
+    tmp_path: Path,
+) -> None:
+    plan = subprocess.run(
+        ["make", "-n", "conformance"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert plan[-2:] == [
+        "bash .ci/system-deps.sh picture",
+        ".venv/bin/python -m pytest --ray-modes local --ray-screenshot ",
+    ]
+    # A machine without chromium and without apt (or not root): one line, and the run goes on.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "id").symlink_to(shutil.which("id") or "/usr/bin/id")
+    proc = subprocess.run(
+        ["/bin/bash", str(REPO / ".ci" / "system-deps.sh"), "picture"],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "")
+    assert proc.stderr == (
+        "system-deps: missing chromium; install with `sudo apt-get install chromium` "
+        "(until then the report has no dashboard picture)\n"
+    )
