@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from reports import schema
+
 SCHEMA = "ray-conformance/results/v1"
 RESULTS_FILE = "results.json"
 HTML_FILE = "report.html"
@@ -113,6 +115,9 @@ class Results:
             raise BundleError(
                 f"{source}: unsupported schema {data.get('schema')!r} (expected {SCHEMA!r})"
             )
+        # The published schema (reports/schemas/results.schema.json) says what a reader may rely on.
+        if problem := schema.first_error(schema.RESULTS, data):
+            raise BundleError(f"{source}: does not match the results schema: {problem}")
         try:
             results = [
                 Result(
