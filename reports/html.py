@@ -305,9 +305,16 @@ def _spread_bars(cases: list[Result]) -> str:
             top = max([*counts.values(), 1])
             # The head first, then by hostname: the same order in every mode and every run.
             ordered = sorted(counts, key=_head_first(nodes))
+            labels = {n: _node_text(n, nodes.get(n, {})) for n in ordered}
+            shared = {t for t in labels.values() if list(labels.values()).count(t) > 1}
             bars = "".join(
                 f'<div><span class="bar" style="width:{round(BAR_PX * counts[n] / top)}px">'
-                f"</span>{_node_label(n, nodes.get(n, {}))} {_e(str(counts[n]))}</div>"
+                f'</span><span title="{_e(n)}">{_e(labels[n])}'
+                # Nodes on one host (local mode) share hostname and IP: the id tells them apart.
+                + (f" · {_e(n[:8])}" if labels[n] in shared else "")
+                + "</span>"
+                + (' <span class="head">head</span>' if nodes.get(n, {}).get("head") else "")
+                + f" {_e(str(counts[n]))}</div>"
                 for n in ordered
             )
             where = prefix.removeprefix("spread_")
@@ -332,11 +339,9 @@ def _nodes(value: Any) -> dict[str, dict[str, Any]]:
     return {str(n["node_id"]): n for n in value if isinstance(n, dict) and n.get("node_id")}
 
 
-def _node_label(node_id: str, node: dict[str, Any]) -> str:
+def _node_text(node_id: str, node: dict[str, Any]) -> str:
     host, ip = node.get("hostname"), node.get("ip")
-    text = f"{host} ({ip})" if host and ip else str(host or ip or node_id[:8])
-    head = ' <span class="head">head</span>' if node.get("head") else ""
-    return f'<span title="{_e(node_id)}">{_e(text)}</span>{head}'
+    return f"{host} ({ip})" if host and ip else str(host or ip or node_id[:8])
 
 
 def _cell(
