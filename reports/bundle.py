@@ -166,7 +166,10 @@ def render_text(results: Results) -> str:
     titles = {r.check: title_of(r) for r in results.results}
     # Each title follows a two-character mark ("* " for the profile).
     width = min(MAX_TITLE, max([len("  totals"), *(len(titles[c]) + 2 for c in checks)]))
-    col = max([7, *(len(m) for m in modes)]) + 2
+    totals = {
+        m: f"{results.totals(m)['passed']}/{sum(results.totals(m).values())} pass" for m in modes
+    }
+    col = max([7, *(len(m) for m in modes), *(len(t) for t in totals.values())]) + 2
 
     def line(first: str, values: list[str]) -> str:
         first = first if len(first) <= width else first[: width - 1] + "…"
@@ -184,15 +187,13 @@ def render_text(results: Results) -> str:
             values = []
             for m in modes:
                 cases = cells.get((check, m), [])
-                values.append(LABELS.get(worst(cases), worst(cases)) if cases else "-")
+                if cases and all(not_applicable(c, results.record(m)) for c in cases):
+                    values.append("n/a")
+                else:
+                    values.append(LABELS.get(worst(cases), worst(cases)) if cases else "-")
             mark = "* " if check in PROFILE else "  "
             out.append(line(mark + titles[check], values))
-        totals = results.totals
-        out.append(
-            line(
-                "  totals", [f"{totals(m)['passed']}/{sum(totals(m).values())} pass" for m in modes]
-            )
-        )
+        out.append(line("  totals", [totals[m] for m in modes]))
         out.append("(* in the certification profile)")
     optional = {
         m: sum(not_applicable(r, results.record(m)) for r in results.results if r.mode == m)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from reports.certify import PROFILE
-from reports.model import Result, Results, first_line, is_safe_relpath, title_of, worst
+from reports.model import Result, Results, first_line, is_safe_relpath, notes, title_of, worst
 from reports.verdict import NOT_RUN, RAN, Verdict, not_applicable, verdicts
 
 LABELS = {
@@ -412,25 +412,20 @@ def _not_applicable_lines(results: Results, columns: list[str]) -> str:
 
 def _details(results: Results) -> str:
     """Every failure, error, xfail and note in full; one entry for cases that share a message."""
-    groups: dict[tuple[str, str, str], list[Result]] = {}
-    for r in results.results:
-        if r.outcome == "skipped" or (r.outcome == "passed" and not r.message):
-            continue
-        groups.setdefault((r.mode, r.outcome, r.message), []).append(r)
-    parts = []
-    if groups:
-        parts.append("<h2>Details</h2>")
-    for (mode, outcome, message), cases in groups.items():
-        label = LABELS.get(outcome, outcome.upper())
-        if len(cases) == 1:
-            what, where, listed = title_of(cases[0]), f"<small>{_e(cases[0].nodeid)}</small>", ""
-        else:  # one message, many checks (a failed provision): the message once, then who
-            what, where = f"{len(cases)} checks", ""
-            listed = "<small>" + "<br>".join(_e(c.nodeid) for c in cases) + "</small>"
+    titles = {r.check: title_of(r) for r in results.results}
+    found = [n for n in notes(results) if n.outcome != "skipped"]
+    parts = ["<h2>Details</h2>"] if found else []
+    for n in found:
+        label = LABELS.get(n.outcome, n.outcome.upper())
+        if len(n.checks) == 1:
+            what, where, listed = titles[n.checks[0]], f"<small>{_e(n.nodeids[0])}</small>", ""
+        else:  # one message, many checks (a failed provision): the message once, then which
+            what, where = f"{len(n.checks)} checks", ""
+            listed = "<small>" + "<br>".join(_e(i) for i in n.nodeids) + "</small>"
         parts.append(
             f'<details class="detail"><summary><span class="label">{label}</span> '
-            f"{_e(what)} [{_e(mode)}] {where}</summary>"
-            f"<pre>{_e(message)}</pre>{listed}</details>"
+            f"{_e(what)} [{_e(n.mode)}] {where}</summary>"
+            f"<pre>{_e(n.message)}</pre>{listed}</details>"
         )
     if results.collection_errors:
         parts.append("<h2>Collection errors</h2>")

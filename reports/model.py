@@ -212,32 +212,26 @@ class Results:
 
 @dataclass(frozen=True)
 class Note:
-    """A line of the details list: one non-passed result, or the skips that share a reason."""
+    """A line of the details list: the results of one mode that share an outcome and a message."""
 
     outcome: str
     mode: str
     message: str
     checks: tuple[str, ...]
-    nodeid: str  # empty for a group of skips
+    nodeids: tuple[str, ...]
 
 
 def notes(results: Results) -> list[Note]:
-    # A skipped mode skips every check with the same reason; one line says it once.
-    skips: dict[tuple[str, str], list[str]] = {}
-    out: list[Note] = []
+    """Every result that is not a plain pass, grouped: a skipped mode or a failed provision
+    gives every check the same message, and one line says it once."""
+    groups: dict[tuple[str, str, str], list[Result]] = {}
     for r in results.results:
-        if r.outcome == "skipped":
-            skips.setdefault((r.mode, r.message), []).append(r.check)
-        elif r.outcome != "passed" or r.message:
-            out.append(Note(r.outcome, r.mode, r.message, (r.check,), r.nodeid))
-    for (mode, message), checks in skips.items():
-        nodeid = (
-            ""
-            if len(checks) > 1
-            else next(r.nodeid for r in results.results if (r.mode, r.check) == (mode, checks[0]))
-        )
-        out.append(Note("skipped", mode, message, tuple(checks), nodeid))
-    return out
+        if r.outcome != "passed" or r.message:
+            groups.setdefault((r.outcome, r.mode, r.message), []).append(r)
+    return [
+        Note(outcome, mode, message, tuple(r.check for r in rs), tuple(r.nodeid for r in rs))
+        for (outcome, mode, message), rs in groups.items()
+    ]
 
 
 def readable(check: str) -> str:
