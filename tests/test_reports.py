@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -452,53 +453,38 @@ def test_compare_with_no_mode_in_common_fails_naming_both_sides(
     )
 
 
-def test_gate_fails_on_a_check_that_passed_and_is_skipped_now(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # The nightly's gate exactly as the workflow runs it, on a pass -> skip pair.
-    before = make_bundle(
+def test_gate_fails_on_a_check_that_passed_and_is_skipped_now(tmp_path: Path) -> None:
+    # The nightly's gate, run exactly as the workflow runs it, on a pass -> skip pair.
+    make_bundle(
         tmp_path / "previous",
         "p",
         [result("test_ok", "aws", "passed"), result("test_two", "aws", "passed")],
         {"aws": "torn-down"},
     )
-    now = make_bundle(
+    skipped = Result(
+        "test_two", "aws", "skipped", 0.0, "aws: needs root", "suites/test_x.py::test_two[aws]"
+    )
+    make_bundle(
         tmp_path / "matrix",
         "m",
-        [
-            result("test_ok", "aws", "passed"),
-            Result("test_two", "aws", "skipped", 0.0, "aws: needs root", "suites/t.py::two[aws]"),
-        ],
+        [result("test_ok", "aws", "passed"), skipped],
         {"aws": "torn-down"},
     )
+    workflow = (REPO / ".github" / "workflows" / "nightly.yml").read_text()
+    command = re.search(r"(python -m reports compare previous matrix[^\n]*)", workflow)
+    assert command is not None
     proc = subprocess.run(
-        [sys.executable, "-m", "reports", "compare", "previous", "matrix"],
+        [sys.executable, *command.group(1).split()[1:]],
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.returncode == 1, proc
-    assert "  suites/test_x.py::test_two[aws] [aws]: passed, now missing" in proc.stderr
-    del now
-    skipped = make_bundle(
-        tmp_path / "skipped",
-        "s",
-        [
-            result("test_ok", "aws", "passed"),
-            Result(
-                "test_two",
-                "aws",
-                "skipped",
-                0.0,
-                "aws: needs root",
-                "suites/test_x.py::test_two[aws]",
-            ),
-        ],
-        {"aws": "torn-down"},
-    )
-    assert main(["compare", str(before), str(skipped)]) == 1
-    assert capsys.readouterr().err.splitlines()[1:] == [
-        "  suites/test_x.py::test_two[aws] [aws]: passed, now skipped aws: needs root"
+    assert proc.stdout == "compared modes: aws\n"
+    assert proc.stderr.splitlines() == [
+        "1 regression(s) since previous:",
+        "  suites/test_x.py::test_two[aws] [aws]: passed, now skipped aws: needs root",
     ]
 
 
