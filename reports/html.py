@@ -67,8 +67,9 @@ table.matrix { border-collapse: collapse; margin-top: 1em; }
 pre { background: #f6f8fa; padding: .6em; overflow-x: auto; white-space: pre-wrap; }
 details { margin: .3em 0; }
 .bars { font-size: .8em; margin: .3em 0 0; }
-.bars div { display: flex; align-items: center; gap: .4em; white-space: nowrap; }
-.bars .bar { display: inline-block; height: .7em; background: #57ab5a; min-width: 1px; }
+.bars div { display: flex; align-items: center; gap: .4em; }
+.bars .bar { flex: none; height: .7em; background: #57ab5a; min-width: 1px; }
+.bars div > span[title] { overflow-wrap: anywhere; }
 .bars .head { font-weight: 700; }
 pre.why { margin: .3em 0 0; padding: .3em; font-size: .8em; background: #fff6f5; }
 """
