@@ -17,7 +17,7 @@ import pytest
 
 from reports.certify import PROFILE
 from reports.model import Result, Results, first_line, is_safe_relpath, notes, title_of, worst
-from reports.verdict import NOT_RUN, RAN, Verdict, not_applicable, verdicts
+from reports.verdict import NOT_RUN, RAN, Verdict, not_applicable, provision_failed, verdicts
 
 LABELS = {
     "passed": "PASS",
@@ -124,7 +124,7 @@ def _lifecycle_text(record: dict[str, Any]) -> str:
     handle = record.get("handle") or {}
     out = []
     if isinstance(record.get("provision_seconds"), int | float):
-        verb = "provisioning failed after" if status == "provision-failed" else "provisioned in"
+        verb = "provisioning failed after" if provision_failed(record) else "provisioned in"
         out.append(f"{verb} {_secs(record['provision_seconds'])}")
     if handle.get("expected_nodes"):
         out.append(f"{handle['expected_nodes']} nodes")
@@ -132,6 +132,8 @@ def _lifecycle_text(record: dict[str, Any]) -> str:
         if handle.get(key):
             out.append(f"{label} {handle[key]}")
     out.append(_teardown_text(record))
+    if record.get("interrupted"):
+        out.append("interrupted (SIGINT/SIGTERM): the teardown still ran")
     return " · ".join(o for o in out if o)
 
 
@@ -142,6 +144,8 @@ def _teardown_text(record: dict[str, Any]) -> str:
         return ""
     left = [i for i in record.get("inventory_after") or [] if isinstance(i, dict)]
     after = f"{len(left)} left behind" if left else "nothing left"
+    if record.get("status") == "teardown-failed":
+        return f"teardown failed after {_secs(record['teardown_seconds'])}, {after}"
     return f"torn down in {_secs(record['teardown_seconds'])}, {after}"
 
 
@@ -237,7 +241,7 @@ def _lifecycle_row(name: str, cells: list[str]) -> str:
 def _provision_cell(record: dict[str, Any], base_dir: Path | None) -> str:
     status = str(record.get("status", "unknown"))
     seconds = _secs(record.get("provision_seconds"))
-    if status == "provision-failed":
+    if provision_failed(record):
         diag = _diagnostics(str(record.get("diagnostics", "")), base_dir)
         return (
             f'<td class="l-failed" data-lifecycle="provision" data-status="failed">'
@@ -269,6 +273,13 @@ def _teardown_cell(record: dict[str, Any]) -> str:
     if not isinstance(seconds, int | float):
         return '<td class="l-other" data-lifecycle="teardown" data-status="none">—</td>'
     left = [i for i in record.get("inventory_after") or [] if isinstance(i, dict)]
+    if record.get("status") == "teardown-failed":
+        why = first_line(str(record.get("reason", "")))
+        return (
+            f'<td class="l-failed" data-lifecycle="teardown" data-status="failed">'
+            f'<span class="label">FAILED</span><span class="dur">{_secs(seconds)}</span>'
+            f"{_first_lines(why)}{_small(f'{len(left)} left behind' if left else '')}</td>"
+        )
     if left:
         names = ", ".join(
             str(i.get("error") or f"{i.get('kind', '')} {i.get('name', '')}") for i in left
@@ -360,7 +371,7 @@ def _cell(
     else:
         tip = "\n".join(f"{c.nodeid}: {c.outcome} {c.message}".rstrip() for c in cases)
     shown = next((c.message for c in cases if c.outcome == outcome and c.message), "")
-    if record.get("status") == "provision-failed" and outcome == "error":
+    if provision_failed(record) and outcome == "error":
         shown = "not run: provisioning failed"  # the provision row says why, once
     elif len(cases) > 1:
         shown = f"{len(cases)} cases. {shown}"

@@ -25,8 +25,19 @@ INCOMPLETE = "INCOMPLETE"
 NOT_RUN = "NOT RUN"
 #: Failed checks named on the verdict line; the rest are counted.
 NAMED = 3
-#: Mode statuses in which the mode's cluster was up.
-RAN = ("provisioned", "torn-down", "kept")
+#: Mode statuses after which the mode's cluster had been up (if its provision succeeded).
+RAN = ("provisioned", "torn-down", "teardown-failed", "kept")
+
+
+def provision_failed(record: dict[str, Any]) -> bool:
+    """True when the mode's provision failed, whatever its teardown did afterwards.
+
+    A provision that succeeded left its handle in the record; one that failed has none.
+    """
+    if record.get("status") == "provision-failed":
+        return True
+    timed = isinstance(record.get("provision_seconds"), int | float)
+    return timed and not record.get("handle") and record.get("status") in RAN
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,7 @@ def verdict(results: Results, mode: str) -> Verdict:
     status = str(record.get("status", "unknown"))
     reason = first_line(str(record.get("reason", "")))
     cases = [r for r in results.results if r.mode == mode]
-    if status == "provision-failed":
+    if provision_failed(record):
         return Verdict(mode, NOT_CONFORMANT, f"provisioning failed: {reason}")
     ran = status in RAN
     if not cases or (not ran and all(r.outcome == "skipped" for r in cases)):
@@ -90,5 +101,8 @@ def not_applicable(result: Result, record: dict[str, Any]) -> bool:
     Profile checks apply to every mode, so a skipped one is shown (and costs the verdict).
     """
     return (
-        result.outcome == "skipped" and result.check not in PROFILE and record.get("status") in RAN
+        result.outcome == "skipped"
+        and result.check not in PROFILE
+        and record.get("status") in RAN
+        and not provision_failed(record)
     )

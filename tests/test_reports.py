@@ -601,3 +601,48 @@ def test_html_draws_the_spread_tallies_as_bars_in_the_checks_cell() -> None:
         ("80", "aaaa1111ffff", "aaaa1111", "3"),
         ("27", "bbbb2222ffff", "bbbb2222", "1"),
     ]
+
+
+def test_a_failed_provision_stays_red_whatever_its_teardown_recorded() -> None:
+    from reports.html import render_html
+    from reports.verdict import verdict
+
+    error = Result(
+        "test_ok", "m", "error", 0.0, "setup failed: m: provisioning failed: no head", "t::ok[m]"
+    )
+    for status in ("provision-failed", "torn-down", "teardown-failed"):
+        record: dict[str, Any] = {
+            "mode": "m",
+            "status": status,
+            "reason": "ProvisionError: no head",
+            "provision_seconds": 3.0,
+            "teardown_seconds": 0.5,
+            "handle": {},  # a provision that failed handed nothing over
+        }
+        results = Results("r", "s", "f", 1, {}, [record], [error])
+        assert (
+            verdict(results, "m").line
+            == "NOT CONFORMANT — provisioning failed: ProvisionError: no head"
+        )
+        page = render_html(results)
+        assert '<td class="l-failed" data-lifecycle="provision" data-status="failed">' in page
+        assert "provisioned in" not in page
+
+
+def test_a_failed_teardown_is_a_red_row_with_its_reason() -> None:
+    from reports.html import render_html
+
+    record = {
+        "mode": "m",
+        "status": "teardown-failed",
+        "reason": "LimitExceeded: teardown (--ray-teardown-timeout) took over 5 s",
+        "provision_seconds": 3.0,
+        "teardown_seconds": 5.0,
+        "handle": {"expected_nodes": 2},
+        "inventory_after": [{"kind": "container", "name": "m-head", "run_id": "r"}],
+    }
+    page = render_html(Results("r", "s", "f", 1, {}, [record], [result("test_ok", "m", "passed")]))
+    cell = re.search(r'<td class="l-failed" data-lifecycle="teardown".*?</td>', page)
+    assert cell is not None
+    assert "LimitExceeded: teardown (--ray-teardown-timeout) took over 5 s" in cell.group(0)
+    assert "1 left behind" in cell.group(0)
