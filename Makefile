@@ -24,8 +24,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 lock:
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
-# The suites on the embedded default mode (a local Ray cluster on this machine).
+# The suites on the embedded default mode (a local Ray cluster on this machine), with the
+# dashboard's picture in the report: chromium is installed first when it can be (as root).
 conformance: venv
+	bash .ci/system-deps.sh picture
 	$(PY) -m pytest --ray-modes local --ray-screenshot $(ARGS)
 
 # The project's own tests: harness tests, then every mode this machine can run for real.

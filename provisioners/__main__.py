@@ -10,21 +10,24 @@ import sys
 
 COMMANDS = {
     "prepare": ("provisioners.prepare", "build the images and tools the modes need (cached)"),
+    "options": ("provisioners.commands.options", "the modes' options (--markdown: README's table)"),
+    "modes": ("provisioners.commands.modes", "the registered modes (--json)"),
 }
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        out = sys.stdout if argv and argv[0] in ("-h", "--help") else sys.stderr
-        if argv and argv[0] not in ("-h", "--help"):
-            out.write(f"unknown command {argv[0]!r}\n")
-        out.write("usage: python -m provisioners COMMAND [ARGS]\n\ncommands:\n")
-        for name, (_module, summary) in COMMANDS.items():
-            out.write(f"  {name:<10} {summary}\n")
-        return 0 if out is sys.stdout else 2
-    module, _summary = COMMANDS[argv[0]]
-    code: int = importlib.import_module(module).main(argv[1:])
-    return code
+    if argv and argv[0] in COMMANDS:
+        module, _summary = COMMANDS[argv[0]]
+        return int(importlib.import_module(module).main(argv[1:]))
+    asked = bool(argv) and argv[0] in ("-h", "--help")
+    out = sys.stdout if asked else sys.stderr
+    out.write(f"usage: python -m provisioners {{{','.join(COMMANDS)}}} ...\n")
+    if argv and not asked:
+        out.write(f"error: unknown command {argv[0]!r}\n")
+        return 2
+    for name, (_module, summary) in COMMANDS.items():
+        out.write(f"  {name:<10} {summary}\n")
+    return 0 if asked else 2
 
 
 if __name__ == "__main__":

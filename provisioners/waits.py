@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import socket
 import time
@@ -12,6 +11,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+import filelock
 
 from provisioners.base import ProvisionError
 
@@ -182,26 +183,27 @@ def file_lock(
     """Hold an exclusive lock on ``path`` (one build per machine for every process that needs it).
 
     Waits for another holder at most until ``deadline`` (monotonic), saying so once; raises
-    :class:`WaitTimeout` naming ``what`` the lock guards.
+    :class:`WaitTimeout` naming ``what`` the lock guards. The lock is ``filelock``'s (an
+    ``flock`` on Unix), released when the block ends or the process dies.
     """
+    lock = filelock.FileLock(path)
 
     def locked() -> bool:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            lock.acquire(timeout=0)  # one try; the waiting is wait_for's, bounded and named
+        except filelock.Timeout:
             return False
         return True
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        if not locked():
-            progress(f"waiting for another process's {what} ...")
-            wait_for(
-                locked,
-                timeout=max(0.0, deadline - time.monotonic()),
-                what=f"another process's {what} to release {path}",
-            )
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    if not locked():
+        progress(f"waiting for another process's {what} ...")
+        wait_for(
+            locked,
+            timeout=max(0.0, deadline - time.monotonic()),
+            what=f"another process's {what} to release {path}",
+        )
+    try:
+        yield
+    finally:
+        lock.release()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reports.certify import certify_problems, opened
+from reports import junit
+from reports.certify import PROFILE, TARGET_FILE, certify_problems, opened
 from reports.html import LABELS, render_html
 from reports.manifest import MANIFEST_FILE, sha256_file, verify_manifest, write_manifest
 from reports.model import (
@@ -19,21 +22,36 @@ from reports.model import (
     Result,
     Results,
     first_line,
+    is_safe_relpath,
     load_results,
     notes,
+    title_of,
     worst,
     write_json,
     write_text_atomic,
 )
+from reports.verdict import NOT_RUN, not_applicable, verdicts
 
 #: Exit status when an input cannot be read at all (1 means "read it, and it does not verify").
 EXIT_UNREADABLE = 2
+#: Widest check title in the text matrix; longer ones are cut.
+MAX_TITLE = 60
 
 
 def write_report(report_dir: Path, results: Results) -> None:
     """Write ``results.json`` and ``report.html``; the manifest is written separately, last."""
     write_json(report_dir / RESULTS_FILE, results.to_json())
     write_text_atomic(report_dir / HTML_FILE, render_html(results, report_dir))
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One bundle given to ``merge``: as named, as a directory (unpacked if an archive)."""
+
+    given: Path
+    dir: Path
+    results: Results
+    digest: str  # sha256 of its results.json
 
 
 def merge(out: Path, bundles: Sequence[Path], warn: Callable[[str], object]) -> Results:
@@ -44,67 +62,84 @@ def merge(out: Path, bundles: Sequence[Path], warn: Callable[[str], object]) -> 
     if not bundles:
         raise BundleError("nothing to merge")
     with contextlib.ExitStack() as stack:
-        sources: list[tuple[Path, Results, str]] = []
+        sources: list[Source] = []
         for given in bundles:
             d = stack.enter_context(opened(given))
             loaded = load_results(d)
             if (d / MANIFEST_FILE).exists() and (problems := verify_manifest(d)):
                 raise BundleError(f"{given}: does not verify ({'; '.join(problems)})")
-            sources.append((given, loaded, sha256_file(d / RESULTS_FILE)))
+            sources.append(Source(given, d, loaded, sha256_file(d / RESULTS_FILE)))
         return _merge(out, sources, warn)
 
 
-def _merge(
-    out: Path, sources: list[tuple[Path, Results, str]], warn: Callable[[str], object]
-) -> Results:
-
+def _merge(out: Path, sources: list[Source], warn: Callable[[str], object]) -> Results:
     by_key: dict[tuple[str, str, str], tuple[Path, Result]] = {}
-    records: dict[str, dict[str, Any]] = {}
-    for d, res, _ in sources:
-        for r in res.results:
+    records: dict[str, tuple[Source, dict[str, Any]]] = {}
+    for src in sources:
+        for r in src.results.results:
             if (prev := by_key.get(r.key)) is not None:
                 warn(
                     f"warning: {r.check} [{r.mode}] in both {prev[0]} ({prev[1].outcome}) and "
-                    f"{d} ({r.outcome}); keeping {d}'s"
+                    f"{src.given} ({r.outcome}); keeping {src.given}'s"
                 )
-            by_key[r.key] = (d, r)
-        for m in res.modes:
+            by_key[r.key] = (src.given, r)
+        for m in src.results.modes:
             # Shards often list every mode but run one; "pending" must not erase a real record.
             prev_rec = records.get(m["mode"])
             if (
                 prev_rec is None
                 or m.get("status") != "pending"
-                or prev_rec.get("status") == "pending"
+                or prev_rec[1].get("status") == "pending"
             ):
-                records[m["mode"]] = m
+                records[m["mode"]] = (src, m)
 
-    results = [r for _, r in by_key.values()]
     merged = Results(
-        run_id="+".join(dict.fromkeys(res.run_id for _, res, _ in sources)),
-        started=min(res.started for _, res, _ in sources),
-        finished=max(res.finished for _, res, _ in sources),
-        exit_status=_combined_exit([res.exit_status for _, res, _ in sources]),
-        environment=_combined_env([res.environment for _, res, _ in sources]),
-        modes=list(records.values()),
-        results=sorted(results, key=lambda r: (r.nodeid.split("::", 1)[0], r.check, r.nodeid)),
-        collection_errors=[e for _, res, _ in sources for e in res.collection_errors],
+        run_id="+".join(dict.fromkeys(src.results.run_id for src in sources)),
+        started=min(src.results.started for src in sources),
+        finished=max(src.results.finished for src in sources),
+        exit_status=_combined_exit([src.results.exit_status for src in sources]),
+        environment=_combined_env([src.results.environment for src in sources]),
+        modes=[m for _, m in records.values()],
+        # Run order, source by source: each shard's rows stay in its suites' order.
+        results=[r for _, r in by_key.values()],
+        collection_errors=[e for src in sources for e in src.results.collection_errors],
         merged_from=[
             {
-                "dir": str(d),
-                "run_id": res.run_id,
-                "started": res.started,
-                "finished": res.finished,
-                "exit_status": res.exit_status,
+                "dir": str(src.given),
+                "run_id": src.results.run_id,
+                "started": src.results.started,
+                "finished": src.results.finished,
+                "exit_status": src.results.exit_status,
                 # Ties the merged bundle to the exact inputs it was built from.
-                "results_sha256": digest,
+                "results_sha256": src.digest,
             }
-            for d, res, digest in sources
+            for src in sources
         ],
     )
     out.mkdir(parents=True, exist_ok=True)
+    for src, record in records.values():
+        _copy_evidence(src.dir, out, record)
+    junit.merged(out, [(src.dir, src.results) for src in sources])
     write_report(out, merged)
     write_manifest(out, merged.run_id)
     return merged
+
+
+#: A mode record's files that the report links to: they move into the merged bundle with it.
+EVIDENCE = ("diagnostics", "screenshot")
+
+
+def _copy_evidence(src: Path, out: Path, record: dict[str, Any]) -> None:
+    for key in EVIDENCE:
+        rel = str(record.get(key) or "")
+        if not is_safe_relpath(rel) or not (src / rel).exists():
+            continue  # a reason ("no screenshot: ..."), or a path outside the bundle
+        dest = out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if (src / rel).is_dir():
+            shutil.copytree(src / rel, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src / rel, dest)
 
 
 def _combined_exit(codes: list[int]) -> int:
@@ -123,38 +158,56 @@ def _combined_env(envs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def render_text(results: Results) -> str:
-    """A plain-text matrix for terminals and CI logs."""
-    modes = results.mode_names()
+    """The verdicts, then a plain-text matrix of the modes that ran, for terminals and CI logs."""
+    found = verdicts(results)
+    modes = [v.mode for v in found if v.word != NOT_RUN]
     checks = results.check_names()
     cells = results.cells()
-    status = {str(m["mode"]): str(m.get("status", "")) for m in results.modes}
-    width = max([len("check"), len("totals"), *(len(c) for c in checks)])
-    col = max([7, *(len(m) for m in modes), *(len(s) for s in status.values())]) + 2
+    titles = {r.check: title_of(r) for r in results.results}
+    # Each title follows a two-character mark ("* " for the profile).
+    width = min(MAX_TITLE, max([len("  totals"), *(len(titles[c]) + 2 for c in checks)]))
+    totals = {
+        m: f"{results.totals(m)['passed']}/{sum(results.totals(m).values())} pass" for m in modes
+    }
+    col = max([7, *(len(m) for m in modes), *(len(t) for t in totals.values())]) + 2
 
     def line(first: str, values: list[str]) -> str:
+        first = first if len(first) <= width else first[: width - 1] + "…"
         return (first.ljust(width + 2) + "".join(v.ljust(col) for v in values)).rstrip()
 
     out = [
         f"run {results.run_id}  started {results.started}  finished {results.finished}  "
         f"exit status {results.exit_status}",
         "",
-        line("check", modes),
-        line("", [status.get(m, "") for m in modes]),
+        *(f"{v.mode}: {v.line}" for v in found),
     ]
-    for check in checks:
-        values = []
-        for m in modes:
-            cases = cells.get((check, m), [])
-            values.append(LABELS.get(worst(cases), worst(cases)) if cases else "-")
-        out.append(line(check, values))
-    totals = results.totals
-    out.append(
-        line("totals", [f"{totals(m)['passed']}/{sum(totals(m).values())} pass" for m in modes])
-    )
-    found = [n for n in notes(results) if n.outcome != "passed"]
-    if found:
+    if modes:
+        out += ["", line("check", modes)]
+        for check in checks:
+            values = []
+            for m in modes:
+                cases = cells.get((check, m), [])
+                if cases and all(not_applicable(c, results.record(m)) for c in cases):
+                    values.append("n/a")
+                else:
+                    values.append(LABELS.get(worst(cases), worst(cases)) if cases else "-")
+            mark = "* " if check in PROFILE else "  "
+            out.append(line(mark + titles[check], values))
+        out.append(line("  totals", [totals[m] for m in modes]))
+        out.append("(* in the certification profile)")
+    optional = {
+        m: sum(not_applicable(r, results.record(m)) for r in results.results if r.mode == m)
+        for m in modes
+    }
+    kept = [r for r in results.results if not not_applicable(r, results.record(r.mode))]
+    shown = dataclasses.replace(results, results=kept)
+    found_notes = [n for n in notes(shown) if n.outcome != "passed" and n.mode in modes]
+    if found_notes or any(optional.values()):
         out.append("")
-    for n in found:
+    for m, count in optional.items():
+        if count:
+            out.append(f"n/a {count} optional checks [{m}]: the mode lacks the ability they test")
+    for n in found_notes:
         first = first_line(n.message)
         what = n.checks[0] if len(n.checks) == 1 else f"{len(n.checks)} checks"
         out.append(f"{LABELS.get(n.outcome, n.outcome)} {what} [{n.mode}]: {first}".rstrip())
@@ -162,16 +215,18 @@ def render_text(results: Results) -> str:
 
 
 def render_summary(results: Results, detail: bool = False) -> str:
-    """Per mode: its status and totals; with ``detail``, every check and its reason."""
+    """Per mode that ran: its verdict, status and totals; with ``detail``, every check and why."""
     status = {str(m["mode"]): str(m.get("status", "")) for m in results.modes}
     out = [f"run {results.run_id}  exit status {results.exit_status}"]
-    for mode in results.mode_names():
+    for v in verdicts(results):
+        mode = v.mode
         t = results.totals(mode)
         failed = t["failed"] + t["error"]
         out.append(
             f"mode {mode}: {status.get(mode) or 'unknown'}; {sum(t.values())} total, "
             f"{t['passed']} passed, {failed} failed, {t['skipped']} skipped"
         )
+        out.append(f"  {v.line}")
         if detail:
             for r in (r for r in results.results if r.mode == mode):
                 first = first_line(r.message)
@@ -180,20 +235,56 @@ def render_summary(results: Results, detail: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
-def regressions(previous: Results, current: Results) -> list[str]:
-    """Cases that passed in ``previous`` and failed (or errored, or vanished) in ``current``."""
+def compared_modes(previous: Results, current: Results) -> tuple[list[str], str]:
+    """The modes both runs ran, and a line naming them (and those only one side ran).
+
+    Raises `BundleError` naming both sides when they share no mode: there is nothing to compare,
+    and "no regressions" would be a false green.
+    """
+    before, after = previous.mode_names(), current.mode_names()
+    shared = [m for m in after if m in before]
+    if not shared:
+        raise BundleError(
+            f"no mode in common: the previous run ran {', '.join(before) or 'no mode'}, "
+            f"the current run ran {', '.join(after) or 'no mode'}"
+        )
+    line = f"compared modes: {', '.join(shared)}"
+    extra = [
+        f"only in the {side}: {', '.join(ms)}"
+        for side, ms in (
+            ("previous run", [m for m in before if m not in shared]),
+            ("current run", [m for m in after if m not in shared]),
+        )
+        if ms
+    ]
+    return shared, line + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def regressions(
+    previous: Results, current: Results, allow_skipped: Sequence[str] = ()
+) -> list[str]:
+    """What got worse: a check that passed before and now fails, errors, is skipped or missing;
+    a mode of the current run whose every check was skipped (unless ``allow_skipped`` names it).
+
+    A mode the current run did not run at all (a job whose secrets are gone) is not compared.
+    """
     now = {r.key: r for r in current.results}
-    ran = {r.mode for r in current.results}
+    ran = set(current.mode_names())
     out = []
     for r in previous.results:
         if r.outcome != "passed" or r.mode not in ran:
-            continue  # a mode not in tonight's matrix (its secrets gone) is not a regression
+            continue
         after = now.get(r.key)
         if after is None:
             out.append(f"{r.nodeid} [{r.mode}]: passed, now missing")
-        elif after.outcome in ("failed", "error"):
+        elif after.outcome in ("failed", "error", "skipped"):
             first = first_line(after.message)
             out.append(f"{r.nodeid} [{r.mode}]: passed, now {after.outcome} {first}".rstrip())
+    for mode in current.mode_names():
+        cases = [r for r in current.results if r.mode == mode]
+        if cases and mode not in allow_skipped and all(r.outcome == "skipped" for r in cases):
+            why = first_line(str(current.record(mode).get("reason") or cases[0].message))
+            out.append(f"mode {mode}: all {len(cases)} checks skipped ({why})")
     return out
 
 
@@ -202,7 +293,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m reports",
         description="Read, verify and merge ray-conformance result bundles (dirs or archives)",
         epilog=f"Exit status: 0 ok, 1 the bundle does not verify (or a check regressed), "
-        f"{EXIT_UNREADABLE} an input cannot be read.",
+        f"{EXIT_UNREADABLE} an input cannot be read (or used: no mode in common, "
+        "not a certification bundle).",
     )
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="Check every file against manifest.json")
@@ -222,14 +314,30 @@ def _parser() -> argparse.ArgumentParser:
     su = sub.add_parser("summary", help="Print each mode's status and totals")
     su.add_argument("bundle", type=Path)
     su.add_argument("--detail", action="store_true", help="List every check with its reason")
-    c = sub.add_parser("compare", help="Fail when a check that passed before fails now")
+    c = sub.add_parser(
+        "compare",
+        help="Fail when a check that passed before fails, is skipped or is missing now, "
+        "or when a mode skipped every check",
+    )
     c.add_argument("previous", type=Path, help="The previous run's (merged) bundle")
     c.add_argument("current", type=Path)
+    c.add_argument(
+        "--allow-skipped",
+        action="append",
+        default=[],
+        metavar="MODE",
+        help="A mode that may skip every check (one skipped by design); repeatable",
+    )
     return p
 
 
 def _verify(bundle: Path, certify: bool) -> int:
     with opened(bundle) as d:
+        if certify and not (d / TARGET_FILE).is_file():
+            raise BundleError(
+                f"{bundle}: not a certification bundle (it has no {TARGET_FILE}; "
+                "`pytest --ray-certify target.yaml` makes one)"
+            )
         problems = verify_manifest(d)
         if certify and not problems:
             problems = certify_problems(d)
@@ -237,9 +345,12 @@ def _verify(bundle: Path, certify: bool) -> int:
     return _verdict(problems, failed, f"{bundle}: OK{' (certified)' if certify else ''}")
 
 
-def _compare(previous: Path, current: Path) -> int:
+def _compare(previous: Path, current: Path, allow_skipped: Sequence[str]) -> int:
     with opened(previous) as before, opened(current) as after:
-        found = regressions(load_results(before), load_results(after))
+        prev, cur = load_results(before), load_results(after)
+    _, line = compared_modes(prev, cur)
+    sys.stdout.write(line + "\n")
+    found = regressions(prev, cur, allow_skipped)
     failed = f"{len(found)} regression(s) since {previous}:"
     return _verdict(found, failed, f"no regressions since {previous}")
 
@@ -259,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "verify":
             return _verify(args.bundle, args.certify)
         if args.command == "compare":
-            return _compare(args.previous, args.current)
+            return _compare(args.previous, args.current, args.allow_skipped)
         if args.command == "merge":
             merged = merge(args.out, args.bundles, lambda msg: sys.stderr.write(msg + "\n"))
             sys.stdout.write(

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from reports import schema
 from reports.model import BundleError, Results, first_line, load_results
 
 TARGET_FILE = "target.yaml"
@@ -63,29 +64,50 @@ class TargetError(ValueError):
 
 
 def load_target(path: Path) -> dict[str, str]:
-    """The product file's fields, or `TargetError` naming the first field that is wrong."""
+    """The product file's fields, or `TargetError` naming every field that is wrong, at once.
+
+    The rules are the published schema's (``reports/schemas/target.schema.json``).
+    """
     try:
         data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise TargetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise TargetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise TargetError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise TargetError(f"{path}: expected a mapping of {', '.join(TARGET_FIELDS)}")
-    for name in TARGET_FIELDS:
-        value = data.get(name)
-        if value is None or str(value).strip() == "":
-            raise TargetError(f"{path}: field {name!r} is missing or empty")
-        if not isinstance(value, str | int | float):
-            raise TargetError(
-                f"{path}: field {name!r} must be a string, not {type(value).__name__}"
-            )
-    unknown = sorted(set(data) - set(TARGET_FIELDS))
-    if unknown:
-        raise TargetError(
-            f"{path}: unknown field {unknown[0]!r} (known: {', '.join(TARGET_FIELDS)})"
-        )
+    problems = target_problems(data)
+    if problems:
+        raise TargetError(f"{path}: " + "; ".join(problems))
     return {name: str(data[name]).strip() for name in TARGET_FIELDS}
+
+
+def target_problems(data: dict[str, Any]) -> list[str]:
+    """What is wrong with a product file's fields, one phrase each, in field order."""
+    missing, wrong, unknown = [], [], []
+    for error in schema.errors(schema.TARGET, data):
+        field = str(error.path[0]) if error.path else ""
+        if error.validator == "required":
+            missing += [name for name in TARGET_FIELDS if name not in data]
+        elif error.validator == "additionalProperties":
+            unknown += sorted(set(data) - set(TARGET_FIELDS))
+        elif data.get(field) is None or str(data.get(field)).strip() == "":
+            missing.append(field)
+        else:
+            wrong.append(f"field {field!r} must be a string, not {type(data[field]).__name__}")
+    out = [
+        f"field {name!r} is missing or empty"
+        for name in TARGET_FIELDS
+        if name in missing  # field order, each once
+    ]
+    out += wrong
+    out += [
+        f"unknown field {name!r} (known: {', '.join(TARGET_FIELDS)})"
+        for name in dict.fromkeys(unknown)
+    ]
+    return out
 
 
 def archive_path(report_dir: Path, mode: str, run_id: str) -> Path:

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from reports import schema
+
 SCHEMA = "ray-conformance/results/v1"
 RESULTS_FILE = "results.json"
 HTML_FILE = "report.html"
@@ -52,6 +54,10 @@ class ModeRecord:
     inventory_after: list[dict[str, Any]] = field(default_factory=list)
     screenshot: str = ""  # the dashboard's cluster page (PNG), or why there is none
     interrupted: bool = False  # SIGINT/SIGTERM arrived; the teardown still ran
+    #: What the harness did outside any check, as name -> [start, stop] (epoch seconds):
+    #: provision, teardown, diagnostics, screenshot. The report shows provision and teardown as
+    #: their own rows and takes all of it out of the check during whose setup or teardown it ran.
+    windows: dict[str, list[float]] = field(default_factory=dict)
 
     def save(self, report_dir: Path) -> Path:
         path = report_dir / MODE_RECORD_DIR / f"{self.mode}.json"
@@ -72,6 +78,8 @@ class Result:
     #: What a check recorded besides its verdict (``request.node.user_properties``), e.g. the
     #: spread counter's tallies.
     properties: dict[str, Any] = field(default_factory=dict)
+    title: str = ""  # the check's docstring, first line ("" when it has none)
+    suite: str = ""  # its module's docstring, first line
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -109,6 +117,9 @@ class Results:
             raise BundleError(
                 f"{source}: unsupported schema {data.get('schema')!r} (expected {SCHEMA!r})"
             )
+        # The published schema (reports/schemas/results.schema.json) says what a reader may rely on.
+        if problem := schema.first_error(schema.RESULTS, data):
+            raise BundleError(f"{source}: does not match the results schema: {problem}")
         try:
             results = [
                 Result(
@@ -119,6 +130,8 @@ class Results:
                     message=str(r.get("message", "")),
                     nodeid=str(r["nodeid"]),
                     properties=dict(r.get("properties") or {}),
+                    title=str(r.get("title") or ""),
+                    suite=str(r.get("suite") or ""),
                 )
                 for r in data["results"]
             ]
@@ -142,18 +155,48 @@ class Results:
     # -- the matrix view shared by the HTML and text renderers --------------------------------
 
     def mode_names(self) -> list[str]:
-        names = [str(m["mode"]) for m in self.modes]
+        """The modes that ran, in column order; a mode that was selected but not run is left out.
+
+        "Not run" is a record still ``pending`` with no result: filtered out with ``-k``, or a
+        shard's placeholder for a mode another shard ran. A skipped mode ran (its checks say why).
+        """
+        ran = {r.mode for r in self.results}
+        names = [
+            str(m["mode"])
+            for m in self.modes
+            if m.get("status", "pending") != "pending" or m["mode"] in ran
+        ]
         # A result for a mode without a record still gets a column rather than vanishing.
-        names += sorted({r.mode for r in self.results} - set(names))
+        names += sorted(ran - set(names))
         return names
 
+    def record(self, mode: str) -> dict[str, Any]:
+        """The mode's record (`ModeRecord` fields), or a stand-in for a mode that has none."""
+        found = next((m for m in self.modes if m.get("mode") == mode), None)
+        return found if found is not None else {"mode": mode, "status": "unknown"}
+
     def check_names(self) -> list[str]:
-        # Sorted by file then name: xdist delivers results in no stable order, and a matrix
-        # whose rows move between runs is hard to compare by eye.
-        first_file: dict[str, str] = {}
+        """Checks in run order, grouped by suite file: the order their suites define them in.
+
+        Results are stored in run order (pytest's collection order within a mode, the
+        teardown checks last), which stays the same between runs, with or without xdist.
+        """
+        by_file: dict[str, list[str]] = {}
         for r in self.results:
-            first_file.setdefault(r.check, r.nodeid.split("::", 1)[0])
-        return sorted(first_file, key=lambda c: (first_file[c], c))
+            checks = by_file.setdefault(r.nodeid.split("::", 1)[0], [])
+            if r.check not in checks:
+                checks.append(r.check)
+        return [c for checks in by_file.values() for c in checks]
+
+    def suites(self) -> list[tuple[str, str, list[str]]]:
+        """(suite file, its title, its checks) in run order: the matrix's row groups."""
+        out: dict[str, tuple[str, list[str]]] = {}
+        for r in self.results:
+            file = r.nodeid.split("::", 1)[0]
+            _, checks = out.setdefault(file, (r.suite, []))
+            if r.check not in checks:
+                checks.append(r.check)
+        return [(file, title, checks) for file, (title, checks) in out.items()]
 
     def cells(self) -> dict[tuple[str, str], list[Result]]:
         out: dict[tuple[str, str], list[Result]] = {}
@@ -171,32 +214,35 @@ class Results:
 
 @dataclass(frozen=True)
 class Note:
-    """A line of the details list: one non-passed result, or the skips that share a reason."""
+    """A line of the details list: the results of one mode that share an outcome and a message."""
 
     outcome: str
     mode: str
     message: str
     checks: tuple[str, ...]
-    nodeid: str  # empty for a group of skips
+    nodeids: tuple[str, ...]
 
 
 def notes(results: Results) -> list[Note]:
-    # A skipped mode skips every check with the same reason; one line says it once.
-    skips: dict[tuple[str, str], list[str]] = {}
-    out: list[Note] = []
+    """Every result that is not a plain pass, grouped: a skipped mode or a failed provision
+    gives every check the same message, and one line says it once."""
+    groups: dict[tuple[str, str, str], list[Result]] = {}
     for r in results.results:
-        if r.outcome == "skipped":
-            skips.setdefault((r.mode, r.message), []).append(r.check)
-        elif r.outcome != "passed" or r.message:
-            out.append(Note(r.outcome, r.mode, r.message, (r.check,), r.nodeid))
-    for (mode, message), checks in skips.items():
-        nodeid = (
-            ""
-            if len(checks) > 1
-            else next(r.nodeid for r in results.results if (r.mode, r.check) == (mode, checks[0]))
-        )
-        out.append(Note("skipped", mode, message, tuple(checks), nodeid))
-    return out
+        if r.outcome != "passed" or r.message:
+            groups.setdefault((r.outcome, r.mode, r.message), []).append(r)
+    return [
+        Note(outcome, mode, message, tuple(r.check for r in rs), tuple(r.nodeid for r in rs))
+        for (outcome, mode, message), rs in groups.items()
+    ]
+
+
+def readable(check: str) -> str:
+    """A check's title when its docstring gives none: ``test_a_b`` -> "A b"."""
+    return check.removeprefix("test_").replace("_", " ").capitalize()
+
+
+def title_of(result: Result) -> str:
+    return result.title or readable(result.check)
 
 
 def first_line(text: str) -> str:

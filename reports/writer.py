@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -12,17 +13,21 @@ from typing import Any
 
 import pytest
 
+from reports import junit
 from reports.bundle import write_report
 from reports.manifest import write_manifest
 from reports.model import (
     HTML_FILE,
     MODE_RECORD_DIR,
     RESULTS_FILE,
+    BundleError,
     ModeRecord,
     Result,
     Results,
     RunContext,
+    first_line,
 )
+from reports.verdict import verdicts
 
 MAX_MESSAGE_LINES = 12
 MAX_MESSAGE_CHARS = 2000
@@ -65,6 +70,33 @@ def skip_reason(report: pytest.TestReport) -> str:
     return short_message(report.longreprtext)
 
 
+#: User properties the plugin puts on every suite item (`item_properties`); the writer reads
+#: them into the result's own fields rather than its ``properties``.
+ITEM_KEYS = ("ray_mode", "ray_check", "ray_title", "ray_suite")
+
+
+def item_properties(item: pytest.Item) -> list[tuple[str, str]]:
+    """The check's and its suite's titles (first docstring lines), for the plugin to attach.
+
+    User properties travel with every report, also from xdist workers, where the controller
+    that writes the report never sees the items.
+    """
+    function = getattr(item, "function", None)
+    module = getattr(item, "module", None)
+    return [
+        ("ray_title", first_line(getattr(function, "__doc__", None) or "")),
+        ("ray_suite", first_line(getattr(module, "__doc__", None) or "")),
+    ]
+
+
+Window = tuple[float, float]
+
+
+def overlap(start: float, stop: float, window: Window) -> float:
+    """Seconds ``[start, stop]`` shares with ``window``."""
+    return max(0.0, min(stop, window[1]) - max(start, window[0]))
+
+
 @dataclass
 class _Fold:
     """One item's outcome so far, built up phase by phase."""
@@ -73,14 +105,23 @@ class _Fold:
     mode: str
     nodeid: str
     outcome: str = "passed"
-    duration_s: float = 0.0
     message: str = ""
+    title: str = ""
+    suite: str = ""
     properties: dict[str, Any] = field(default_factory=dict)
+    #: (start, stop, duration) of each phase: the mode's provision happens inside the setup of
+    #: its first check and its teardown inside some check's setup or teardown, and the report
+    #: charges neither to that check.
+    phases: list[tuple[float, float, float]] = field(default_factory=list)
 
     def add(self, report: pytest.TestReport) -> None:
-        self.duration_s += report.duration
+        self.phases.append((report.start, report.stop, report.duration))
         for key, value in report.user_properties:
-            if key not in ("ray_mode", "ray_check"):
+            if key == "ray_title":
+                self.title = str(value)
+            elif key == "ray_suite":
+                self.suite = str(value)
+            elif key not in ITEM_KEYS:
                 self.properties[str(key)] = value
         wasxfail = getattr(report, "wasxfail", None)
         if report.when == "teardown":
@@ -109,15 +150,22 @@ class _Fold:
             self.outcome = "passed"
             self.message = f"unexpectedly passed (xfail: {wasxfail})" if wasxfail else ""
 
-    def result(self) -> Result:
+    def result(self, lifecycle: tuple[Window, ...] = ()) -> Result:
+        """The folded result; ``lifecycle`` windows (provision, teardown, ...) are not its time."""
+        seconds = sum(
+            max(0.0, took - sum(overlap(start, stop, w) for w in lifecycle))
+            for start, stop, took in self.phases
+        )
         return Result(
             self.check,
             self.mode,
             self.outcome,
-            round(self.duration_s, 3),
+            round(seconds, 3),
             self.message,
             self.nodeid,
             dict(self.properties),
+            self.title,
+            self.suite,
         )
 
 
@@ -134,7 +182,7 @@ class ResultsWriter:
         self.started = utcnow()
         self._folds: dict[str, _Fold] = {}
         self._collection_errors: list[dict[str, str]] = []
-        self._written = False
+        self._results: Results | None = None
 
     @property
     def results_path(self) -> Path:
@@ -177,35 +225,49 @@ class ResultsWriter:
         # final ModeRecords) are torn down; under xdist the workers finished before this.
         # session.exitstatus, not the argument: a signal during a teardown in an earlier
         # sessionfinish marks the run interrupted after this hook was called.
-        write_report(self.ctx.report_dir, self.collect(int(session.exitstatus)))
-        self._written = True
+        self._results = self.collect(int(session.exitstatus))
+        write_report(self.ctx.report_dir, self._results)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         # The manifest is the last file written: junitxml writes junit.xml in a plain
         # sessionfinish whose order against ours depends on registration order, and other
         # plugins may still drop diagnostics in the report dir; by unconfigure all are done.
-        if not self._written:
+        if self._results is None:
             return
+        xml = Path(config.option.xmlpath) if config.option.xmlpath else None
+        if xml is not None and xml.is_file():
+            try:
+                junit.relabel(xml, self._results)
+            except BundleError as exc:  # someone else's file: say so, keep the report
+                sys.stderr.write(f"ray-conformance: junit.xml left as written: {exc}\n")
         write_manifest(self.ctx.report_dir, self.ctx.run_id)
-        # Last line of the run, below pytest's own summary, where a person looks for it.
+        # Last lines of the run, below pytest's own summary, where a person looks for them.
         terminal = config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None:
+            for v in verdicts(self._results):
+                terminal.write_line(f"ray-conformance {v.mode}: {v.line}")
             terminal.write_line(
                 f"ray-conformance report: {self.html_path} (results: {self.results_path})"
             )
 
     def collect(self, exit_status: int) -> Results:
+        records = self._mode_records()
+        windows = {r["mode"]: lifecycle_windows(r) for r in records}
+        # Run order within each mode (pytest's collection order, teardown checks last): the
+        # same from run to run, and under xdist, where modes interleave, still per mode.
         ordered = sorted(
-            (f.result() for f in self._folds.values()),
-            key=lambda r: (r.nodeid.split("::", 1)[0], r.check, self._mode_index(r.mode), r.nodeid),
+            (f.result(windows.get(f.mode, ())) for f in self._folds.values()),
+            key=lambda r: self._mode_index(r.mode),
         )
+        ran = {r.mode for r in ordered}
         return Results(
             run_id=self.ctx.run_id,
             started=self.started,
             finished=utcnow(),
             exit_status=exit_status,
             environment=environment(),
-            modes=self._mode_records(),
+            # A mode selected but not run (filtered out with -k) has no place in the report.
+            modes=[r for r in records if r["status"] != "pending" or r["mode"] in ran],
             results=ordered,
             collection_errors=list(self._collection_errors),
         )
@@ -234,6 +296,18 @@ class ResultsWriter:
             if path.is_absolute() and path.is_relative_to(self.ctx.report_dir):
                 record[key] = path.relative_to(self.ctx.report_dir).as_posix()
         return record
+
+
+def lifecycle_windows(record: dict[str, Any]) -> tuple[Window, ...]:
+    """What the harness did for the mode outside any check, as (start, stop) epoch seconds."""
+    windows = record.get("windows")
+    if not isinstance(windows, dict):
+        return ()
+    return tuple(
+        (float(w[0]), float(w[1]))
+        for w in windows.values()
+        if isinstance(w, list) and len(w) == 2 and all(isinstance(t, int | float) for t in w)
+    )
 
 
 def environment() -> dict[str, Any]:

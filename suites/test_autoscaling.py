@@ -132,6 +132,7 @@ def _seen(result: dict[str, Any]) -> str:
 def test_autoscaling_adds_workers_for_queued_work(
     scenario: dict[str, Any], request: pytest.FixtureRequest
 ) -> None:
+    """Work queued beyond the head's CPUs brings new workers, no more than max_workers."""
     limits: AutoscalingLimits = scenario["limits"]
     request.node.user_properties.append(("autoscale_first_new_node_s", scenario["first_new_s"]))
     request.node.user_properties.append(("autoscale_nodes_timeline", scenario["timeline"]))
@@ -147,6 +148,7 @@ def test_autoscaling_adds_workers_for_queued_work(
 
 
 def test_autoscaling_new_workers_run_the_work(scenario: dict[str, Any]) -> None:
+    """The queued tasks all finish, some of them on the new workers."""
     if scenario["first_new_s"] is None:
         pytest.fail("no worker was added, so none could run work; " + _seen(scenario))
     assert scenario["done_s"] is not None, f"not all {scenario['tasks']} tasks finished; " + _seen(
@@ -166,6 +168,7 @@ def test_autoscaling_new_workers_run_the_work(scenario: dict[str, Any]) -> None:
 def test_autoscaling_removes_idle_workers(
     scenario: dict[str, Any], request: pytest.FixtureRequest
 ) -> None:
+    """Once the work is done, the idle workers are removed."""
     limits: AutoscalingLimits = scenario["limits"]
     request.node.user_properties.append(("autoscale_scale_down_s", scenario["scale_down_s"]))
     if scenario["done_s"] is None:

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.ray_certification
 def test_dashboard_version_matches_cluster(
     ray_cluster: ClusterHandle, ray_cluster_version: str
 ) -> None:
+    """The dashboard's /api/version reports the Ray the cluster runs."""
     assert ray_cluster_version == ray_cluster.ray_version, (
         f"/api/version says Ray {ray_cluster_version}, the cluster was provisioned with {ray_cluster.ray_version}"
     )
@@ -50,6 +51,7 @@ def test_dashboard_nodes_match_expected(
 
 
 def test_dashboard_job_succeeds_with_logs(ray_dashboard_url: str, ray_spec: ClusterSpec) -> None:
+    """A job submitted through the dashboard succeeds and its logs hold its output."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     token = f"rc-job-{secrets.token_hex(4)}"

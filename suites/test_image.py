@@ -31,6 +31,7 @@ def _line(output: str, key: str) -> list[str]:
 def test_image_runs_ray_task_alone(
     ray_provisioner: Provisioner, ray_cluster: ClusterHandle, ray_spec: ClusterSpec
 ) -> None:
+    """One container of the node image runs a Ray task with no cluster around it."""
     image = _image(ray_provisioner)
     output = image.image_run(["python", "-c", TASK], ray_spec.timeouts.job)
     assert _line(output, "RESULT") == ["2"], (
@@ -42,6 +43,7 @@ def test_image_runs_ray_task_alone(
 def test_image_versions_match_cluster(
     ray_provisioner: Provisioner, ray_cluster: ClusterHandle, ray_spec: ClusterSpec
 ) -> None:
+    """The node image has the Ray and Python the cluster reports."""
     image = _image(ray_provisioner)
     output = image.image_run(["python", "-c", VERSIONS], ray_spec.timeouts.job)
     seen = _line(output, "VERSIONS")

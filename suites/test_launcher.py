@@ -61,6 +61,7 @@ def active_nodes(status: str) -> int | None:
 def test_launcher_exec_status_shows_every_node(
     ray_provisioner: Provisioner, ray_cluster: ClusterHandle, ray_spec: ClusterSpec
 ) -> None:
+    """`ray exec ... 'ray status'` shows every node of the cluster."""
     launcher = _launcher(ray_provisioner, ray_cluster)
     out = launcher.launcher_exec("ray status", timeout=ray_spec.timeouts.job)
     active = active_nodes(out)
@@ -73,6 +74,7 @@ def test_launcher_exec_status_shows_every_node(
 def test_launcher_monitor_log_shows_autoscaler_lines(
     ray_provisioner: Provisioner, ray_cluster: ClusterHandle, ray_spec: ClusterSpec
 ) -> None:
+    """The head's monitor log shows the autoscaler at work."""
     launcher = _launcher(ray_provisioner, ray_cluster)
     out = launcher.launcher_exec(MONITOR_LOG, timeout=ray_spec.timeouts.job)
     lines = re.findall(r"^.*\b(?:autoscaler|monitor)\.py:\d+.*$", out, flags=re.M)
@@ -82,6 +84,7 @@ def test_launcher_monitor_log_shows_autoscaler_lines(
 def test_launcher_head_ssh_runs_commands(
     ray_provisioner: Provisioner, ray_cluster: ClusterHandle
 ) -> None:
+    """Plain ssh to the head runs commands and finds Ray there."""
     launcher = _launcher(ray_provisioner, ray_cluster)
     out = launcher.head_ssh("python -c 'import ray; print(\"RAY\", ray.__version__)'", timeout=60)
     assert f"RAY {ray_cluster.ray_version}" in out, (
@@ -92,6 +95,7 @@ def test_launcher_head_ssh_runs_commands(
 def test_launcher_setup_package_imports_on_every_node(
     ray_provisioner: Provisioner, ray_cluster: ClusterHandle, ray_spec: ClusterSpec
 ) -> None:
+    """Every package setup_commands installs imports on every node."""
     launcher = _launcher(ray_provisioner, ray_cluster)
     modules = launcher.setup_packages()
     if not modules:

@@ -50,6 +50,7 @@ def _seen(nodes: list[Node]) -> str:
 def test_node_loss_killed_worker_is_reported_dead(
     lost_worker: dict[str, Any], ray_dashboard_url: str, ray_spec: ClusterSpec
 ) -> None:
+    """A worker killed without warning is reported DEAD."""
     node: Node = lost_worker["node"]
     last: list[list[Node]] = [[]]
 
@@ -73,6 +74,7 @@ def test_node_loss_lost_worker_is_replaced(
     ray_dashboard_url: str,
     ray_spec: ClusterSpec,
 ) -> None:
+    """The operator replaces the lost worker with a new alive node."""
     if not _killer(ray_provisioner).replaces_lost_nodes():
         pytest.skip(f"{ray_cluster.mode}: nothing replaces a lost node here (no operator)")
     before = {n.node_id for n in lost_worker["before"]}

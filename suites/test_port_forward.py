@@ -25,6 +25,7 @@ ray.shutdown()
 def test_port_forward_reachable_on_loopback_then_freed(
     ray_provisioner: Provisioner, ray_cluster: ClusterHandle, remote_port: int
 ) -> None:
+    """Each forwarded port is on loopback and answers there, and is freed once the forward closes."""
     with ray_provisioner.port_forward(remote_port) as endpoint:
         assert endpoint.host in ("127.0.0.1", "localhost", "::1"), (
             f"forward of {remote_port} is not on loopback: {endpoint.address}"
@@ -41,6 +42,7 @@ def test_port_forward_reachable_on_loopback_then_freed(
 
 
 def test_port_forward_client_session_opens(ray_client_address: str, ray_run_script: Any) -> None:
+    """A Ray Client session opens through the forwarded client port and runs a task there."""
     run = ray_run_script(CLIENT_SESSION, ray_client_address)
     assert run.returncode == 0, (
         f"a Ray Client session through {ray_client_address} failed: " + run.explain()

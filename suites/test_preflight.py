@@ -18,6 +18,7 @@ PY_MINOR = 'import sys; print("PY", f"{sys.version_info[0]}.{sys.version_info[1]
 def test_preflight_ray_version_matches_client(
     ray_cluster: ClusterHandle, ray_cluster_version: str
 ) -> None:
+    """The cluster runs the same Ray version as this client."""
     import ray
 
     assert ray_cluster_version == ray.__version__, (
@@ -29,6 +30,7 @@ def test_preflight_ray_version_matches_client(
 def test_preflight_python_minor_matches_client(
     ray_cluster: ClusterHandle, ray_run_in_cluster: Any
 ) -> None:
+    """The cluster runs the same Python minor as this client."""
     output = ray_run_in_cluster(PY_MINOR)
     seen = [line.split()[1] for line in output.splitlines() if line.startswith("PY ")]
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"

@@ -78,6 +78,7 @@ def raylets(nodes: SupportsNodeExec, node: str, timeout: float) -> list[Raylet]:
 def test_shm_size_matches_request(
     ray_provisioner: Provisioner, ray_cluster: ClusterHandle, ray_spec: ClusterSpec
 ) -> None:
+    """Each node's /dev/shm has the size asked for."""
     nodes, shm = _abilities(ray_provisioner)
     asked = shm.shm_bytes_per_node()
     wrong = []
@@ -94,6 +95,7 @@ def test_shm_size_matches_request(
 def test_object_store_lives_in_shm_and_fits(
     ray_provisioner: Provisioner, ray_cluster: ClusterHandle, ray_spec: ClusterSpec
 ) -> None:
+    """Ray's object store lives in /dev/shm and fits in it."""
     nodes, shm = _abilities(ray_provisioner)
     problems = []
     for node in nodes.node_names():

@@ -39,6 +39,7 @@ def check_spread(
     # Kept in the results: the pinned tally is the proof, the SPREAD tally shows the default.
     record.append((f"spread_{where}_pinned", result["pinned"]))
     record.append((f"spread_{where}_spread_tally", result["spread"]))
+    record.append((f"spread_{where}_nodes", result["alive"]))  # hostname, IP, head: the labels
     alive = {n["node_id"]: f"{n['hostname']}/{n['ip']}" for n in result["alive"]}
     assert len(alive) == cluster.expected_nodes, (
         f"{where}: {len(alive)} alive node(s), expected {cluster.expected_nodes}: "
@@ -67,7 +68,10 @@ def test_spread_from_outside_every_node_runs_work(
     ray_spread_iterations: int,
     request: pytest.FixtureRequest,
 ) -> None:
-    """localPython.py: a driver outside the cluster, through the forwarded client port."""
+    """Every node runs work sent from outside, through the forwarded client port.
+
+    The book's localPython.py: a driver outside the cluster, on Ray Client.
+    """
     run = ray_run_script(spread_source(ray_spread_iterations), ray_client_address)
     assert run.returncode == 0, run.explain()
     check_spread(parse_result(run.stdout), ray_cluster, "outside", request.node.user_properties)
@@ -80,6 +84,9 @@ def test_spread_from_inside_every_node_runs_work(
     ray_spread_iterations: int,
     request: pytest.FixtureRequest,
 ) -> None:
-    """servicePython.py: the same counter run inside the cluster against the head's in-cluster address."""
+    """Every node runs work sent from inside the cluster.
+
+    The book's servicePython.py: the same counter, run against the head's in-cluster address.
+    """
     output = ray_run_in_cluster(spread_source(ray_spread_iterations))
     check_spread(parse_result(output), ray_cluster, "inside", request.node.user_properties)

@@ -30,6 +30,7 @@ def test_inventory_sees_the_running_cluster(
 def test_teardown_leaves_nothing_behind(
     ray_cluster: ClusterHandle, ray_teardown: list[InventoryItem]
 ) -> None:
+    """After teardown the inventory finds nothing this run created."""
     assert not ray_teardown, (
         f"{ray_cluster.mode}: teardown left {len(ray_teardown)} thing(s) behind:\n"
         + "\n".join(f"  {item}" for item in ray_teardown)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +149,17 @@ def test_writer_records_one_outcome_per_check_and_mode(pytester: pytest.Pytester
     assert doc["modes"][0]["handle"]["expected_nodes"] == 3
     assert doc["modes"][1]["status"] == "skipped"
     assert doc["modes"][0]["diagnostics"] == "diagnostics/local.txt"  # relative: bundles move
-    # A skipped mode's reason is said once, not once per check.
+    # A skipped mode's reason is said once, on its verdict line, not once per check.
     shown = render_text(load_results(report_dir)).splitlines()
-    assert "SKIP 4 checks [docker]: docker: no engine answers on /var/run/docker.sock" in shown
+    assert "docker: NOT RUN — docker: no engine answers on /var/run/docker.sock" in shown
+    assert not [line for line in shown if "[docker]" in line]
+    # The run ends on each mode's verdict and where the report is.
     result.stdout.fnmatch_lines(
-        [f"ray-conformance report: {report_dir}/report.html (results: {report_dir}/results.json)"]
+        [
+            "ray-conformance local: NOT CONFORMANT — 2 failed: Bad; Leaky",
+            "ray-conformance docker: NOT RUN — docker: no engine answers on /var/run/docker.sock",
+            f"ray-conformance report: {report_dir}/report.html (results: {report_dir}/results.json)",
+        ]
     )
 
 
@@ -159,11 +167,18 @@ def test_html_shows_the_matrix_escaped(pytester: pytest.Pytester) -> None:
     _, report_dir = run_suite(pytester)
     page = (report_dir / "report.html").read_text()
     for (check, mode), outcome in EXPECTED.items():
-        assert f'data-check="{check}" data-mode="{mode}" data-outcome="{outcome}"' in page
-    assert "docker: no engine answers" in page
-    assert "<td>2.60.0</td>" in page  # mode header: ray version, provision time
-    assert "<td>1.50s</td>" in page
-    assert "1 passed, 1 failed, 1 error, 1 xfailed" in page  # local's totals
+        if mode == "local":  # a mode that did not run has its banner and no column
+            assert f'data-check="{check}" data-mode="{mode}" data-outcome="{outcome}"' in page
+    assert 'data-mode="docker"' not in page.split('<table class="matrix">')[1]
+    assert (
+        '<div class="verdict v-not-run" data-mode="docker" data-verdict="NOT RUN">'
+        '<span class="mode">docker:</span><strong>NOT RUN</strong> — docker: no engine answers'
+    ) in page
+    # The verdict comes first: before the matrix, the details and the run's metadata.
+    assert page.index('data-verdict="NOT CONFORMANT"') < page.index('<table class="matrix">')
+    assert "Ray 2.60.0, Python 3.11.9" in page  # the provision row: versions, time
+    assert '<span class="dur">1.50s</span>' in page
+    assert "local: 1 passed, 1 failed, 1 error, 1 xfailed" in page  # local's totals
     assert "&lt;b&gt;&amp;" in page
     assert "<b>&" not in page
     assert "test_harness_only" not in page
@@ -310,7 +325,7 @@ def test_merge_refuses_a_tampered_input_or_a_used_output(
     assert not (tmp_path / "out").exists()
 
 
-def test_show_prints_a_text_matrix(tmp_path: Path) -> None:
+def test_show_prints_verdicts_then_a_text_matrix_of_the_modes_run(tmp_path: Path) -> None:
     a, _ = shards(tmp_path)
     # Through the real entry point once, to cover `python -m reports`.
     proc = subprocess.run(
@@ -321,10 +336,14 @@ def test_show_prints_a_text_matrix(tmp_path: Path) -> None:
         cwd=REPO,
     )
     lines = proc.stdout.splitlines()
-    assert lines[2].split() == ["check", "local", "docker"]
-    assert lines[3].split() == ["torn-down", "pending"]
-    assert lines[4].split() == ["test_ok", "PASS", "-"]
-    assert lines[6].split() == ["totals", "2/2", "pass", "0/0", "pass"]
+    assert lines[2] == (
+        "local: INCOMPLETE — 0/11 certification checks passed, 11 did not run or were skipped"
+    )
+    assert lines[4].split() == ["check", "local"]
+    assert lines[5].split() == ["Ok", "PASS"]
+    assert lines[7].split() == ["totals", "2/2", "pass"]
+    # docker was listed but never run in this shard: it has no verdict and no column.
+    assert "docker" not in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -405,8 +424,9 @@ def test_compare_flags_a_check_that_went_from_pass_to_fail(
 ) -> None:
     a, b = shards(tmp_path)  # test_ok [local] passed in a, failed in bb
     assert main(["compare", str(a), str(b)]) == 1
-    err = capsys.readouterr().err.splitlines()
-    assert err[1:] == [
+    out, err = capsys.readouterr()
+    assert out == "compared modes: local (only in the current run: docker)\n"
+    assert err.splitlines()[1:] == [
         "  suites/test_x.py::test_ok[local] [local]: passed, now failed",
         "  suites/test_x.py::test_two[local] [local]: passed, now missing",
     ]
@@ -416,9 +436,148 @@ def test_compare_flags_a_check_that_went_from_pass_to_fail(
         tmp_path / "d", "d", [result("test_ok", "docker", "passed")], {"docker": "torn-down"}
     )
     assert main(["compare", str(b), str(only_docker)]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "compared modes: docker (only in the previous run: local)",
+        f"no regressions since {b}",
+    ]
 
 
-def test_html_draws_the_spread_tallies_as_bars_per_mode() -> None:
+def test_compare_with_no_mode_in_common_fails_naming_both_sides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = make_bundle(tmp_path / "l", "l", [result("test_ok", "local", "passed")], {})
+    docker = make_bundle(tmp_path / "d", "d", [result("test_ok", "docker", "passed")], {})
+    assert main(["compare", str(local), str(docker)]) == 2
+    assert capsys.readouterr().err == (
+        "error: no mode in common: the previous run ran local, the current run ran docker\n"
+    )
+
+
+def test_gate_fails_on_a_check_that_passed_and_is_skipped_now(tmp_path: Path) -> None:
+    # The nightly's gate, run exactly as the workflow runs it, on a pass -> skip pair.
+    make_bundle(
+        tmp_path / "previous",
+        "p",
+        [result("test_ok", "aws", "passed"), result("test_two", "aws", "passed")],
+        {"aws": "torn-down"},
+    )
+    skipped = Result(
+        "test_two", "aws", "skipped", 0.0, "aws: needs root", "suites/test_x.py::test_two[aws]"
+    )
+    make_bundle(
+        tmp_path / "matrix",
+        "m",
+        [result("test_ok", "aws", "passed"), skipped],
+        {"aws": "torn-down"},
+    )
+    workflow = (REPO / ".github" / "workflows" / "nightly.yml").read_text()
+    command = re.search(r"(python -m reports compare previous matrix[^\n]*)", workflow)
+    assert command is not None
+    proc = subprocess.run(
+        [sys.executable, *command.group(1).split()[1:]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 1, proc
+    assert proc.stdout == "compared modes: aws\n"
+    assert proc.stderr.splitlines() == [
+        "1 regression(s) since previous:",
+        "  suites/test_x.py::test_two[aws] [aws]: passed, now skipped aws: needs root",
+    ]
+
+
+def test_gate_fails_on_a_mode_that_skipped_every_check_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    skip = Result("test_ok", "ibm", "skipped", 0.0, "ibm: needs root", "suites/test_x.py::ok[ibm]")
+    previous = make_bundle(tmp_path / "p", "p", [skip, result("test_ok", "local", "passed")], {})
+    current = make_bundle(
+        tmp_path / "c",
+        "c",
+        [skip, result("test_ok", "local", "passed")],
+        {"ibm": "skipped", "local": "torn-down"},
+    )
+    # Skipped before too: still a regression, or a job that never runs stays green forever.
+    assert main(["compare", str(previous), str(current)]) == 1
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  mode ibm: all 1 checks skipped (ibm: needs root)"
+    ]
+    # A mode that skips by design (kind-rayup on Ray >= 2.2) is named to be let through.
+    assert main(["compare", str(previous), str(current), "--allow-skipped", "ibm"]) == 0
+
+
+def test_merge_keeps_one_junit_file_and_the_diagnostics_the_report_links(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    _, report_dir = run_suite(pytester)
+    other = make_bundle(
+        tmp_path / "other", "other", [result("test_ok", "vm", "passed")], {"vm": "torn-down"}
+    )
+    (other / "junit.xml").write_text(
+        '<?xml version="1.0"?><testsuites><testsuite name="pytest" tests="1">'
+        '<testcase classname="suites.test_x" name="test_ok[vm]"/></testsuite></testsuites>'
+    )
+    write_manifest(other, "other")
+    out = tmp_path / "merged"
+    assert main(["merge", str(out), str(report_dir), str(other)]) == 0
+    root = ET.parse(out / "junit.xml").getroot()
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["ray-conformance", "ray-conformance"]
+    props = [
+        [(p.get("name"), p.get("value")) for p in s.findall("properties/property")] for s in suites
+    ]
+    assert props == [
+        [("mode", "local"), ("mode", "docker"), ("ray_version", "2.60.0"), ("run_id", "run-1")],
+        [("mode", "vm"), ("ray_version", "2.60.0"), ("run_id", "other")],
+    ]
+    assert len(root.findall(".//testcase")) == 9 + 1  # the run's 9 cases and the other's one
+    # The failed mode's diagnostics moved into the merged bundle, and its report links them.
+    assert (out / "diagnostics" / "local.txt").read_text() == "ray status output"
+    assert 'href="diagnostics/local.txt"' in (out / "report.html").read_text()
+    assert main(["verify", str(out)]) == 0  # junit.xml and diagnostics are in the manifest
+
+
+def test_junit_suite_is_ray_conformance_with_mode_ray_and_run_id(
+    pytester: pytest.Pytester,
+) -> None:
+    _, report_dir = run_suite(pytester)
+    root = ET.parse(report_dir / "junit.xml").getroot()
+    (suite,) = root.findall("testsuite")
+    assert suite.get("name") == "ray-conformance"
+    assert [(p.get("name"), p.get("value")) for p in suite.findall("properties/property")] == [
+        ("mode", "local"),
+        ("mode", "docker"),
+        ("ray_version", "2.60.0"),
+        ("run_id", "run-1"),
+    ]
+    assert main(["verify", str(report_dir)]) == 0  # relabelled before the manifest hashed it
+
+
+def test_verify_certify_on_an_ordinary_bundle_says_it_is_not_a_certification_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, _ = shards(tmp_path)
+    assert main(["verify", str(a), "--certify"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {a}: not a certification bundle (it has no target.yaml; "
+        "`pytest --ray-certify target.yaml` makes one)\n"
+    )
+
+
+def test_summary_omits_modes_that_did_not_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, _ = shards(tmp_path)  # lists docker as pending: another shard's mode
+    assert main(["summary", str(a)]) == 0
+    out = capsys.readouterr().out
+    assert "docker" not in out
+    assert "mode local: torn-down; 2 total, 2 passed, 0 failed, 0 skipped" in out
+
+
+def test_html_draws_the_spread_tallies_as_bars_in_the_checks_cell() -> None:
     from reports.html import render_html
 
     tally = Result(
@@ -435,7 +594,55 @@ def test_html_draws_the_spread_tallies_as_bars_per_mode() -> None:
     )
     bars = re.search(r'<div class="bars" title="spread_outside_spread_tally">(.*?)</td>', page)
     assert bars is not None
-    assert re.findall(r'width:(\d+)px"></span>(\w+) (\d+)', bars.group(1)) == [
-        ("80", "aaaa1111", "3"),
-        ("27", "bbbb2222", "1"),
+    # Without the nodes' names (a bundle from before they were recorded), the id's start.
+    assert re.findall(
+        r'width:(\d+)px"></span><span title="(\w+)">(\w+)</span> (\d+)', bars.group(1)
+    ) == [
+        ("80", "aaaa1111ffff", "aaaa1111", "3"),
+        ("27", "bbbb2222ffff", "bbbb2222", "1"),
     ]
+
+
+def test_a_failed_provision_stays_red_whatever_its_teardown_recorded() -> None:
+    from reports.html import render_html
+    from reports.verdict import verdict
+
+    error = Result(
+        "test_ok", "m", "error", 0.0, "setup failed: m: provisioning failed: no head", "t::ok[m]"
+    )
+    for status in ("provision-failed", "torn-down", "teardown-failed"):
+        record: dict[str, Any] = {
+            "mode": "m",
+            "status": status,
+            "reason": "ProvisionError: no head",
+            "provision_seconds": 3.0,
+            "teardown_seconds": 0.5,
+            "handle": {},  # a provision that failed handed nothing over
+        }
+        results = Results("r", "s", "f", 1, {}, [record], [error])
+        assert (
+            verdict(results, "m").line
+            == "NOT CONFORMANT — provisioning failed: ProvisionError: no head"
+        )
+        page = render_html(results)
+        assert '<td class="l-failed" data-lifecycle="provision" data-status="failed">' in page
+        assert "provisioned in" not in page
+
+
+def test_a_failed_teardown_is_a_red_row_with_its_reason() -> None:
+    from reports.html import render_html
+
+    record = {
+        "mode": "m",
+        "status": "teardown-failed",
+        "reason": "LimitExceeded: teardown (--ray-teardown-timeout) took over 5 s",
+        "provision_seconds": 3.0,
+        "teardown_seconds": 5.0,
+        "handle": {"expected_nodes": 2},
+        "inventory_after": [{"kind": "container", "name": "m-head", "run_id": "r"}],
+    }
+    page = render_html(Results("r", "s", "f", 1, {}, [record], [result("test_ok", "m", "passed")]))
+    cell = re.search(r'<td class="l-failed" data-lifecycle="teardown".*?</td>', page)
+    assert cell is not None
+    assert "LimitExceeded: teardown (--ray-teardown-timeout) took over 5 s" in cell.group(0)
+    assert "1 left behind" in cell.group(0)

@@ -67,6 +67,8 @@ def main() -> None:
                 "node_id": n["NodeID"],
                 "hostname": n["NodeManagerHostname"],
                 "ip": n["NodeManagerAddress"],
+                # Ray gives its head this resource; the report marks that node.
+                "head": "node:__internal_head__" in n.get("Resources", {}),
             }
             for n in alive
         ],

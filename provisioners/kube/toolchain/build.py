@@ -15,6 +15,7 @@ concurrent callers share one build.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -25,8 +26,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from provisioners.containers import engine_problem
+import docker
+import docker.errors
+
+from provisioners.containers import ENGINE_ERRORS, docker_client, engine_problem, one_line
 from provisioners.runner import CommandError, CommandTimeout, run_full
 from provisioners.waits import WaitTimeout, file_lock
 
@@ -103,6 +108,7 @@ _K8S_COMMANDS = (
 _PACKAGE_DIR = Path(__file__).parent
 _NODE_FILES = _PACKAGE_DIR / "node"
 _TAIL_LINES = 15
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -451,20 +457,29 @@ class _Builder:
         return tree
 
     def _import(self, tree: Path, tag: str, changes: Sequence[str]) -> None:
-        argv = ["docker", "import"]
-        for change in [*changes, f"LABEL {IMAGE_HASH_LABEL}={self.key}"]:
-            argv += ["--change", change]
-        # Through a tar file, not a pipe: the one runner bounds both steps.
+        # tar keeps owners and xattrs exactly (the SDK's own tar helper is for build contexts).
         archive = tree.with_name(tree.name + ".tar")
+        repository, _, version = tag.rpartition(":")
         try:
             _run(
                 ["tar", "--numeric-owner", "--xattrs", "-C", str(tree), "-cf", str(archive), "."],
                 self.deadline,
                 f"tar {tree.name}",
             )
-            _run([*argv, str(archive), tag], self.deadline, f"docker import {tag}")
+            said = _sdk(
+                f"docker import {tag}",
+                self.deadline,
+                lambda client: client.api.import_image_from_file(
+                    str(archive),
+                    repository=repository,
+                    tag=version,
+                    changes=[*changes, f"LABEL {IMAGE_HASH_LABEL}={self.key}"],
+                ),
+            )
         finally:
             archive.unlink(missing_ok=True)
+        if _image_label(tag, self.deadline) != self.key:  # the engine answers errors in the body
+            raise ToolchainUnavailable(f"docker import {tag}: no image came of it ({said!s:.300})")
 
     # -- images -----------------------------------------------------------------------------
 
@@ -527,22 +542,25 @@ class _Builder:
             shutil.rmtree(context, ignore_errors=True)
 
     def _docker_build(self, context: Path, tag: str) -> None:
-        _run(
-            [
-                "docker",
-                "build",
-                "-q",
-                "--network=none",
-                "--label",
-                f"{IMAGE_HASH_LABEL}={self.key}",
-                "-t",
-                tag,
-                str(context),
-            ],
-            self.deadline,
-            f"docker build {tag}",
-            env={**os.environ, "DOCKER_BUILDKIT": "0"},
-        )
+        # The SDK speaks the classic builder (as DOCKER_BUILDKIT=0 did); no network in the build.
+        def build(client: docker.DockerClient) -> None:
+            try:
+                client.images.build(
+                    path=str(context),
+                    tag=tag,
+                    labels={IMAGE_HASH_LABEL: self.key},
+                    network_mode="none",
+                    rm=True,
+                    forcerm=True,
+                )
+            except docker.errors.BuildError as exc:
+                log = "".join(
+                    str(line.get("stream", line.get("error", ""))) for line in exc.build_log
+                )
+                tail = "\n".join(log.strip().splitlines()[-_TAIL_LINES:])
+                raise ToolchainUnavailable(f"docker build {tag}: {exc.msg}\n{tail}") from None
+
+        _sdk(f"docker build {tag}", self.deadline, build)
 
     def _proxy_image(self, proxy_tar: Path, tag: str) -> None:
         tree = self._unpack(proxy_tar)
@@ -579,7 +597,7 @@ class _Builder:
             f"node base {base} imported in {time.monotonic() - t0:.0f} s; importing images into its containerd ..."
         )
         self._preload(base, tag, images)
-        _run(["docker", "rmi", base], self.deadline, f"docker rmi {base}")
+        _sdk(f"docker rmi {base}", self.deadline, lambda client: client.images.remove(base))
         self.say(f"node image {tag} built in {time.monotonic() - t0:.0f} s")
         return tag
 
@@ -655,7 +673,9 @@ class _Builder:
 
         Layers are imported without unpacking (the build container's /var is overlay, where the
         overlay snapshotter cannot work); the CRI unpacks an image on its first use, on the
-        node's /var volume.
+        node's /var volume. ``docker save`` and ``docker run`` stay CLI calls: the SDK saves one
+        image per call, and cannot unmask /proc (``--security-opt systempaths=unconfined`` is
+        the CLI's own translation into the container's config).
         """
         archive = self.work / "images.tar"
         _run(
@@ -664,7 +684,7 @@ class _Builder:
             "docker save component images",
         )
         name = f"rc-kind-preload-{self.key}"
-        _run(["docker", "rm", "-f", name], self.deadline, f"docker rm {name}", check=False)
+        _remove_container(name, self.deadline)
         script = (
             "set -e; containerd >/tmp/containerd.log 2>&1 & pid=$!; "
             "for i in $(seq 1 60); do ctr version >/dev/null 2>&1 && break; sleep 0.5; done; "
@@ -692,7 +712,12 @@ class _Builder:
                 "importing component images into the node's containerd",
             )
             stage = f"{tag}-stage"
-            _run(["docker", "commit", name, stage], self.deadline, f"docker commit {stage}")
+            repository, _, version = stage.rpartition(":")
+            _sdk(
+                f"docker commit {stage}",
+                self.deadline,
+                lambda client: client.containers.get(name).commit(repository, version),
+            )
             # `docker commit/import --change` cannot set STOPSIGNAL (systemd shuts down on
             # SIGRTMIN+3): a metadata-only build on top sets it and the entrypoint.
             context = Path(tempfile.mkdtemp(prefix="ctx-", dir=self.work))
@@ -707,9 +732,9 @@ class _Builder:
                 self._docker_build(context, tag)
             finally:
                 shutil.rmtree(context, ignore_errors=True)
-                _run(["docker", "rmi", stage], self.deadline, f"docker rmi {stage}", check=False)
+                _remove_image(stage, self.deadline)
         finally:
-            _run(["docker", "rm", "-f", name], self.deadline, f"docker rm {name}", check=False)
+            _remove_container(name, self.deadline)
             archive.unlink(missing_ok=True)
 
     def _operator_image(self) -> str:
@@ -895,39 +920,73 @@ def _images_present(toolchain: KubeToolchain, deadline: float) -> bool:
     return all(_image_exists(i, deadline) for i in (toolchain.node_image, toolchain.operator_image))
 
 
+def _sdk(what: str, deadline: float, call: Callable[[docker.DockerClient], T]) -> T:
+    """One Docker SDK call, each request bounded by what is left until ``deadline``.
+
+    An engine error becomes `ToolchainUnavailable` naming ``what`` and the engine's reason.
+    """
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ToolchainUnavailable(f"no time left for {what} (toolchain timeout reached)")
+    try:
+        client = docker_client(None, timeout=remaining)
+        try:
+            return call(client)
+        finally:
+            client.close()
+    except ENGINE_ERRORS as exc:
+        raise ToolchainUnavailable(f"{what}: {one_line(exc)}") from None
+
+
+def _image(ref: str, deadline: float) -> Any:
+    """The engine's image ``ref`` (``docker.models.images.Image``), or None when it has none."""
+
+    def get(client: docker.DockerClient) -> Any:
+        try:
+            return client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            return None
+
+    return _sdk(f"docker image inspect {ref}", deadline, get)
+
+
 def _image_id(ref: str, deadline: float) -> str:
-    fmt = ["--format", "{{.Id}}"]
-    return _run(
-        ["docker", "image", "inspect", *fmt, ref], deadline, f"inspect {ref}", check=False
-    ).strip()
+    image = _image(ref, deadline)
+    return str(image.id) if image is not None else ""
+
+
+def _image_exists(ref: str, deadline: float) -> bool:
+    return _image(ref, deadline) is not None
+
+
+def _image_label(ref: str, deadline: float) -> str:
+    image = _image(ref, deadline)
+    return str((image.labels or {}).get(IMAGE_HASH_LABEL, "")) if image is not None else ""
+
+
+def _remove_image(ref: str, deadline: float) -> None:
+    """Remove an image this build made, if it can be (one still in use is left)."""
+
+    def remove(client: docker.DockerClient) -> None:
+        # Gone already, or still used by a container: either way not this build's to force.
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(ref)
+
+    _sdk(f"docker rmi {ref}", deadline, remove)
+
+
+def _remove_container(name: str, deadline: float) -> None:
+    def remove(client: docker.DockerClient) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.containers.get(name).remove(force=True)
+
+    _sdk(f"docker rm -f {name}", deadline, remove)
 
 
 def _drop_superseded(old_id: str, ref: str, deadline: float) -> None:
     """Remove the image a rebuilt tag used to name (an older build of this toolchain)."""
     if old_id and old_id != _image_id(ref, deadline):
-        _run(["docker", "rmi", old_id], deadline, f"docker rmi {old_id}", check=False)
-
-
-def _image_exists(ref: str, deadline: float) -> bool:
-    return (
-        _run(
-            ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
-            deadline,
-            f"docker image inspect {ref}",
-            check=False,
-        )
-        != ""
-    )
-
-
-def _image_label(ref: str, deadline: float) -> str:
-    fmt = '{{index .Config.Labels "' + IMAGE_HASH_LABEL + '"}}'
-    return _run(
-        ["docker", "image", "inspect", "--format", fmt, ref],
-        deadline,
-        f"docker image inspect {ref}",
-        check=False,
-    ).strip()
+        _remove_image(old_id, deadline)
 
 
 def _install(src: Path, dest: Path) -> None:

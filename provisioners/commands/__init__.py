@@ -1,0 +1,1 @@
+"""Commands of ``python -m provisioners`` (and ``ray-conformance``), one module each."""

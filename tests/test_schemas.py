@@ -1,0 +1,87 @@
+"""The published JSON Schemas: valid, linked from CERTIFY.md, and the rules the readers apply."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+
+from reports.bundle import main
+from reports.certify import TARGET_FIELDS, TargetError, load_target
+from reports.schema import RESULTS, SCHEMA_DIR, TARGET, errors
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD_TARGET = {
+    "vendor": "Example Corp",
+    "product": "Example Ray Service",
+    "product_version": 1.2,  # YAML reads an unquoted 1.2 as a number: taken as its text
+    "website": "https://example.invalid/ray",
+    "contact": "ray-team@example.invalid",
+    "mode": "fake",
+    "ray_version": "2.60.0",
+    "platform_version": "example 7",
+}
+
+
+@pytest.mark.parametrize("name", [TARGET, RESULTS])
+def test_each_schema_is_valid_and_linked_from_certify_md(name: str) -> None:
+    schema = json.loads((SCHEMA_DIR / name).read_text())
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+    assert f"reports/schemas/{name}" in (REPO / "CERTIFY.md").read_text()
+
+
+def test_the_target_schema_requires_exactly_the_fields_the_reader_returns() -> None:
+    schema = json.loads((SCHEMA_DIR / TARGET).read_text())
+    assert tuple(schema["required"]) == TARGET_FIELDS
+    assert list(schema["properties"]) == list(TARGET_FIELDS)
+    assert errors(TARGET, GOOD_TARGET) == []
+
+
+def test_a_target_names_every_wrong_field_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "target.yaml"
+    fields = {**GOOD_TARGET, "vendor": "  ", "website": ["a", "b"], "colour": "blue"}
+    del fields["contact"]
+    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in fields.items()))
+    with pytest.raises(TargetError) as caught:
+        load_target(path)
+    assert str(caught.value) == (
+        f"{path}: field 'vendor' is missing or empty; field 'contact' is missing or empty; "
+        "field 'website' must be a string, not list; unknown field 'colour' (known: "
+        + ", ".join(TARGET_FIELDS)
+        + ")"
+    )
+
+
+def test_a_target_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "target.yaml"
+    path.write_bytes(b"vendor: \xff\xfe\n")
+    with pytest.raises(TargetError, match=r"target.yaml: not UTF-8 text \(invalid start byte"):
+        load_target(path)
+
+
+def test_a_results_document_off_the_schema_is_refused_naming_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    doc = {
+        "schema": "ray-conformance/results/v1",
+        "run_id": "r",
+        "started": "s",
+        "finished": "f",
+        "exit_status": 0,
+        "modes": [{"mode": "local", "status": "torn-down"}],
+        "results": [
+            {"check": "c", "mode": "local", "outcome": "maybe", "duration_s": 1, "nodeid": "n"}
+        ],
+    }
+    (bundle / "results.json").write_text(json.dumps(doc))
+    assert main(["show", str(bundle)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {bundle}/results.json: does not match the results schema: "
+        "$.results[0].outcome: 'maybe' is not one of "
+        "['error', 'failed', 'skipped', 'xfailed', 'passed']\n"
+    )
