@@ -81,6 +81,22 @@ def _toolchain(say: Say, timeout: float) -> str:
     return f"{tools.node_image}, KubeRay {tools.kuberay_version}"
 
 
+def _kind_node(say: Say, timeout: float) -> str:
+    from provisioners import nodeimage
+    from provisioners.kube.clusters import node_image_with
+    from provisioners.kube.toolchain.build import ToolchainUnavailable, ensure_toolchain
+
+    _engine()
+    deadline = time.monotonic() + timeout
+    try:
+        tools = ensure_toolchain(say, timeout)
+    except ToolchainUnavailable as exc:
+        raise Unavailable(str(exc)) from None
+    node = nodeimage.ensure_node_image(say, deadline - time.monotonic(), force_build=True)
+    images = [node, tools.operator_image]
+    return node_image_with(tools, images, say, deadline - time.monotonic())
+
+
 def _legacy_wheel(say: Say, timeout: float) -> str:
     from provisioners.kind_rayup import legacy_wheel
 
@@ -97,6 +113,7 @@ STEPS: tuple[Step, ...] = (
     Step("aws-image", "the AWS rehearsal image (+ boto3, moto)", 900, _rehearsal_image("provisioners.aws_rehearsal")),
     Step("ibm-image", "the IBM rehearsal image (+ the Gen2 connector)", 900, _rehearsal_image("provisioners.ibm_rehearsal")),
     Step("kube-toolchain", "the offline Kubernetes toolchain (kind, Kubernetes, KubeRay)", 3000, _toolchain),
+    Step("kind-node", "the kind node image with the Ray and operator images baked in", 1200, _kind_node),
     Step("legacy-wheel", "Ray 2.1.0's wheel (kind-rayup's schema check)", 300, _legacy_wheel),
 )  # fmt: skip
 
@@ -104,7 +121,7 @@ STEPS: tuple[Step, ...] = (
 #: Steps that build on one another, in order; the chains themselves run side by side.
 CHAINS: tuple[tuple[str, ...], ...] = (
     ("node-image", "aws-image", "ibm-image"),
-    ("kube-toolchain",),
+    ("kube-toolchain", "kind-node"),
     ("legacy-wheel",),
 )
 

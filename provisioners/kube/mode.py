@@ -123,12 +123,15 @@ class OperatorMode:
         # Images first: a cluster should not sit idle while they build.
         image = self.node_image(spec, _left(deadline))
         operator = self.operator_source(spec, _left(deadline))
+        local = [image]
+        if operator is not None and operator.image != UPSTREAM_OPERATOR_IMAGE:
+            local.append(operator.image)
+        cluster.preload(local, _left(deadline))  # into the node image, where the cluster allows
         kube = self._kube = cluster.create(_left(deadline))
         version = kube.server_version(min(spec.timeouts.preflight, _left(deadline)))
         spec.progress(f"Kubernetes {version} answers at {kube.where()}")
-        cluster.load_image(image, _left(deadline))
-        if operator is not None and operator.image != UPSTREAM_OPERATOR_IMAGE:
-            cluster.load_image(operator.image, _left(deadline))
+        for ref in local:
+            cluster.load_image(ref, _left(deadline))  # a no-op for what preload baked in
         deployer = self._deployer = KubeRayDeployer(
             kube,
             run_id=spec.run_id,

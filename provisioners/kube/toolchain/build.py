@@ -542,25 +542,7 @@ class _Builder:
             shutil.rmtree(context, ignore_errors=True)
 
     def _docker_build(self, context: Path, tag: str) -> None:
-        # The SDK speaks the classic builder (as DOCKER_BUILDKIT=0 did); no network in the build.
-        def build(client: docker.DockerClient) -> None:
-            try:
-                client.images.build(
-                    path=str(context),
-                    tag=tag,
-                    labels={IMAGE_HASH_LABEL: self.key},
-                    network_mode="none",
-                    rm=True,
-                    forcerm=True,
-                )
-            except docker.errors.BuildError as exc:
-                log = "".join(
-                    str(line.get("stream", line.get("error", ""))) for line in exc.build_log
-                )
-                tail = "\n".join(log.strip().splitlines()[-_TAIL_LINES:])
-                raise ToolchainUnavailable(f"docker build {tag}: {exc.msg}\n{tail}") from None
-
-        _sdk(f"docker build {tag}", self.deadline, build)
+        docker_build(context, tag, self.key, self.deadline)
 
     def _proxy_image(self, proxy_tar: Path, tag: str) -> None:
         tree = self._unpack(proxy_tar)
@@ -669,73 +651,7 @@ class _Builder:
         _symlink(tree / "etc/systemd/system/systemd-binfmt.service", "/dev/null")
 
     def _preload(self, base: str, tag: str, images: Sequence[str]) -> None:
-        """Import the component images into the node's containerd and commit the result.
-
-        Layers are imported without unpacking (the build container's /var is overlay, where the
-        overlay snapshotter cannot work); the CRI unpacks an image on its first use, on the
-        node's /var volume. ``docker save`` and ``docker run`` stay CLI calls: the SDK saves one
-        image per call, and cannot unmask /proc (``--security-opt systempaths=unconfined`` is
-        the CLI's own translation into the container's config).
-        """
-        archive = self.work / "images.tar"
-        _run(
-            ["docker", "save", "-o", str(archive), *images],
-            self.deadline,
-            "docker save component images",
-        )
-        name = f"rc-kind-preload-{self.key}"
-        _remove_container(name, self.deadline)
-        script = (
-            "set -e; containerd >/tmp/containerd.log 2>&1 & pid=$!; "
-            "for i in $(seq 1 60); do ctr version >/dev/null 2>&1 && break; sleep 0.5; done; "
-            "ctr -n k8s.io images import --no-unpack --all-platforms /images.tar; "
-            "ctr -n k8s.io images ls -q; kill $pid; wait $pid || true"
-        )
-        try:
-            _run(
-                [
-                    "docker",
-                    "run",
-                    "--name",
-                    name,
-                    "--network=none",
-                    *_privileged_equivalent(),
-                    "-v",
-                    f"{archive}:/images.tar:ro",
-                    "--entrypoint",
-                    "/bin/bash",
-                    base,
-                    "-c",
-                    script,
-                ],
-                self.deadline,
-                "importing component images into the node's containerd",
-            )
-            stage = f"{tag}-stage"
-            repository, _, version = stage.rpartition(":")
-            _sdk(
-                f"docker commit {stage}",
-                self.deadline,
-                lambda client: client.containers.get(name).commit(repository, version),
-            )
-            # `docker commit/import --change` cannot set STOPSIGNAL (systemd shuts down on
-            # SIGRTMIN+3): a metadata-only build on top sets it and the entrypoint.
-            context = Path(tempfile.mkdtemp(prefix="ctx-", dir=self.work))
-            try:
-                (context / "Dockerfile").write_text(
-                    f"FROM {stage}\n"
-                    "ENV container=docker\n"
-                    "STOPSIGNAL SIGRTMIN+3\n"
-                    'ENTRYPOINT ["/usr/local/bin/rc-pre-entrypoint", "/sbin/init"]\n'
-                    "CMD []\n"
-                )
-                self._docker_build(context, tag)
-            finally:
-                shutil.rmtree(context, ignore_errors=True)
-                _remove_image(stage, self.deadline)
-        finally:
-            _remove_container(name, self.deadline)
-            archive.unlink(missing_ok=True)
+        preload(base, tag, images, self.work, self.key, self.deadline)
 
     def _operator_image(self) -> str:
         tag = f"{OPERATOR_REPO}:{KUBERAY_VERSION}-{self.key}"
@@ -790,6 +706,100 @@ class _Builder:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def preload(
+    base: str, tag: str, images: Sequence[str], work: Path, key: str, deadline: float
+) -> None:
+    """Import ``images`` into ``base``'s containerd and commit the result as ``tag``.
+
+    Layers are imported without unpacking (the build container's /var is overlay, where the
+    overlay snapshotter cannot work); the CRI unpacks an image on its first use, on the
+    node's /var volume. ``docker save`` and ``docker run`` stay CLI calls: the SDK saves one
+    image per call, and cannot unmask /proc (``--security-opt systempaths=unconfined`` is
+    the CLI's own translation into the container's config).
+    """
+    archive = work / "images.tar"
+    _run(
+        ["docker", "save", "-o", str(archive), *images],
+        deadline,
+        "docker save component images",
+    )
+    name = f"rc-kind-preload-{key}"
+    _remove_container(name, deadline)
+    script = (
+        "set -e; containerd >/tmp/containerd.log 2>&1 & pid=$!; "
+        "for i in $(seq 1 60); do ctr version >/dev/null 2>&1 && break; sleep 0.5; done; "
+        "ctr -n k8s.io images import --no-unpack --all-platforms /images.tar; "
+        "ctr -n k8s.io images ls -q; kill $pid; wait $pid || true"
+    )
+    try:
+        _run(
+            [
+                "docker",
+                "run",
+                "--name",
+                name,
+                "--network=none",
+                *_privileged_equivalent(),
+                "-v",
+                f"{archive}:/images.tar:ro",
+                "--entrypoint",
+                "/bin/bash",
+                base,
+                "-c",
+                script,
+            ],
+            deadline,
+            "importing component images into the node's containerd",
+        )
+        stage = f"{tag}-stage"
+        repository, _, version = stage.rpartition(":")
+        _sdk(
+            f"docker commit {stage}",
+            deadline,
+            lambda client: client.containers.get(name).commit(repository, version),
+        )
+        # `docker commit/import --change` cannot set STOPSIGNAL (systemd shuts down on
+        # SIGRTMIN+3): a metadata-only build on top sets it and the entrypoint.
+        context = Path(tempfile.mkdtemp(prefix="ctx-", dir=work))
+        try:
+            (context / "Dockerfile").write_text(
+                f"FROM {stage}\n"
+                "ENV container=docker\n"
+                "STOPSIGNAL SIGRTMIN+3\n"
+                'ENTRYPOINT ["/usr/local/bin/rc-pre-entrypoint", "/sbin/init"]\n'
+                "CMD []\n"
+            )
+            docker_build(context, tag, key, deadline)
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+            _remove_image(stage, deadline)
+    finally:
+        _remove_container(name, deadline)
+        archive.unlink(missing_ok=True)
+
+
+def docker_build(context: Path, tag: str, key: str, deadline: float) -> None:
+    """Build ``context`` as ``tag``, labelled with ``key``; no network in the build."""
+
+    # The SDK speaks the classic builder (as DOCKER_BUILDKIT=0 did).
+    def build(client: docker.DockerClient) -> None:
+        try:
+            client.images.build(
+                path=str(context),
+                tag=tag,
+                labels={IMAGE_HASH_LABEL: key},
+                network_mode="none",
+                rm=True,
+                forcerm=True,
+            )
+        except docker.errors.BuildError as exc:
+            log = "".join(str(line.get("stream", line.get("error", ""))) for line in exc.build_log)
+            tail = "\n".join(log.strip().splitlines()[-_TAIL_LINES:])
+            raise ToolchainUnavailable(f"docker build {tag}: {exc.msg}\n{tail}") from None
+
+    _sdk(f"docker build {tag}", deadline, build)
 
 
 def _privileged_equivalent() -> list[str]:
