@@ -94,15 +94,20 @@ def read_kustomize_resources(base: Path) -> list[dict[str, Any]]:
     kfile = base / "kustomization.yaml"
     if not kfile.is_file():
         raise ProvisionError(f"KubeRay manifests: {kfile} not found")
-    spec = yaml.safe_load(kfile.read_text()) or {}
+    spec = yaml.load(kfile.read_text(), Loader=_LOADER) or {}
     out: list[dict[str, Any]] = []
     for entry in spec.get("resources", []):
         path = (base / entry).resolve()
         if path.is_dir():
             out += read_kustomize_resources(path)
         else:
-            out += [d for d in yaml.safe_load_all(path.read_text()) if d]
+            out += [d for d in yaml.load_all(path.read_text(), Loader=_LOADER) if d]
     return out
+
+
+#: libyaml's loader where PyYAML has it: the CRDs are megabytes of YAML, which the pure-Python
+#: loader took seconds (tens on a busy 2-core machine) to read, twice per provision.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class KubeRayDeployer:
@@ -144,6 +149,7 @@ class KubeRayDeployer:
         self.background = Background(run_id, workdir / "forwards")
         self._applied: list[dict[str, Any]] = []  # in apply order; deleted in reverse
         self._created_namespace = False
+        self._operator_objects: list[dict[str, Any]] | None = None  # rendered once
         self._job_seq = 0
         #: Objects of the RayCluster still there after it was deleted (the operator's leak).
         self.left_behind: list[InventoryItem] = []
@@ -177,6 +183,12 @@ class KubeRayDeployer:
         """The operator's CRDs, RBAC and Deployment from its module, made the run's own."""
         if self.operator is None:
             return []
+        if self._operator_objects is None:
+            self._operator_objects = self._render_operator()
+        return copy.deepcopy(self._operator_objects)
+
+    def _render_operator(self) -> list[dict[str, Any]]:
+        assert self.operator is not None
         objs = read_kustomize_resources(self.operator.manifests / "default")
         sa_name = next(o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount")
         own_sa = self.operator_service_account or sa_name
@@ -370,11 +382,15 @@ class KubeRayDeployer:
 
     def deploy(self, kube_version: str, deadline: float, node_timeout: float) -> None:
         """Namespace, operator, RayCluster: validated, applied, and Ready within the bounds."""
+        t0 = time.monotonic()
         operator = self.operator_objects()
         rc = self.raycluster()
         self.validate([self.namespace_object(), *operator, rc], kube_version)
         self._check_crd_owner(operator)
         (self.workdir / "raycluster.yaml").write_text(yaml.safe_dump(rc, sort_keys=False))
+        self.progress(
+            f"{1 + len(operator) + 1} manifests validated in {time.monotonic() - t0:.1f} s"
+        )
 
         self.ensure_namespace()
         if operator:

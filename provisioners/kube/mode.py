@@ -128,8 +128,11 @@ class OperatorMode:
             local.append(operator.image)
         cluster.preload(local, _left(deadline))  # into the node image, where the cluster allows
         kube = self._kube = cluster.create(_left(deadline))
+        t0 = time.monotonic()
         version = kube.server_version(min(spec.timeouts.preflight, _left(deadline)))
-        spec.progress(f"Kubernetes {version} answers at {kube.where()}")
+        spec.progress(
+            f"Kubernetes {version} answers at {kube.where()} ({time.monotonic() - t0:.1f} s)"
+        )
         for ref in local:
             cluster.load_image(ref, _left(deadline))  # a no-op for what preload baked in
         deployer = self._deployer = KubeRayDeployer(
@@ -147,9 +150,13 @@ class OperatorMode:
         )
         self.before_deploy(spec, deployer, _left(deadline))
         deployer.deploy(version, deadline, spec.timeouts.node_join)
+        t0 = time.monotonic()
         head = deployer.pods()[0]["metadata"]["name"]
         py = deployer.exec(head, ["python", "-c", "import sys, ray; print(ray.__version__, '%d.%d' % sys.version_info[:2])"], 60)  # fmt: skip
         ray_version, python_version = py.split()[-2:]
+        spec.progress(
+            f"head runs Ray {ray_version}, Python {python_version} (read in {time.monotonic() - t0:.1f} s)"
+        )
         ns = deployer.namespace
         kubectl = shlex.join([kube.kubectl_path, "--kubeconfig", str(kube.kubeconfig)])
         remove = [f"{kubectl} delete raycluster -n {ns} {deployer.name}"]
