@@ -249,10 +249,12 @@ def test_teardown_deletes_the_cluster_even_when_the_deployer_fails(tmp_path: Pat
     destroyed: list[float] = []
 
     class Deployer:
-        def teardown(self, timeout: float) -> None:
+        def teardown(self, timeout: float, *, cluster_goes: bool = False) -> None:
             raise ConnectionError("the API server went away")
 
     class Cluster:
+        owned = True
+
         def destroy(self, timeout: float) -> None:
             destroyed.append(timeout)
 

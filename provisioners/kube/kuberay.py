@@ -603,8 +603,13 @@ class KubeRayDeployer:
 
     # -- teardown, inventory, diagnostics ---------------------------------------------
 
-    def teardown(self, timeout: float) -> None:
-        """RayCluster (and its pods) first, then what the run installed, then the namespace."""
+    def teardown(self, timeout: float, *, cluster_goes: bool = False) -> None:
+        """RayCluster (and its pods) first, then what the run installed, then the namespace.
+
+        ``cluster_goes``: the whole cluster is deleted next (the run's kind cluster), so only
+        the RayCluster is removed one by one — what its operator leaves behind is the check —
+        and the rest goes with the cluster instead of waiting out each deletion.
+        """
         self.background.close()
         deadline = time.monotonic() + timeout
         rc = [o for o in self._applied if o["kind"] == "RayCluster"] or [self.raycluster()]
@@ -619,7 +624,7 @@ class KubeRayDeployer:
             self._delete_raycluster(rc, deadline, problems)
         except Exception as exc:  # go on: what the run installed must still be removed
             problems.append(f"delete RayCluster {self.name}: {one_line(exc)}")
-        for objs in steps[1:]:
+        for objs in [] if cluster_goes else steps[1:]:
             for o in objs:
                 try:
                     self.kube.delete(o)

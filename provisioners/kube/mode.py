@@ -218,7 +218,8 @@ class OperatorMode:
             if self._deployer is not None:
                 # Even on a cluster about to be deleted: what the operator leaves behind when
                 # its RayCluster goes (the book warns of Services) is what this check is for.
-                self._deployer.teardown(timeout)
+                goes = self._cluster is not None and self._cluster.owned
+                self._deployer.teardown(timeout, cluster_goes=goes)
         finally:
             try:
                 if self._cluster is not None:
