@@ -252,13 +252,13 @@ def modes(*specs: str) -> list[str]:
 
 
 def run(pytester: pytest.Pytester, *args: str, **kwargs: Any) -> pytest.RunResult:
-    """An in-process inner run with the ray-conformance plugin loaded."""
-    return pytester.runpytest("-p", "fixtures.plugin", *args, **kwargs)
+    """An in-process inner run (the plugin loads by its entry point, as for a user)."""
+    return pytester.runpytest(*args, **kwargs)
 
 
 def run_subprocess(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """The same in a fresh interpreter (entry points, xdist, process state)."""
-    return pytester.runpytest_subprocess("-p", "fixtures.plugin", *args, timeout=120)
+    return pytester.runpytest_subprocess(*args, timeout=120)
 
 
 def calls(pytester: pytest.Pytester) -> list[dict[str, Any]]:

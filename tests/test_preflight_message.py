@@ -60,7 +60,7 @@ def test_preflight_mismatch_fails_client_checks_fast(pytester: pytest.Pytester) 
     pytester.makepyfile(oldcluster=FAKE_CLUSTER)
     pytester.makepyfile(test_client="def test_client(ray_client_address):\n    pass\n")
     result = pytester.runpytest(
-        "-p", "fixtures.plugin", "--ray-provisioner", "old=oldcluster:OldClusterProvisioner",
+        "--ray-provisioner", "old=oldcluster:OldClusterProvisioner",
         "--ray-report-dir", str(pytester.path / "report"),
     )  # fmt: skip
     result.assert_outcomes(errors=1)
