@@ -26,9 +26,11 @@ from provisioners.base import (
     ClusterHandle,
     ClusterSpec,
     Endpoint,
+    InventoryError,
     InventoryItem,
     Provisioner,
     ProvisionError,
+    listing,
 )
 from provisioners.options import Option
 from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
@@ -158,17 +160,19 @@ class LocalProvisioner:
             for p in self._ray_processes()
         ]
         ours = {p.pid for p in self._ray_processes()}
-        with contextlib.suppress(psutil.Error):
-            for conn in psutil.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN and conn.pid in ours:
-                    items.append(
-                        InventoryItem(
-                            "port",
-                            str(getattr(conn.laddr, "port", "")),
-                            run_id,
-                            f"listening, pid {conn.pid}",
-                        )
-                    )
+        try:
+            with listing("listening TCP ports"):
+                connections = psutil.net_connections(kind="tcp")
+        except InventoryError as exc:  # psutil.AccessDenied where sockets are private
+            items.append(exc.item(run_id))
+            connections = []
+        items += [
+            InventoryItem(
+                "port", str(getattr(c.laddr, "port", "")), run_id, f"listening, pid {c.pid}"
+            )
+            for c in connections
+            if c.status == psutil.CONN_LISTEN and c.pid in ours
+        ]
         if self._temp_dir and self._temp_dir.exists():
             items.append(InventoryItem("session-dir", str(self._temp_dir), run_id))
         for name in sorted(_shm_entries() - self._shm_before):

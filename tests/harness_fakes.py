@@ -29,7 +29,9 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from provisioners.base import ClusterHandle, Endpoint, InventoryItem, ProvisionError, direct_endpoint
+from provisioners.base import (
+    ClusterHandle, Endpoint, InventoryError, InventoryItem, ProvisionError, direct_endpoint,
+)
 from provisioners.options import Option
 
 LOG = Path(__file__).with_name("calls.jsonl")
@@ -99,6 +101,22 @@ class LeakyProvisioner(FakeProvisioner):
         return [
             InventoryItem("container", "fake-head-1", self.spec.run_id, "still running"),
         ]
+
+
+class BlindProvisioner(FakeProvisioner):
+    """Its cloud API answers 503 to every listing once the cluster is down."""
+
+    def inventory(self):
+        if self.up:
+            return super().inventory()
+        raise InventoryError("fake instances", "ServiceUnavailable: 503 from the fake API")
+
+
+class ErrorAlwaysProvisioner(FakeProvisioner):
+    """Its inventory hits a bug (not an InventoryError) whether the cluster is up or not."""
+
+    def inventory(self):
+        raise KeyError("Reservations")
 
 
 class FailingProvisioner(FakeProvisioner):
