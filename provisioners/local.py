@@ -8,7 +8,6 @@ and teardown can stop exactly what this run started (``ray stop`` would kill eve
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 import shutil
 import signal
@@ -33,7 +32,14 @@ from provisioners.base import (
     listing,
 )
 from provisioners.options import Option
-from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
+from provisioners.processes import (
+    env_with_interpreter_first,
+    interpreter_versions,
+    kill_all,
+    node_interpreter,
+    ray_cli,
+    run_processes,
+)
 from provisioners.relay import free_port, tcp_relay
 from provisioners.runner import Background, Started, run_full, tail_file
 from provisioners.waits import WaitTimeout, urlopen_ok, wait_for, wait_for_nodes
@@ -59,6 +65,7 @@ class LocalProvisioner:
         self._ports: dict[str, int] = {}
         self._shm_before: set[str] = set()
         self._dashboard_url = ""
+        self._python = ""  # the nodes' interpreter: in-cluster scripts run with it
 
     # -- contract ----------------------------------------------------------------------------
 
@@ -105,12 +112,14 @@ class LocalProvisioner:
             self._wait_nodes(1 + workers, on_change=joined)
         spec.progress(f"{1 + workers} node(s) alive in {time.monotonic() - t0:.1f} s")
         gcs = f"127.0.0.1:{self._ports['gcs']}"
+        # The nodes' interpreter (the head's `ray start`), asked: not the harness's own.
+        self._python = node_interpreter(self._procs[0].pid)
+        ray_version, python_version = interpreter_versions(self._python, spec.timeouts.job)
         return ClusterHandle(
             mode=spec.mode,
             expected_nodes=1 + workers,
-            # The harness's own Ray is the cluster's Ray; metadata avoids a 1 s `import ray`.
-            ray_version=importlib.metadata.version("ray"),
-            python_version=f"{sys.version_info[0]}.{sys.version_info[1]}",
+            ray_version=ray_version,
+            python_version=python_version,
             head_address=gcs,
             access={
                 "RAY_ADDRESS": gcs,
@@ -138,7 +147,7 @@ class LocalProvisioner:
         path = self._spec.workdir / f"in-cluster-{time.monotonic_ns()}.py"
         path.write_text(script)
         proc = run_full(
-            [sys.executable, str(path)],
+            [self._python or sys.executable, str(path)],
             timeout,
             what="local: in-cluster script",
             env={"RAY_ADDRESS": f"127.0.0.1:{self._ports['gcs']}"},
