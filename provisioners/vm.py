@@ -31,7 +31,7 @@ from provisioners.runner import CommandError, run
 
 HOSTS = Option.csv("vm-hosts", "Existing hosts head,worker1,... to drive instead of containers")
 SSH_USER = Option.string("ssh-user", "SSH user for --ray-vm-hosts (default: you)")
-SSH_KEY = Option.path("ssh-key", "SSH private key for --ray-vm-hosts")
+SSH_KEY = Option.file("ssh-key", "SSH private key for --ray-vm-hosts")
 AUTOSCALER_V2 = Option.switch(
     "autoscaler-v2", "Let `ray up` run autoscaler v2 (v1 starts every worker of the list)"
 )

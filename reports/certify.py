@@ -63,19 +63,27 @@ class TargetError(ValueError):
 
 
 def load_target(path: Path) -> dict[str, str]:
-    """The product file's fields, or `TargetError` naming the first field that is wrong."""
+    """The product file's fields, or `TargetError` naming what is wrong (every missing field)."""
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data: Any = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise TargetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise TargetError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     except yaml.YAMLError as exc:
-        raise TargetError(f"{path}: not valid YAML ({exc})") from None
+        raise TargetError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise TargetError(f"{path}: expected a mapping of {', '.join(TARGET_FIELDS)}")
+    missing = [n for n in TARGET_FIELDS if data.get(n) is None or str(data[n]).strip() == ""]
+    if len(missing) == 1:
+        raise TargetError(f"{path}: field {missing[0]!r} is missing or empty")
+    if missing:
+        names = ", ".join(repr(n) for n in missing)
+        raise TargetError(f"{path}: fields {names} are missing or empty")
     for name in TARGET_FIELDS:
         value = data.get(name)
-        if value is None or str(value).strip() == "":
-            raise TargetError(f"{path}: field {name!r} is missing or empty")
         if not isinstance(value, str | int | float):
             raise TargetError(
                 f"{path}: field {name!r} must be a string, not {type(value).__name__}"
