@@ -37,6 +37,7 @@ test-run:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy  # includes the static check that every built-in mode conforms (_conforms)
+	bash .ci/actionlint.sh  # the nightly workflow, by actionlint built from its Go module
 	$(PY) -m pytest tests $(ARGS)
 	# testpaths: the suites, on every mode this machine can run (AWS rehearsed on moto, IBM on
 	# the VPC stand-in with the connector's fix, OpenShift's rules rehearsed on a kind cluster).
@@ -47,6 +48,7 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	bash .ci/actionlint.sh
 
 bench: venv
 	$(PY) bench/bench_local.py
