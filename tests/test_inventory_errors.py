@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 import docker
 import pytest
+import yaml
 from botocore.config import Config
 
 from provisioners import containers
@@ -185,3 +186,29 @@ def test_vm_inventory_without_an_engine_is_a_failure(tmp_path: Path) -> None:
     errors = _errors(mode.leak_query())
     assert len(errors) == 1, errors
     assert errors[0].startswith("could not list Docker objects of run ")
+
+
+# --- kind-operator, kube-operator, openshift: a Kubernetes API that does not answer ----------
+
+
+def test_kuberay_inventory_without_an_api_raises_naming_the_kind(tmp_path: Path) -> None:
+    from provisioners.kube.api import Kube
+    from provisioners.kube.kuberay import KubeRayDeployer, RaySize
+
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
+        "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "dead", "context": {"cluster": "c", "user": "u"}}],
+    }  # fmt: skip
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    kube = Kube(path, cache_file=tmp_path / "cache.json", context="dead")
+    deployer = KubeRayDeployer(
+        kube, run_id="r1", namespace="rc-r1", name="rc-r1", image="ray", size=RaySize(workers=1),
+        operator=None, workdir=tmp_path, progress=lambda _msg: None,
+    )  # fmt: skip
+    t0 = time.monotonic()
+    with pytest.raises(InventoryError, match=r"could not list Pod objects of the run: "):
+        deployer.inventory()
+    assert time.monotonic() - t0 < 60
