@@ -220,8 +220,10 @@ def _broken(pytester: pytest.Pytester) -> None:
 
 
 def _run(pytester: pytest.Pytester, cls: str, select: str, *args: str) -> pytest.RunResult:
+    # importlib: the suites' module names (test_launcher, ...) are taken in this process.
     return run(
-        pytester, "suites", "--ray-provisioner", f"broken=brokenmod:{cls}", "-k", select,
+        pytester, "suites", "--import-mode=importlib",
+        "--ray-provisioner", f"broken=brokenmod:{cls}", "-k", select,
         "--ray-node-timeout", "1", "--ray-report-dir", str(pytester.path / "report"), *args,
     )  # fmt: skip
 
