@@ -242,11 +242,15 @@ class DockerProvisioner:
         if self._spec is None:
             return []
         run_id = self._spec.run_id
+        # An engine this run never reached holds nothing of it: no answer then means "none".
+        made_nothing = self._client is None and not self._nodes and not self._network
         try:
             with listing(f"Docker objects of run {run_id} (no engine client)"):
                 client = self._connect(self._spec)
             return containers.inventory(client, run_id, self._spec.mode)
         except InventoryError as exc:
+            if made_nothing:
+                return []
             # Engine gone: the failed listing, and what we know we made, so a leak is not missed.
             known = [
                 InventoryItem("container", n, run_id, "engine unreachable") for n in self._nodes
