@@ -201,3 +201,14 @@ def test_certify_target_outside_the_checkout_reaches_the_harness(paths: dict[str
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, seen[-2000:]
     assert f"--ray-certify {target}: " in seen, seen[-2000:]
     assert "unrecognized arguments" not in seen
+
+
+def test_naming_the_plugin_too_loads_it_once(pytester: pytest.Pytester) -> None:
+    """``-p fixtures.plugin`` (how it was loaded before the entry point) still works."""
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "-p", "fixtures.plugin", "--ray-modes", "local", "--collect-only", "-q", timeout=120
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()[-2000:]
+    assert "already registered" not in result.stderr.str()
+    result.stdout.fnmatch_lines(["test_x.py::test_x"])

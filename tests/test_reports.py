@@ -112,7 +112,7 @@ def run_suite(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, 
     pytester.makeconftest(CONFTEST.format(report_dir=str(report_dir)))
     pytester.makepyfile(test_checks=CHECKS)
     # The conftest above plays the plugin's part: the installed one stays out.
-    return pytester.runpytest("-p", "no:ray_conformance", *args), report_dir
+    return pytester.runpytest("-p", "no:fixtures.plugin", *args), report_dir
 
 
 def read(path: Path) -> Any:
