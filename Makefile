@@ -44,6 +44,7 @@ test-run:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy  # includes the static check that every built-in mode conforms (_conforms)
+	bash .ci/actionlint.sh  # the nightly workflow, by actionlint built from its Go module
 	$(PY) -m provisioners prepare
 	$(PY) -m pytest tests $(ARGS)
 	# testpaths: the suites, on every mode this machine can run (AWS rehearsed on moto, IBM on
@@ -55,6 +56,7 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	bash .ci/actionlint.sh
 
 bench: venv
 	$(PY) bench/bench_local.py

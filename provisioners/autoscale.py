@@ -40,7 +40,14 @@ from provisioners.base import (
 )
 from provisioners.launcher import LAUNCHER_CONFIG, Machine, RayUpMode
 from provisioners.options import Option
-from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
+from provisioners.processes import (
+    env_with_interpreter_first,
+    interpreter_versions,
+    kill_all,
+    node_interpreter,
+    ray_cli,
+    run_processes,
+)
 from provisioners.relay import free_port, tcp_relay
 from provisioners.runner import Background, Started, run_full, tail_file
 from provisioners.waits import alive_nodes
@@ -148,9 +155,14 @@ class AutoscaleProvisioner(RayUpMode):
         return f"127.0.0.1:{self._ports['gcs']}"
 
     def versions(self) -> tuple[str, str]:
-        import ray
+        # The head's `ray start` interpreter, asked: the harness's own is not the cluster's.
+        return interpreter_versions(self._python(), self.spec.timeouts.job)
 
-        return str(ray.__version__), f"{sys.version_info.major}.{sys.version_info.minor}"
+    def _python(self) -> str:
+        """The nodes' interpreter (the fake workers are the head's monitor's children)."""
+        if self._head is None:
+            raise RuntimeError("autoscale: no head yet")
+        return node_interpreter(self._head.pid)
 
     def access(self) -> dict[str, str]:
         return {
@@ -206,7 +218,7 @@ class AutoscaleProvisioner(RayUpMode):
 
     def run_in_cluster(self, script: str, timeout: float) -> str:
         done = run_full(
-            [sys.executable, "-c", script], timeout, what="script",
+            [self._python(), "-c", script], timeout, what="script",
             env={"RAY_ADDRESS": self.head_address()}, cwd=self.spec.workdir,
             merge=False, check=False,
         )  # fmt: skip

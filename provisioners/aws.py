@@ -34,8 +34,10 @@ from provisioners.base import (
     RUN_ID_LABEL,
     ClusterSpec,
     Endpoint,
+    InventoryError,
     InventoryItem,
     ProvisionError,
+    listing,
 )
 from provisioners.launcher import CLUSTER_YAML, LAUNCHER_CONFIG, Machine, SshRayUpMode
 from provisioners.launcher import config as launcher_config
@@ -91,42 +93,50 @@ def security_group_name(cluster_name: str) -> str:
 
 def aws_inventory(ec2: Any, cluster_name: str, run_id: str, key_name: str) -> list[InventoryItem]:
     """What of the run still exists in EC2: instances not terminated, security groups, the
-    key pair, network interfaces and volumes (by the run's tag, the cluster, or attachment)."""
+    key pair, network interfaces and volumes (by the run's tag, the cluster, or attachment).
+
+    A listing EC2 refuses raises :class:`InventoryError` naming the kind, never "nothing".
+    """
     tag = {"Name": f"tag:{RUN_ID_LABEL}", "Values": [run_id]}
     items: list[InventoryItem] = []
     instances: dict[str, dict[str, Any]] = {}
-    for flt in (tag, {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster_name]}):
-        for page in ec2.get_paginator("describe_instances").paginate(Filters=[flt]):
-            for r in page["Reservations"]:
-                instances.update({i["InstanceId"]: i for i in r["Instances"]})
+    with listing("EC2 instances"):
+        for flt in (tag, {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster_name]}):
+            for page in ec2.get_paginator("describe_instances").paginate(Filters=[flt]):
+                for r in page["Reservations"]:
+                    instances.update({i["InstanceId"]: i for i in r["Instances"]})
     alive = {k: i for k, i in instances.items() if i["State"]["Name"] != "terminated"}
     items += [
         InventoryItem("instance", iid, run_id, f"{i['State']['Name']} {i.get('PrivateIpAddress', '')}")
         for iid, i in sorted(alive.items())
     ]  # fmt: skip
     groups: dict[str, str] = {}
-    for flt in (tag, {"Name": "group-name", "Values": [security_group_name(cluster_name)]}):
-        for g in ec2.describe_security_groups(Filters=[flt])["SecurityGroups"]:
-            groups[g["GroupId"]] = g["GroupName"]
+    with listing("EC2 security groups"):
+        for flt in (tag, {"Name": "group-name", "Values": [security_group_name(cluster_name)]}):
+            for g in ec2.describe_security_groups(Filters=[flt])["SecurityGroups"]:
+                groups[g["GroupId"]] = g["GroupName"]
     items += [InventoryItem("security-group", gid, run_id, name) for gid, name in sorted(groups.items())]  # fmt: skip
-    pairs = ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [key_name]}])
+    with listing("EC2 key pairs"):
+        pairs = ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [key_name]}])
     items += [InventoryItem("key-pair", k["KeyName"], run_id) for k in pairs["KeyPairs"]]
     filters = [[tag]]
     filters += [[{"Name": "group-id", "Values": list(groups)}]] if groups else []
     filters += [[{"Name": "attachment.instance-id", "Values": list(alive)}]] if alive else []
-    enis = {
-        n["NetworkInterfaceId"]: n.get("PrivateIpAddress", "")
-        for flt in filters
-        for n in ec2.describe_network_interfaces(Filters=flt)["NetworkInterfaces"]
-    }
+    with listing("EC2 network interfaces"):
+        enis = {
+            n["NetworkInterfaceId"]: n.get("PrivateIpAddress", "")
+            for flt in filters
+            for n in ec2.describe_network_interfaces(Filters=flt)["NetworkInterfaces"]
+        }
     items += [InventoryItem("network-interface", n, run_id, ip) for n, ip in sorted(enis.items())]
     filters = [[tag]]
     filters += [[{"Name": "attachment.instance-id", "Values": list(alive)}]] if alive else []
-    volumes = {
-        v["VolumeId"]: v["State"]
-        for flt in filters
-        for v in ec2.describe_volumes(Filters=flt)["Volumes"]
-    }
+    with listing("EBS volumes"):
+        volumes = {
+            v["VolumeId"]: v["State"]
+            for flt in filters
+            for v in ec2.describe_volumes(Filters=flt)["Volumes"]
+        }
     items += [InventoryItem("volume", v, run_id, state) for v, state in sorted(volumes.items())]
     return items
 
@@ -438,10 +448,11 @@ class AwsProvisioner(SshRayUpMode):
             try:
                 self._remove_cloud_objects()
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
-                    ProvisionError, WaitTimeout) as exc:  # fmt: skip
+                    InventoryError, ProvisionError, WaitTimeout) as exc:  # fmt: skip
                 self.spec.progress(f"aws: cleanup incomplete: {exc}")
-            with contextlib.suppress(Exception):  # the snapshot is what the leak check reads
-                self._left = aws_inventory(self.ec2(), self._cluster, self.spec.run_id, self._key_name)  # fmt: skip
+            # The snapshot is what the leak check reads (the rehearsal's API goes next): a
+            # listing that failed stays in it as the failure it is.
+            self._left = self._ec2_inventory()
         if self.stage is not None:
             self.stage.stop()
         for name in self._new_ssh_files():
@@ -488,13 +499,21 @@ class AwsProvisioner(SshRayUpMode):
         if self._left is not None:
             items += self._left
         elif self._key_name and (self.stage is not None or not self.rehearsal):
-            with contextlib.suppress(Exception):
-                items += aws_inventory(self.ec2(), self._cluster, self.spec.run_id, self._key_name)
+            items += self._ec2_inventory()
         if self.stage is not None:
             items += self.stage.inventory()
         items += [InventoryItem("file", f"~/.ssh/{n}", self.spec.run_id, "Ray's aws key")
                   for n in self._new_ssh_files()]  # fmt: skip
         return items
+
+    def _ec2_inventory(self) -> list[InventoryItem]:
+        """The run's EC2 objects, or the item naming the listing that failed."""
+        try:
+            with listing("EC2 objects (no EC2 client)"):
+                ec2 = self.ec2()
+            return aws_inventory(ec2, self._cluster, self.spec.run_id, self._key_name)
+        except InventoryError as exc:
+            return [exc.item(self.spec.run_id)]
 
     def removal_commands(self) -> list[str]:
         commands = super().removal_commands()

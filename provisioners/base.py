@@ -89,6 +89,11 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
+#: The kind of an :class:`InventoryItem` saying a listing failed: what could not be listed is
+#: its ``name``, the error its ``detail``. No leak check passes while one is there.
+INVENTORY_ERROR = "inventory-error"
+
+
 @dataclass(frozen=True)
 class InventoryItem:
     """One thing a run created (process, port, container, Service, instance, ...)."""
@@ -99,8 +104,47 @@ class InventoryItem:
     detail: str = ""
 
     def __str__(self) -> str:
+        if self.kind == INVENTORY_ERROR:
+            return f"could not list {self.name}: {self.detail}"
         extra = f" ({self.detail})" if self.detail else ""
         return f"{self.kind} {self.name}{extra}"
+
+
+class InventoryError(RuntimeError):
+    """A listing an inventory needs failed: an inventory that cannot list never says "nothing".
+
+    ``what`` names the kind of object ("EC2 instances", "Docker containers of the run").
+    """
+
+    def __init__(self, what: str, error: BaseException | str) -> None:
+        detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self.what = what
+        self.detail = " ".join(detail.split())[:500]
+        super().__init__(f"could not list {what}: {self.detail}")
+
+    def item(self, run_id: str) -> InventoryItem:
+        return InventoryItem(INVENTORY_ERROR, self.what, run_id, self.detail)
+
+
+@contextlib.contextmanager
+def listing(what: str) -> Iterator[None]:
+    """Any error of the block (an API's, an engine's) becomes an InventoryError naming ``what``."""
+    try:
+        yield
+    except InventoryError:
+        raise
+    except Exception as exc:
+        raise InventoryError(what, exc) from exc
+
+
+def take_inventory(provisioner: Provisioner, run_id: str) -> list[InventoryItem]:
+    """``provisioner.inventory()``, or the item saying why it could not list (never empty then)."""
+    try:
+        return provisioner.inventory()
+    except InventoryError as exc:
+        return [exc.item(run_id)]
+    except Exception as exc:  # a vendor's inventory: whatever it raised, the check must see it
+        return [InventoryError("the mode's objects (inventory() raised)", exc).item(run_id)]
 
 
 @runtime_checkable

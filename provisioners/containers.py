@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from provisioners.base import RUN_ID_LABEL, InventoryItem
+from provisioners.base import RUN_ID_LABEL, InventoryItem, listing
 from provisioners.options import Option
 
 #: Label key naming the mode that created an object (beside ``RUN_ID_LABEL``).
@@ -93,13 +93,23 @@ def run_objects(client: docker.DockerClient, run_id: str, mode: str) -> RunObjec
 
 
 def inventory(client: docker.DockerClient, run_id: str, mode: str) -> list[InventoryItem]:
-    found = run_objects(client, run_id, mode)
-    items = [
-        InventoryItem("container", c.name, run_id, f"{c.short_id} {c.status}")
-        for c in found.containers
-    ]
-    items += [InventoryItem("network", n.name, run_id, n.short_id) for n in found.networks]
-    items += [InventoryItem("volume", v.name, run_id) for v in found.volumes]
+    """The run's containers, networks and volumes of ``mode``.
+
+    A listing the engine refuses raises :class:`InventoryError` naming the kind, never "nothing".
+    """
+    flt = {"label": [f"{k}={v}" for k, v in labels(run_id, mode).items()]}
+    with listing(f"Docker containers of run {run_id} ({mode})"):
+        items = [
+            InventoryItem("container", c.name, run_id, f"{c.short_id} {c.status}")
+            for c in client.containers.list(all=True, filters=flt)
+        ]
+    with listing(f"Docker networks of run {run_id} ({mode})"):
+        items += [
+            InventoryItem("network", n.name, run_id, n.short_id)
+            for n in client.networks.list(filters=flt)
+        ]
+    with listing(f"Docker volumes of run {run_id} ({mode})"):
+        items += [InventoryItem("volume", v.name, run_id) for v in client.volumes.list(filters=flt)]
     return items
 
 

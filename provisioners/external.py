@@ -26,7 +26,7 @@ from provisioners.base import (
 )
 from provisioners.options import Option
 from provisioners.relay import tcp_relay
-from provisioners.waits import WaitTimeout, alive_nodes, http_json, port_accepts, wait_for
+from provisioners.waits import WaitTimeout, http_json, port_accepts, wait_for
 
 ADDRESS = Option.string(
     "address", "external: the cluster to test, ray://HOST:PORT (Ray Client) or HOST:PORT (GCS)"
@@ -36,7 +36,8 @@ DASHBOARD_URL = Option.string(
 )
 EXPECT_NODES = Option.integer(
     "expect-nodes",
-    "external: how many alive nodes the cluster must have (default: as many as are alive)",
+    "external: how many alive nodes the cluster must have (default: every node it has known, "
+    "alive or dead, so a dead one is reported)",
     minimum=1,
 )
 
@@ -100,19 +101,30 @@ class ExternalProvisioner:
             )
         except WaitTimeout as exc:
             raise ProvisionError(f"external: {exc}") from None
-        nodes = alive_nodes(self._dashboard)
+        known = self._known_nodes()
+        alive = [n for n in known if n.get("state") == "ALIVE"]
+        dead = [n for n in known if n.get("state") != "ALIVE"]
         expect = spec.get(EXPECT_NODES)
-        expected = expect or len(nodes)
+        # Without a count, every node the GCS has known: one already dead at start is then
+        # reported by the node checks (naming it), never silently expected away.
+        expected = expect or len(known)
         spec.progress(
-            f"found Ray {version['ray_version']} with {len(nodes)} alive node(s) at {address}"
-            + ("" if expect else f" (no {EXPECT_NODES.flag}: expecting that many)")
+            f"found Ray {version['ray_version']} with {len(alive)} alive node(s) at {address}"
+            + (f" and {len(dead)} dead" if dead else "")
+            + (
+                ""
+                if expect
+                else f" (no {EXPECT_NODES.flag}: expecting all {len(known)} the cluster has known)"
+            )
         )
-        python = self._python_version(spec)
+        # Read by a job on the head, with the cluster's own interpreter: /api/version is the
+        # dashboard's word, which the dashboard check compares with the nodes'.
+        ray_version, python = self._versions(spec)
         head = f"{self._host}:{gcs_port}" if gcs_port else f"ray://{self._host}:{self._client_port}"
         return ClusterHandle(
             mode=spec.mode,
             expected_nodes=expected,
-            ray_version=str(version["ray_version"]),
+            ray_version=ray_version,
             python_version=python,
             head_address=head,
             access={
@@ -122,16 +134,29 @@ class ExternalProvisioner:
             owned=False,
         )
 
-    def _python_version(self, spec: ClusterSpec) -> str:
+    def _known_nodes(self) -> list[dict[str, Any]]:
+        """Every node the state API lists, alive and dead."""
+        try:
+            data = http_json(f"{self._dashboard}/api/v0/nodes?limit=10000", timeout=10)
+            nodes: list[dict[str, Any]] = data["data"]["result"]["result"]
+        except Exception as exc:  # the dashboard answered /api/version: say what it did here
+            raise ProvisionError(
+                f"external: cannot list the nodes at {self._dashboard}/api/v0/nodes: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        return nodes
+
+    def _versions(self, spec: ClusterSpec) -> tuple[str, str]:
         out = self.run_in_cluster(
-            'import sys; print("PY", f"{sys.version_info[0]}.{sys.version_info[1]}")',
+            'import sys, ray; print("VERSIONS", ray.__version__, "%d.%d" % sys.version_info[:2])',
             timeout=spec.timeouts.job,
         )
         for line in out.splitlines():
-            if line.startswith("PY "):
-                return line.split()[1]
+            if line.startswith("VERSIONS "):
+                _, ray_version, python = line.split()
+                return ray_version, python
         raise ProvisionError(
-            f"external: could not read the cluster's Python version:\n{out[-500:]}"
+            f"external: could not read the cluster's Ray and Python versions:\n{out[-500:]}"
         )
 
     def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:

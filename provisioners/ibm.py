@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from provisioners import containers, nodeimage
-from provisioners.base import CLIENT_PORT, ClusterSpec, Endpoint, InventoryItem, ProvisionError
+from provisioners.base import (
+    CLIENT_PORT,
+    ClusterSpec,
+    Endpoint,
+    InventoryError,
+    InventoryItem,
+    ProvisionError,
+    listing,
+)
 from provisioners.ibm_probe import COMPAT_DIR, CONNECTOR_CLASS, probe
 from provisioners.ibm_rehearsal import Stage
 from provisioners.ibm_standin import ZONE
@@ -124,15 +132,21 @@ class Snapshot:
 def ibm_inventory(
     vpc: Any, cluster: str, run_id: str, key_name: str, before: Snapshot
 ) -> list[InventoryItem]:
-    """What of the run the VPC still holds: instances, floating IPs, volumes, the key, rules."""
+    """What of the run the VPC still holds: instances, floating IPs, volumes, the key, rules.
+
+    A listing the VPC API refuses raises :class:`InventoryError` naming the kind, never "nothing".
+    """
     prefix = f"ray-{cluster}-"
-    instances = [
-        i for i in collect(vpc.list_instances, "instances") if i["name"].startswith(prefix)
-    ]
+    with listing("VPC instances"):
+        instances = [
+            i for i in collect(vpc.list_instances, "instances") if i["name"].startswith(prefix)
+        ]
     items = [InventoryItem("instance", i["id"], run_id, f"{i['name']} {i['status']} {primary_address(i)}")
              for i in instances]  # fmt: skip
     nics = {n["id"] for i in instances for n in i.get("network_interfaces", [])}
-    for fip in collect(vpc.list_floating_ips, "floating_ips"):
+    with listing("VPC floating IPs"):
+        fips = collect(vpc.list_floating_ips, "floating_ips")
+    for fip in fips:
         target = (fip.get("target") or {}).get("id")
         if target in nics:
             before.seen_fips.add(fip["id"])
@@ -142,12 +156,18 @@ def ibm_inventory(
             # Likely the connector's for this run, but another cluster's look the same: reported
             # (a clean run has none), never deleted.
             items.append(InventoryItem("floating-ip", fip["id"], run_id, f"{fip['name']} {fip['address']}: new since the run started, never bound to its instances"))  # fmt: skip
+    with listing("VPC volumes"):
+        volumes = collect(vpc.list_volumes, "volumes")
     items += [InventoryItem("volume", v["id"], run_id, f"{v['name']} {v.get('status', '')}")
-              for v in collect(vpc.list_volumes, "volumes") if v["name"].startswith(prefix)]  # fmt: skip
-    items += [InventoryItem("key", k["id"], run_id, k["name"])
-              for k in collect(vpc.list_keys, "keys") if k["name"] == key_name]  # fmt: skip
+              for v in volumes if v["name"].startswith(prefix)]  # fmt: skip
+    with listing("VPC keys"):
+        keys = collect(vpc.list_keys, "keys")
+    items += [
+        InventoryItem("key", k["id"], run_id, k["name"]) for k in keys if k["name"] == key_name
+    ]
     for sg, known in sorted(before.rules.items()):
-        rules = vpc.list_security_group_rules(sg).get_result()["rules"]
+        with listing(f"rules of security group {sg}"):
+            rules = vpc.list_security_group_rules(sg).get_result()["rules"]
         items += [InventoryItem("security-group-rule", r["id"], run_id, f"added to {sg} during the run")
                   for r in rules if r["id"] not in known]  # fmt: skip
     return items
@@ -468,8 +488,9 @@ class IbmProvisioner(SshRayUpMode):
             self.spec.progress(f"ibm: cleanup incomplete: {exc}")
         except Exception as exc:  # the SDK's ApiException and requests' errors
             self.spec.progress(f"ibm: cleanup incomplete: {type(exc).__name__}: {exc}")
-        with contextlib.suppress(Exception):  # the snapshot is what the leak check reads
-            self._left = ibm_inventory(self.vpc(), self._cluster, self.spec.run_id, self._key_name, self._before)  # fmt: skip
+        # The snapshot is what the leak check reads (the rehearsal's API goes next): a listing
+        # that failed stays in it as the failure it is.
+        self._left = self._vpc_inventory()
 
     def _remove_cloud_objects(self) -> None:
         """After ``ray down``: delete instances left, wait, then floating IPs, volumes, the key."""
@@ -524,17 +545,34 @@ class IbmProvisioner(SshRayUpMode):
         if self._left is not None:
             items += self._left
         elif self._before is not None:
-            with contextlib.suppress(Exception):
-                items += ibm_inventory(self.vpc(), self._cluster, self.spec.run_id, self._key_name, self._before)  # fmt: skip
+            items += self._vpc_inventory()
         path = Path.home() / TAGS_FILE
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            if self._cluster and self._cluster in json.loads(path.read_text()):
-                items.append(InventoryItem("file-entry", f"~/{TAGS_FILE}[{self._cluster}]", self.spec.run_id, "the connector's node tags"))  # fmt: skip
+        if self._cluster and path.exists():
+            try:
+                with listing(f"entries of ~/{TAGS_FILE}"):
+                    tags = json.loads(path.read_text())
+                    if not isinstance(tags, dict):
+                        raise ValueError(f"a JSON {type(tags).__name__}, not an object")
+            except InventoryError as exc:
+                items.append(exc.item(self.spec.run_id))
+            else:
+                if self._cluster in tags:
+                    items.append(InventoryItem("file-entry", f"~/{TAGS_FILE}[{self._cluster}]", self.spec.run_id, "the connector's node tags"))  # fmt: skip
         if self.stage is not None:
             items += self.stage.inventory()
         if self._private is not None and self._private.exists():
             items.append(InventoryItem("directory", str(self._private), self.spec.run_id, "config with the API key"))  # fmt: skip
         return items
+
+    def _vpc_inventory(self) -> list[InventoryItem]:
+        """The run's VPC objects, or the item naming the listing that failed."""
+        assert self._before is not None
+        try:
+            with listing("VPC objects (no VPC client)"):
+                vpc = self.vpc()
+            return ibm_inventory(vpc, self._cluster, self.spec.run_id, self._key_name, self._before)  # fmt: skip
+        except InventoryError as exc:
+            return [exc.item(self.spec.run_id)]
 
     def removal_commands(self) -> list[str]:
         commands = super().removal_commands()

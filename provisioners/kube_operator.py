@@ -18,11 +18,11 @@ from provisioners.kube.clusters import ExistingCluster
 from provisioners.kube.mode import OperatorMode
 from provisioners.options import Option
 
-KUBECONFIG = Option.path("kubeconfig", "kube-operator: kubeconfig of the cluster to test")
+KUBECONFIG = Option.file("kubeconfig", "kube-operator: kubeconfig of the cluster to test")
 KUBE_CONTEXT = Option.string(
     "kube-context", "kube-operator: context in the kubeconfig (default: its current)"
 )
-KUBECTL = Option.path("kubectl", "kube-operator: the kubectl to use (default: the one on PATH)")
+KUBECTL = Option.file("kubectl", "kube-operator: the kubectl to use (default: the one on PATH)")
 
 
 class KubeOperatorProvisioner(OperatorMode):

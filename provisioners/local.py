@@ -8,7 +8,6 @@ and teardown can stop exactly what this run started (``ray stop`` would kill eve
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 import shutil
 import signal
@@ -26,12 +25,21 @@ from provisioners.base import (
     ClusterHandle,
     ClusterSpec,
     Endpoint,
+    InventoryError,
     InventoryItem,
     Provisioner,
     ProvisionError,
+    listing,
 )
 from provisioners.options import Option
-from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
+from provisioners.processes import (
+    env_with_interpreter_first,
+    interpreter_versions,
+    kill_all,
+    node_interpreter,
+    ray_cli,
+    run_processes,
+)
 from provisioners.relay import free_port, tcp_relay
 from provisioners.runner import Background, Started, run_full, tail_file
 from provisioners.waits import WaitTimeout, urlopen_ok, wait_for, wait_for_nodes
@@ -57,6 +65,7 @@ class LocalProvisioner:
         self._ports: dict[str, int] = {}
         self._shm_before: set[str] = set()
         self._dashboard_url = ""
+        self._python = ""  # the nodes' interpreter: in-cluster scripts run with it
 
     # -- contract ----------------------------------------------------------------------------
 
@@ -103,12 +112,14 @@ class LocalProvisioner:
             self._wait_nodes(1 + workers, on_change=joined)
         spec.progress(f"{1 + workers} node(s) alive in {time.monotonic() - t0:.1f} s")
         gcs = f"127.0.0.1:{self._ports['gcs']}"
+        # The nodes' interpreter (the head's `ray start`), asked: not the harness's own.
+        self._python = node_interpreter(self._procs[0].pid)
+        ray_version, python_version = interpreter_versions(self._python, spec.timeouts.job)
         return ClusterHandle(
             mode=spec.mode,
             expected_nodes=1 + workers,
-            # The harness's own Ray is the cluster's Ray; metadata avoids a 1 s `import ray`.
-            ray_version=importlib.metadata.version("ray"),
-            python_version=f"{sys.version_info[0]}.{sys.version_info[1]}",
+            ray_version=ray_version,
+            python_version=python_version,
             head_address=gcs,
             access={
                 "RAY_ADDRESS": gcs,
@@ -136,7 +147,7 @@ class LocalProvisioner:
         path = self._spec.workdir / f"in-cluster-{time.monotonic_ns()}.py"
         path.write_text(script)
         proc = run_full(
-            [sys.executable, str(path)],
+            [self._python or sys.executable, str(path)],
             timeout,
             what="local: in-cluster script",
             env={"RAY_ADDRESS": f"127.0.0.1:{self._ports['gcs']}"},
@@ -158,17 +169,19 @@ class LocalProvisioner:
             for p in self._ray_processes()
         ]
         ours = {p.pid for p in self._ray_processes()}
-        with contextlib.suppress(psutil.Error):
-            for conn in psutil.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN and conn.pid in ours:
-                    items.append(
-                        InventoryItem(
-                            "port",
-                            str(getattr(conn.laddr, "port", "")),
-                            run_id,
-                            f"listening, pid {conn.pid}",
-                        )
-                    )
+        try:
+            with listing("listening TCP ports"):
+                connections = psutil.net_connections(kind="tcp")
+        except InventoryError as exc:  # psutil.AccessDenied where sockets are private
+            items.append(exc.item(run_id))
+            connections = []
+        items += [
+            InventoryItem(
+                "port", str(getattr(c.laddr, "port", "")), run_id, f"listening, pid {c.pid}"
+            )
+            for c in connections
+            if c.status == psutil.CONN_LISTEN and c.pid in ours
+        ]
         if self._temp_dir and self._temp_dir.exists():
             items.append(InventoryItem("session-dir", str(self._temp_dir), run_id))
         for name in sorted(_shm_entries() - self._shm_before):

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import yaml
+
 T = TypeVar("T")
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -95,7 +97,31 @@ class Option(Generic[T]):
 
     @staticmethod
     def path(name: str, help: str) -> Option[Path | None]:
+        """A path the run may create (an output directory)."""
         return Option(name, help, _path, None, metavar="PATH")
+
+    @staticmethod
+    def file(name: str, help: str) -> Option[Path | None]:
+        """A file that must exist when the run starts (checked then, not when a mode reads it)."""
+        return Option(name, help, _existing_file, None, metavar="PATH")
+
+    @staticmethod
+    def yaml_file(
+        name: str, help: str, check: Callable[[dict[str, Any]], None] | None = None
+    ) -> Option[Path | None]:
+        """A YAML file holding a mapping, read and checked when the run starts.
+
+        ``check`` raises ``ValueError`` saying what in the mapping is wrong.
+        """
+
+        def parse(text: str) -> Path:
+            path = _existing_file(text)
+            data = read_yaml_mapping(path)
+            if check is not None:
+                check(data)
+            return path
+
+        return Option(name, help, parse, None, metavar="PATH")
 
     @staticmethod
     def switch(name: str, help: str) -> Option[bool]:
@@ -157,6 +183,45 @@ def parse_size(text: str | int) -> int:
 
 def _path(text: str) -> Path:
     return Path(text).expanduser()
+
+
+def _existing_file(text: str) -> Path:
+    path = _path(text)
+    if not path.exists():
+        raise ValueError("no such file")
+    if path.is_dir():
+        raise ValueError("is a directory, not a file")
+    return path
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The mapping a YAML file holds; ``ValueError`` saying in one line why it is not one."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"not a YAML mapping of keys (it holds {kind_of(data)})")
+    return data
+
+
+def kind_of(value: Any) -> str:
+    """``a list``, ``a string``, ``nothing``: what a value is, for a message."""
+    if value is None:
+        return "nothing"
+    names = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def _int(text: str, minimum: int) -> int:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psutil
 
+from provisioners.base import ProvisionError
+from provisioners.runner import run_full
 from provisioners.waits import WaitTimeout, wait_for
 
 
@@ -22,6 +24,39 @@ def ray_cli() -> str | None:
     """The ``ray`` CLI of the interpreter running the harness (same Ray as the suites), else PATH's."""
     beside = Path(sys.executable).with_name("ray")
     return str(beside) if beside.exists() else shutil.which("ray")
+
+
+def node_interpreter(pid: int) -> str:
+    """The Python a running ``ray start`` (``pid``) was started with: its nodes' interpreter.
+
+    The path as invoked (a venv's ``bin/python``), not the binary it resolves to, which would
+    run without the venv's packages.
+    """
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except psutil.Error as exc:
+        raise ProvisionError(
+            f"cannot read the command line of `ray start` (pid {pid}): {exc}"
+        ) from None
+    if not argv or "python" not in Path(argv[0]).name:
+        raise ProvisionError(f"`ray start` (pid {pid}) runs {argv[:1]}, not a Python interpreter")
+    return argv[0]
+
+
+#: Printed by a node's interpreter: its Ray and its Python major.minor.
+_VERSIONS = 'import sys, ray; print("VERSIONS", ray.__version__, "%d.%d" % sys.version_info[:2])'
+
+
+def interpreter_versions(python: str, timeout: float) -> tuple[str, str]:
+    """(Ray version, Python major.minor) of ``python``, asked of that interpreter itself."""
+    out = run_full(
+        [python, "-c", _VERSIONS], timeout, what=f"{python}: Ray and Python versions"
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("VERSIONS "):
+            _, ray_version, python_version = line.split()
+            return ray_version, python_version
+    raise ProvisionError(f"{python} printed no versions:\n{out[-500:]}")
 
 
 def env_with_interpreter_first() -> dict[str, str]:

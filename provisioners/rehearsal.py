@@ -37,7 +37,7 @@ import docker.errors
 import docker.types
 
 from provisioners import containers, nodeimage
-from provisioners.base import InventoryItem, ProvisionError
+from provisioners.base import InventoryError, InventoryItem, ProvisionError, listing
 from provisioners.launcher.cli import Launcher
 from provisioners.launcher.ssh import SshTarget
 from provisioners.naming import run_name
@@ -215,7 +215,15 @@ class DropRule:
         run(["iptables", "-w", "5", "-I", *self.spec()], 30, what="iptables: add the drop rule")
 
     def present(self) -> bool:
+        """Whether the rule is in INPUT; raises when iptables cannot say (not "absent")."""
         done = run_full(["iptables", "-w", "5", "-C", *self.spec()], 30, check=False)
+        if done.returncode not in (0, 1):  # 1: no such rule; anything else: iptables failed
+            out = done.stdout.strip()[-300:]
+            raise CommandError(
+                f"`iptables -C` exited {done.returncode}: {out}",
+                returncode=done.returncode,
+                output=out,
+            )
         return done.returncode == 0
 
     def remove(self) -> None:
@@ -585,10 +593,20 @@ class Stage:
 
     def inventory(self) -> list[InventoryItem]:
         items: list[InventoryItem] = []
-        with contextlib.suppress(*containers.ENGINE_ERRORS), self._client() as client:
-            items += containers.inventory(client, self.run_id, self.mode)
-        items += [InventoryItem("iptables-rule", shlex.join(r.spec()), self.run_id)
-                  for r in self.rules if r.present()]  # fmt: skip
+        try:  # an engine that does not answer lists nothing: a failure, never "clean"
+            with listing(f"Docker objects of run {self.run_id} ({self.mode})"), self._client() as client:  # fmt: skip
+                items += containers.inventory(client, self.run_id, self.mode)
+        except InventoryError as exc:
+            items.append(exc.item(self.run_id))
+        for rule in self.rules:
+            try:
+                with listing(f"iptables rule {rule.comment}"):
+                    present = rule.present()
+            except InventoryError as exc:
+                items.append(exc.item(self.run_id))
+                continue
+            if present:
+                items.append(InventoryItem("iptables-rule", shlex.join(rule.spec()), self.run_id))
         if self.loop is not None and self.loop.alive():
             items.append(InventoryItem("thread", self.loop.thread_name, self.run_id, "instances"))
         if self.rule_hits:

@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from provisioners.base import Endpoint
 
 _CHUNK = 65536
+#: Where a relay listens: this machine's loopback only.
+LOOPBACK = "127.0.0.1"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = LOOPBACK) -> int:
     """A port nobody listens on right now (the kernel's pick, so it does not collide)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -94,17 +96,21 @@ def _pump(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
 
 
 @contextlib.contextmanager
-def tcp_relay(host: str, port: int, *, connect_timeout: float = 10.0) -> Iterator[Endpoint]:
+def tcp_relay(
+    host: str, port: int, *, connect_timeout: float = 10.0, listen: str = LOOPBACK
+) -> Iterator[Endpoint]:
     """Listen on a fresh loopback port and relay each connection to ``host:port``.
 
     On exit the listener and every relayed connection are closed, so the port is free again;
-    a session still connecting upstream does not hold the exit up.
+    a session still connecting upstream does not hold the exit up. ``listen`` other than
+    loopback exposes the forward beyond this machine (the port-forward check's broken case);
+    the endpoint handed out is the loopback one either way.
     """
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # As Go's listeners (kubectl port-forward) do: connections we closed but a peer has not
     # (FIN_WAIT2, TIME_WAIT) must not stop a new forward from binding the port.
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind((listen, 0))
     listener.listen(64)
     listener.settimeout(0.5)
     sessions = _Sessions()
@@ -127,7 +133,7 @@ def tcp_relay(host: str, port: int, *, connect_timeout: float = 10.0) -> Iterato
     acceptor = threading.Thread(target=accept_loop, name=name, daemon=True)
     acceptor.start()
     try:
-        yield Endpoint("127.0.0.1", int(listener.getsockname()[1]))
+        yield Endpoint(LOOPBACK, int(listener.getsockname()[1]))
     finally:
         sessions.close_all()
         listener.close()

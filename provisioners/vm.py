@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import docker
 
 from provisioners import containers, nodeimage
-from provisioners.base import ClusterSpec, InventoryItem, ProvisionError
+from provisioners.base import ClusterSpec, InventoryError, InventoryItem, ProvisionError
 from provisioners.launcher import LAUNCHER_CONFIG, Machine, SshRayUpMode
 from provisioners.naming import run_name
 from provisioners.options import Option
@@ -31,7 +31,7 @@ from provisioners.runner import CommandError, run
 
 HOSTS = Option.csv("vm-hosts", "Existing hosts head,worker1,... to drive instead of containers")
 SSH_USER = Option.string("ssh-user", "SSH user for --ray-vm-hosts (default: you)")
-SSH_KEY = Option.path("ssh-key", "SSH private key for --ray-vm-hosts")
+SSH_KEY = Option.file("ssh-key", "SSH private key for --ray-vm-hosts")
 AUTOSCALER_V2 = Option.switch(
     "autoscaler-v2", "Let `ray up` run autoscaler v2 (v1 starts every worker of the list)"
 )
@@ -167,11 +167,16 @@ class VmProvisioner(SshRayUpMode):
                     containers.remove(client, self.spec.run_id, self.spec.mode)
 
     def leak_query(self) -> list[InventoryItem]:
+        run_id = self.spec.run_id
         items = self._marked_processes()
         if self._in_containers():
             with self._docker() as client:
-                if client is not None:
-                    items += containers.inventory(client, self.spec.run_id, self.spec.mode)
+                try:
+                    if client is None:
+                        raise InventoryError(f"Docker objects of run {run_id}", "no engine answers")
+                    items += containers.inventory(client, run_id, self.spec.mode)
+                except InventoryError as exc:
+                    items.append(exc.item(run_id))
         return items
 
     def removal_commands(self) -> list[str]:
@@ -281,8 +286,12 @@ class VmProvisioner(SshRayUpMode):
         for machine in self.machines:
             try:
                 out = self.target(machine).run(MARKED_PROCS.format(run_id=self.spec.run_id), 30)
-            except (CommandError, ProvisionError):
-                continue  # an unreachable node: its container (if any) is listed separately
+            except (CommandError, ProvisionError) as exc:
+                if self._in_containers():
+                    continue  # an unreachable node: its container is listed separately
+                what = f"Ray processes on {machine.name} ({machine.ip})"
+                items.append(InventoryError(what, exc).item(self.spec.run_id))
+                continue
             items += [InventoryItem("process", f"{machine.name}:{pid}", self.spec.run_id, "Ray")
                       for pid in out.split()]  # fmt: skip
         return items

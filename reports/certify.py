@@ -69,13 +69,15 @@ def load_target(path: Path) -> dict[str, str]:
     The rules are the published schema's (``reports/schemas/target.schema.json``).
     """
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data: Any = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise TargetError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
-        raise TargetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise TargetError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     except yaml.YAMLError as exc:
-        raise TargetError(f"{path}: not valid YAML ({exc})") from None
+        raise TargetError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise TargetError(f"{path}: expected a mapping of {', '.join(TARGET_FIELDS)}")
     problems = target_problems(data)
@@ -97,11 +99,14 @@ def target_problems(data: dict[str, Any]) -> list[str]:
             missing.append(field)
         else:
             wrong.append(f"field {field!r} must be a string, not {type(data[field]).__name__}")
-    out = [
-        f"field {name!r} is missing or empty"
-        for name in TARGET_FIELDS
-        if name in missing  # field order, each once
-    ]
+    absent = [name for name in TARGET_FIELDS if name in missing]  # field order, each once
+    out = (
+        [f"field {absent[0]!r} is missing or empty"]
+        if len(absent) == 1
+        else [f"fields {', '.join(map(repr, absent))} are missing or empty"]
+        if absent
+        else []
+    )
     out += wrong
     out += [
         f"unknown field {name!r} (known: {', '.join(TARGET_FIELDS)})"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
+import psutil
 import pytest
 
 from provisioners.base import CLIENT_PORT, DASHBOARD_PORT, ClusterHandle, Provisioner
@@ -21,6 +23,21 @@ ray.shutdown()
 """
 
 
+def listening_addresses(port: int) -> list[str]:
+    """Every local address a TCP socket of this machine listens on at ``port``, from the kernel."""
+    return sorted(
+        {
+            c.laddr.ip
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        }
+    )
+
+
+def _loopback(address: str) -> bool:
+    return ipaddress.ip_address(address.split("%")[0]).is_loopback
+
+
 @pytest.mark.parametrize("remote_port", [CLIENT_PORT, DASHBOARD_PORT], ids=["client", "dashboard"])
 def test_port_forward_reachable_on_loopback_then_freed(
     ray_provisioner: Provisioner, ray_cluster: ClusterHandle, remote_port: int
@@ -32,6 +49,18 @@ def test_port_forward_reachable_on_loopback_then_freed(
         )
         assert port_accepts(endpoint.host, endpoint.port, timeout=5), (
             f"nothing accepts connections at {endpoint.address} (forward of {remote_port})"
+        )
+        # What the kernel says listens there, not what the forward says of itself: a forward
+        # bound to every address answers other machines too.
+        listening = listening_addresses(endpoint.port)
+        assert listening, (
+            f"{endpoint.address} accepts connections (forward of {remote_port}) but no socket of "
+            "this machine listens on that port: where it is exposed cannot be checked"
+        )
+        exposed = [a for a in listening if not _loopback(a)]
+        assert not exposed, (
+            f"forward of {remote_port} at {endpoint.address} also listens on "
+            f"{', '.join(exposed)}: reachable beyond this machine's loopback"
         )
         if remote_port == DASHBOARD_PORT:
             version = http_json(f"http://{endpoint.address}/api/version")

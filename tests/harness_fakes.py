@@ -29,7 +29,9 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from provisioners.base import ClusterHandle, Endpoint, InventoryItem, ProvisionError, direct_endpoint
+from provisioners.base import (
+    ClusterHandle, Endpoint, InventoryError, InventoryItem, ProvisionError, direct_endpoint,
+)
 from provisioners.options import Option
 
 LOG = Path(__file__).with_name("calls.jsonl")
@@ -99,6 +101,22 @@ class LeakyProvisioner(FakeProvisioner):
         return [
             InventoryItem("container", "fake-head-1", self.spec.run_id, "still running"),
         ]
+
+
+class BlindProvisioner(FakeProvisioner):
+    """Its cloud API answers 503 to every listing once the cluster is down."""
+
+    def inventory(self):
+        if self.up:
+            return super().inventory()
+        raise InventoryError("fake instances", "ServiceUnavailable: 503 from the fake API")
+
+
+class ErrorAlwaysProvisioner(FakeProvisioner):
+    """Its inventory hits a bug (not an InventoryError) whether the cluster is up or not."""
+
+    def inventory(self):
+        raise KeyError("Reservations")
 
 
 class FailingProvisioner(FakeProvisioner):
@@ -259,6 +277,63 @@ class ShortProvisioner(FakeProvisioner):
         if getattr(self, "server", None):
             self.server.shutdown()
             self.server.server_close()
+
+
+class OtherVersionsProvisioner(ShortProvisioner):
+    """Two alive nodes; the worker runs another Ray and Python than the head and the client.
+
+    Its dashboard says the head's Ray; its in-cluster scripts answer as the per-node version
+    probe would on such a cluster.
+    """
+
+    def provision(self, spec):
+        import importlib.metadata
+        import sys
+
+        self.ray = importlib.metadata.version("ray")
+        self.python = "%d.%d" % sys.version_info[:2]
+        self.server = json_server({
+            "/api/v0/nodes": {"data": {"result": {"result": NODES[:2]}}},
+            "/api/version": {"ray_version": self.ray},
+        })
+        handle = FakeProvisioner.provision(self, spec)
+        return replace(handle, expected_nodes=2, ray_version=self.ray, python_version=self.python)
+
+    def run_in_cluster(self, script, timeout):
+        head, worker = NODES[:2]
+        found = {
+            head["node_id"]: {"ray": self.ray, "python": self.python, "hostname": "head"},
+            worker["node_id"]: {"ray": "2.9.3", "python": "3.10", "hostname": "worker1"},
+        }
+        for node in (head, worker):
+            found[node["node_id"]]["ip"] = node["node_ip"]
+        return "RESULT " + json.dumps(found) + "\\n"
+
+
+class RelayProvisioner(FakeProvisioner):
+    """Its forwards are the built-in relay to a fake dashboard (/api/version) on loopback."""
+
+    LISTEN = "127.0.0.1"
+
+    def provision(self, spec):
+        self.server = json_server({"/api/version": {"ray_version": "2.60.0"}})
+        return super().provision(spec)
+
+    def port_forward(self, remote_port):
+        from provisioners.relay import tcp_relay
+
+        return tcp_relay("127.0.0.1", self.server.server_address[1], listen=self.LISTEN)
+
+    def teardown(self):
+        super().teardown()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ExposedRelayProvisioner(RelayProvisioner):
+    """The same relay listening on every address: it says loopback, it answers all comers."""
+
+    LISTEN = "0.0.0.0"
 '''
 
 # Inner suite tests: mode-agnostic, like suites/.
@@ -302,13 +377,13 @@ def modes(*specs: str) -> list[str]:
 
 
 def run(pytester: pytest.Pytester, *args: str, **kwargs: Any) -> pytest.RunResult:
-    """An in-process inner run with the ray-conformance plugin loaded."""
-    return pytester.runpytest("-p", "fixtures.plugin", *args, **kwargs)
+    """An in-process inner run (the plugin loads by its entry point, as for a user)."""
+    return pytester.runpytest(*args, **kwargs)
 
 
 def run_subprocess(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     """The same in a fresh interpreter (entry points, xdist, process state)."""
-    return pytester.runpytest_subprocess("-p", "fixtures.plugin", *args, timeout=120)
+    return pytester.runpytest_subprocess(*args, timeout=120)
 
 
 def calls(pytester: pytest.Pytester) -> list[dict[str, Any]]:

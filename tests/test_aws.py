@@ -439,7 +439,7 @@ def test_rehearsal_reports_a_planted_group_and_never_writes_secrets(
     pytester.makepyfile(test_a_plant=PLANT, test_z_leak=(REPO / "suites" / "test_teardown_leak.py").read_text())  # fmt: skip
     report = tmp_path / "report"
     result = pytester.runpytest_subprocess(
-        "-p", "fixtures.plugin", "--ray-modes", "aws", "--ray-aws-rehearsal", "--ray-workers", "0",
+        "--ray-modes", "aws", "--ray-aws-rehearsal", "--ray-workers", "0",
         "--ray-report-dir", str(report), "-p", "no:cacheprovider", timeout=840,
     )  # fmt: skip
     result.assert_outcomes(passed=2, failed=1)

@@ -45,7 +45,7 @@ def test_external_suites_pass_and_leave_cluster_running(
     )
     access = someone_elses_cluster.access
     result = pytester.runpytest_subprocess(
-        "-p", "fixtures.plugin", "-rs", "--ray-modes=external",
+        "-rs", "--ray-modes=external",
         f"--ray-address={access['ray client']}", f"--ray-dashboard-url={access['dashboard']}",
         "--ray-expect-nodes=1", "--ray-spread-iterations=1",
     )  # fmt: skip

@@ -111,15 +111,15 @@ def test_dead_worker_fails_node_checks_once_fast_naming_it(
     cluster = dead_worker_cluster
     t0 = time.monotonic()
     result = run_subprocess(
-        pytester, "suites", "-k", "not job_succeeds", "--ray-modes", "external",
+        pytester, "suites", "-k", "spread or nodes_match", "--ray-modes", "external",
         "--ray-address", cluster.client, "--ray-dashboard-url", cluster.dashboard,
         "--ray-expect-nodes", "3", "--ray-node-timeout", str(NODE_TIMEOUT),
         "--ray-report-dir", str(report),
     )  # fmt: skip
     elapsed = time.monotonic() - t0
 
-    # Both spread checks and the dashboard's node list need the nodes; the version check not.
-    result.assert_outcomes(passed=1, errors=3, deselected=1)
+    # Both spread checks and the dashboard's node list need the nodes.
+    result.assert_outcomes(errors=3, deselected=2)
     assert elapsed < 2 * NODE_TIMEOUT, f"the run took {elapsed:.0f} s"
     dead = cluster.dead
     named = f"  DEAD {dead.node_id[:12]} at {dead.ip} ({dead.hostname}) since ??:??:??*"
@@ -143,3 +143,33 @@ def test_dead_worker_fails_node_checks_once_fast_naming_it(
     assert len(verdicts) == 1, progress
     assert f"not ready after {NODE_TIMEOUT:.0f}." in verdicts[0]
     assert f"2 of 3 node(s) alive; DEAD {dead.node_id[:12]} at {dead.ip}" in verdicts[0]
+
+
+def test_dead_worker_is_reported_without_expect_nodes(
+    pytester: pytest.Pytester, dead_worker_cluster: DeadWorkerCluster
+) -> None:
+    """No --ray-expect-nodes: the mode expects every node the GCS has known, so the one that
+    was already dead when the run started fails the node checks, named, instead of being
+    expected away."""
+    suites = pytester.mkdir("suites")
+    shutil.copy(REPO / "suites" / "test_dashboard.py", suites / "test_dashboard.py")
+    cluster = dead_worker_cluster
+    result = run_subprocess(
+        pytester, "suites", "-k", "nodes_match", "--ray-modes", "external",
+        "--ray-address", cluster.client, "--ray-dashboard-url", cluster.dashboard,
+        "--ray-node-timeout", "2", "--ray-report-dir", str(pytester.path / "report"),
+    )  # fmt: skip
+    result.assert_outcomes(errors=1, deselected=2)
+    dead = cluster.dead
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_dashboard_nodes_match_expected?external?*",
+            "external: 2 of 3 node(s) alive after 2.? s (Ray's state API):",
+            f"  DEAD {dead.node_id[:12]} at {dead.ip} ({dead.hostname}) since ??:??:??*",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*found Ray * with 2 alive node(s) at * and 1 dead (no --ray-expect-nodes: expecting all 3*"
+        ]
+    )

@@ -24,6 +24,40 @@ def test_leak_suite_fails_listing_what_teardown_left(pytester: pytest.Pytester) 
     )
 
 
+def test_leak_suite_fails_when_the_inventory_cannot_list_after_teardown(
+    pytester: pytest.Pytester,
+) -> None:
+    """An API error after teardown is a failure naming what could not be listed, not "clean"."""
+    pytester.makepyfile(test_leak=LEAK_SUITE.read_text())
+    result = run(pytester, *modes("fake=BlindProvisioner"))
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_teardown_leaves_nothing_behind?fake?*",
+            "E * AssertionError: fake: the inventory could not list everything, so it proves nothing:",
+            "E *   could not list fake instances: ServiceUnavailable: 503 from the fake API",
+        ]
+    )
+    errors = [line for line in result.outlines if line.startswith("E ")]
+    assert not [line for line in errors if "teardown left" in line], errors
+
+
+def test_inventory_that_raises_fails_both_leak_checks_naming_the_error(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_leak=LEAK_SUITE.read_text())
+    result = run(pytester, *modes("fake=ErrorAlwaysProvisioner"))
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_inventory_sees_the_running_cluster?fake?*",
+            "E *   could not list the mode's objects (inventory() raised): KeyError: 'Reservations'",
+            "*test_teardown_leaves_nothing_behind?fake?*",
+            "E *   could not list the mode's objects (inventory() raised): KeyError: 'Reservations'",
+        ]
+    )
+
+
 def test_leak_suite_passes_for_a_clean_teardown(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_leak=LEAK_SUITE.read_text())
     result = run(pytester, *modes("fake=FakeProvisioner"))

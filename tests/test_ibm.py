@@ -240,7 +240,7 @@ def test_rehearsal_of_the_books_yaml_reports_a_planted_rule_and_never_writes_sec
     pytester.makepyfile(test_a_plant=PLANT, test_z_leak=(REPO / "suites" / "test_teardown_leak.py").read_text())  # fmt: skip
     report = tmp_path / "report"
     result = pytester.runpytest_subprocess(
-        "-p", "fixtures.plugin", "--ray-modes", "ibm", "--ray-ibm-rehearsal", "--ray-ibm-compat",
+        "--ray-modes", "ibm", "--ray-ibm-rehearsal", "--ray-ibm-compat",
         f"--ray-cluster-yaml={book}", "--ray-workers", "1", f"--ray-report-dir={report}",
         "-p", "no:cacheprovider", timeout=840,
     )  # fmt: skip

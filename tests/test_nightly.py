@@ -90,3 +90,18 @@ def test_matrix_job_merges_every_bundle_and_fails_on_regressions() -> None:
     assert "python -m reports compare previous matrix" in runs
     uploads = [s for job in jobs.values() for s in job.get("steps", []) if "upload" in str(s)]
     assert all(s["with"]["path"] for s in uploads)
+
+
+#: Modes that SKIP without root (an iptables rule on the run's bridge): their jobs use sudo.
+ROOT_ENVS = {"aws-rehearsal", "ibm-rehearsal"}
+
+
+def test_rehearsal_jobs_run_their_tox_env_as_root() -> None:
+    """Without root both rehearsals SKIP every check, and a night of skips is not a pass."""
+    for name, job in workflow()["jobs"].items():
+        for step in job.get("steps", []):
+            command = str(step.get("run", ""))
+            envs = set(envs_run_by({**job, "steps": [step]}))
+            if envs & ROOT_ENVS:
+                assert envs <= ROOT_ENVS, f"job {name} mixes root and non-root envs: {envs}"
+                assert command.startswith("sudo -E "), f"job {name} runs {envs} without root"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import sys
+
 import pytest
-from harness_fakes import write_fakes
+from harness_fakes import REPO, modes, run, write_fakes
 
 from fixtures.clients import client_versions, version_mismatch
 
@@ -60,7 +63,7 @@ def test_preflight_mismatch_fails_client_checks_fast(pytester: pytest.Pytester) 
     pytester.makepyfile(oldcluster=FAKE_CLUSTER)
     pytester.makepyfile(test_client="def test_client(ray_client_address):\n    pass\n")
     result = pytester.runpytest(
-        "-p", "fixtures.plugin", "--ray-provisioner", "old=oldcluster:OldClusterProvisioner",
+        "--ray-provisioner", "old=oldcluster:OldClusterProvisioner",
         "--ray-report-dir", str(pytester.path / "report"),
     )  # fmt: skip
     result.assert_outcomes(errors=1)
@@ -69,3 +72,38 @@ def test_preflight_mismatch_fails_client_checks_fast(pytester: pytest.Pytester) 
         [f"*old: Ray Client needs the same Ray version and Python minor on both sides: "
          f"Ray {ray_here} here vs 2.59.1 in the cluster; Python {py_here} here vs 3.9 in the cluster*"]
     )  # fmt: skip
+
+
+def _suite(pytester: pytest.Pytester, *names: str) -> None:
+    for name in names:
+        pytester.makepyfile(**{name: (REPO / "suites" / f"{name}.py").read_text()})
+
+
+def test_version_checks_fail_naming_the_node_that_runs_another_ray_and_python(
+    pytester: pytest.Pytester,
+) -> None:
+    """The worker runs Ray 2.9.3 on Python 3.10; the head, the dashboard and the client do not.
+
+    Each check reads the versions on every node (not the handle, not /api/version alone, not the
+    harness's own) and names the node that differs.
+    """
+    write_fakes(pytester)
+    _suite(pytester, "test_preflight", "test_dashboard")
+    result = run(pytester, *modes("odd=OtherVersionsProvisioner"), "-k", "version or python")
+    result.assert_outcomes(failed=3, deselected=2)
+    worker = "node bbbb2222bbbb at 10.0.0.2 (worker1) runs Ray 2.9.3, Python 3.10"
+    here_ray = importlib.metadata.version("ray")
+    here_py = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    for check, message in (
+        ("test_preflight_ray_version_matches_client", f"Ray {here_ray} here; *{worker}*"),
+        ("test_preflight_python_minor_matches_client", f"Python {here_py} here; *{worker}"),
+        (
+            "test_dashboard_version_matches_cluster",
+            f"/api/version says Ray {here_ray}, but {worker}",
+        ),
+    ):
+        result.stdout.fnmatch_lines([f"*{check}?odd?*", f"E * AssertionError: {message}"])
+    # The head, which matches, is not named.
+    assert "aaaa1111aaaa" not in "\n".join(
+        line for line in result.outlines if line.startswith("E ")
+    )

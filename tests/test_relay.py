@@ -6,8 +6,10 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from harness_fakes import modes, run, write_fakes
 
 from provisioners.relay import free_port, tcp_relay
 from provisioners.waits import port_is_free
@@ -97,3 +99,29 @@ def test_relay_closes_cleanly_when_a_connection_outlives_it(
         if thread.name.startswith("relay-"):
             thread.join(timeout=5)
     assert not errors, [f"{e.thread}: {e.exc_type.__name__}: {e.exc_value}" for e in errors]
+
+
+PORT_FORWARD_SUITE = Path(__file__).resolve().parents[1] / "suites" / "test_port_forward.py"
+
+
+def test_port_forward_check_fails_a_relay_that_listens_beyond_loopback(
+    pytester: pytest.Pytester,
+) -> None:
+    """The relay hands out 127.0.0.1 either way; the check reads what the kernel says listens."""
+    write_fakes(pytester)
+    pytester.makepyfile(test_forward=PORT_FORWARD_SUITE.read_text())
+    result = run(
+        pytester,
+        *modes("good=RelayProvisioner", "exposed=ExposedRelayProvisioner"),
+        "-k", "reachable_on_loopback",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2, failed=2, deselected=2)
+    for port in ("client", "dashboard"):
+        result.stdout.fnmatch_lines(
+            [
+                f"*test_port_forward_reachable_on_loopback_then_freed?exposed-{port}?*",
+                "E * AssertionError: forward of * at 127.0.0.1:* also listens on 0.0.0.0: "
+                "reachable beyond this machine's loopback",
+            ]
+        )
+    result.stdout.no_fnmatch_line("*FAILED*good*")

@@ -113,7 +113,8 @@ def run_suite(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, 
     report_dir.mkdir()
     pytester.makeconftest(CONFTEST.format(report_dir=str(report_dir)))
     pytester.makepyfile(test_checks=CHECKS)
-    return pytester.runpytest(*args), report_dir
+    # The conftest above plays the plugin's part: the installed one stays out.
+    return pytester.runpytest("-p", "no:fixtures.plugin", *args), report_dir
 
 
 def read(path: Path) -> Any:

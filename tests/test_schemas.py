@@ -47,7 +47,7 @@ def test_a_target_names_every_wrong_field_at_once(tmp_path: Path) -> None:
     with pytest.raises(TargetError) as caught:
         load_target(path)
     assert str(caught.value) == (
-        f"{path}: field 'vendor' is missing or empty; field 'contact' is missing or empty; "
+        f"{path}: fields 'vendor', 'contact' are missing or empty; "
         "field 'website' must be a string, not list; unknown field 'colour' (known: "
         + ", ".join(TARGET_FIELDS)
         + ")"
@@ -57,7 +57,7 @@ def test_a_target_names_every_wrong_field_at_once(tmp_path: Path) -> None:
 def test_a_target_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "target.yaml"
     path.write_bytes(b"vendor: \xff\xfe\n")
-    with pytest.raises(TargetError, match=r"target.yaml: not UTF-8 text \(invalid start byte"):
+    with pytest.raises(TargetError, match=r"target.yaml: not UTF-8 text \(byte 0xff at offset 8\)"):
         load_target(path)
 
 

@@ -32,6 +32,7 @@ from provisioners.base import (
     ClusterHandle,
     ClusterSpec,
     Endpoint,
+    InventoryError,
     InventoryItem,
     Provisioner,
     ProvisionError,
@@ -39,6 +40,7 @@ from provisioners.base import (
     SupportsKillNode,
     SupportsNodeExec,
     SupportsSharedMemory,
+    listing,
 )
 from provisioners.containers import DOCKER_HOST, ENGINE_ERRORS, docker_client, http_timeout
 from provisioners.naming import run_name
@@ -240,16 +242,22 @@ class DockerProvisioner:
         if self._spec is None:
             return []
         run_id = self._spec.run_id
+        # An engine this run never reached holds nothing of it: no answer then means "none".
+        made_nothing = self._client is None and not self._nodes and not self._network
         try:
-            return containers.inventory(self._connect(self._spec), run_id, self._spec.mode)
-        except ENGINE_ERRORS:
-            # Engine gone: report what we know we made, so a leak is not silently missed.
+            with listing(f"Docker objects of run {run_id} (no engine client)"):
+                client = self._connect(self._spec)
+            return containers.inventory(client, run_id, self._spec.mode)
+        except InventoryError as exc:
+            if made_nothing:
+                return []
+            # Engine gone: the failed listing, and what we know we made, so a leak is not missed.
             known = [
                 InventoryItem("container", n, run_id, "engine unreachable") for n in self._nodes
             ]
             if self._network:
                 known.append(InventoryItem("network", self._network, run_id, "engine unreachable"))
-            return known
+            return [exc.item(run_id), *known]
 
     def collect_diagnostics(self, dest: Path) -> None:
         dest.mkdir(parents=True, exist_ok=True)

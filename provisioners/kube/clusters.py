@@ -20,7 +20,7 @@ from typing import Protocol
 
 import docker.errors
 
-from provisioners.base import InventoryItem, ProvisionError
+from provisioners.base import InventoryItem, ProvisionError, listing
 from provisioners.containers import docker_client, one_line
 from provisioners.kube.api import Kube
 from provisioners.kube.toolchain import KubeToolchain, ToolchainUnavailable, ensure_toolchain
@@ -219,20 +219,26 @@ class KindCluster:
         if not self.owned or self.tools is None:
             return []
         items = []
-        if self._exists():
+        # A listing that fails raises InventoryError naming it: never read as "no such cluster".
+        with listing("kind clusters"):
+            names = self._kind(["get", "clusters"], 30, what="kind get clusters").split()
+        if self.name in names:
             items.append(InventoryItem("kind-cluster", self.name, self.run_id))
-        client = docker_client()
-        try:
-            label = {"label": f"{KIND_CLUSTER_LABEL}={self.name}"}
-            for c in client.containers.list(all=True, filters=label):
-                items.append(
-                    InventoryItem("container", c.name, self.run_id, f"kind node {c.status}")
-                )
-            for net in client.networks.list(names=[self.name]):
-                if net.name == self.name:
-                    items.append(InventoryItem("network", net.name, self.run_id, "kind's network"))
-        finally:
-            client.close()
+        with listing(f"Docker containers and network of kind cluster {self.name}"):
+            client = docker_client()
+            try:
+                label = {"label": f"{KIND_CLUSTER_LABEL}={self.name}"}
+                for c in client.containers.list(all=True, filters=label):
+                    items.append(
+                        InventoryItem("container", c.name, self.run_id, f"kind node {c.status}")
+                    )
+                for net in client.networks.list(names=[self.name]):
+                    if net.name == self.name:
+                        items.append(
+                            InventoryItem("network", net.name, self.run_id, "kind's network")
+                        )
+            finally:
+                client.close()
         return items
 
     def remove_command(self) -> str:

@@ -31,6 +31,7 @@ from provisioners.base import (
     Endpoint,
     InventoryItem,
     ProvisionError,
+    listing,
 )
 from provisioners.kube import validate
 from provisioners.kube.api import Kube, one_line, pod_ready, pod_state, ref
@@ -684,15 +685,18 @@ class KubeRayDeployer:
         items: dict[str, InventoryItem] = {}
         selector = f"{RUN_ID_LABEL}={self.run_id}"
         for api_version, kind in NAMESPACED_KINDS:
-            in_ns = self.kube.list_objects(api_version, kind, namespace=self.namespace)
-            labeled = self.kube.list_objects(api_version, kind, selector=selector)
+            with listing(f"{kind} objects of the run"):  # an API error is never "none left"
+                in_ns = self.kube.list_objects(api_version, kind, namespace=self.namespace)
+                labeled = self.kube.list_objects(api_version, kind, selector=selector)
             for o in [*in_ns, *labeled]:
                 if (kind, o["metadata"]["name"]) in _NAMESPACE_DEFAULTS:
                     continue
                 key = ref(o)
                 items.setdefault(key, InventoryItem(kind.lower(), key, self.run_id))
         for api_version, kind in CLUSTER_KINDS:
-            for o in self.kube.list_objects(api_version, kind, selector=selector):
+            with listing(f"{kind} objects of the run"):
+                found = self.kube.list_objects(api_version, kind, selector=selector)
+            for o in found:
                 key = ref(o)
                 items.setdefault(key, InventoryItem(kind.lower(), key, self.run_id))
         return list(items.values()) + self.background.inventory()

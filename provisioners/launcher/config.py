@@ -16,18 +16,42 @@ from typing import Any
 import yaml
 
 from provisioners.base import ProvisionError
-from provisioners.options import Option
+from provisioners.options import Option, kind_of, read_yaml_mapping
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
+#: Sections of a cluster config that are mappings (Ray's ray-schema.json: "type": "object").
+MAPPING_SECTIONS = ("provider", "auth", "docker", "available_node_types", "file_mounts")
+#: The same within each node type.
+NODE_TYPE_SECTIONS = ("node_config", "resources", "labels")
+
+
+def check_shape(config: Mapping[str, Any]) -> None:
+    """``ValueError`` naming a section that is not a mapping (``provider: aws``, a node type
+    given as a string), before any code reads a key of it; the schema check runs later."""
+    for key in MAPPING_SECTIONS:
+        if config.get(key) is not None and not isinstance(config[key], Mapping):
+            raise ValueError(f"{key!r} is {kind_of(config[key])}, not a mapping")
+    for name, node_type in (config.get("available_node_types") or {}).items():
+        where = f"available_node_types.{name}"
+        if not isinstance(node_type, Mapping):
+            raise ValueError(f"node type {where!r} is {kind_of(node_type)}, not a mapping")
+        for key in NODE_TYPE_SECTIONS:
+            if node_type.get(key) is not None and not isinstance(node_type[key], Mapping):
+                raise ValueError(f"{where}.{key} is {kind_of(node_type[key])}, not a mapping")
+
+
 #: Shared by every launcher mode (vm, autoscale, and the cloud modes to come).
-LAUNCHER_CONFIG = Option.path(
-    "launcher-config", "A YAML file of cluster-config keys laid over the rendered template"
+LAUNCHER_CONFIG = Option.yaml_file(
+    "launcher-config",
+    "A YAML file of cluster-config keys laid over the rendered template",
+    check_shape,
 )
 #: The clouds' whole cluster YAML (one flag for aws and ibm: give it with one of them selected).
-CLUSTER_YAML = Option.path(
+CLUSTER_YAML = Option.yaml_file(
     "cluster-yaml",
     "aws, ibm: your cluster YAML instead of the template (the run sets name, key, tags)",
+    check_shape,
 )
 
 
@@ -62,15 +86,17 @@ def load_template(name: str, values: Mapping[str, object] | None = None) -> dict
 
 
 def load_user_overrides(path: str | Path | None) -> dict[str, Any]:
-    """A user's YAML of extra cluster-config keys (``--ray-launcher-config PATH``)."""
+    """A user's YAML of cluster-config keys (``--ray-launcher-config``, ``--ray-cluster-yaml``).
+
+    The options check it when the run starts; read again here, it may have changed since.
+    """
     if not path:
         return {}
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ProvisionError(f"cluster config overrides {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise ProvisionError(f"cluster config overrides {path}: not a YAML mapping")
+        data = read_yaml_mapping(Path(path))
+        check_shape(data)
+    except ValueError as e:
+        raise ProvisionError(f"cluster config {path}: {e}") from None
     return data
 
 
