@@ -26,7 +26,7 @@ from provisioners.kube.api import Kube
 from provisioners.kube.toolchain import KubeToolchain, ToolchainUnavailable, ensure_toolchain
 from provisioners.kube.toolchain import kind_config as offline_kind_config
 from provisioners.kube.toolchain.build import cache_root, preload
-from provisioners.runner import CommandError, CommandTimeout, run
+from provisioners.runner import Background, CommandError, CommandTimeout, run
 from provisioners.waits import WaitTimeout, file_lock
 
 #: Label kind puts on its node containers: the cluster's name.
@@ -84,6 +84,7 @@ class KindCluster:
         self._created = False
         self._node_image: str | None = None  # the toolchain's, or one with images baked in
         self._preloaded: set[str] = set()
+        self._background = Background(run_id, workdir / "warm-up")
 
     def prepare(self, timeout: float) -> KubeToolchain:
         """kind, kubectl, the node and operator images: built once per machine, then cached."""
@@ -157,6 +158,7 @@ class KindCluster:
             except (CommandError, CommandTimeout) as exc:
                 raise ProvisionError(str(exc)) from None
             self.progress(f"kind cluster {self.name} ready in {time.monotonic() - t0:.1f} s")
+            self._warm_up()
         else:
             try:
                 out = self._kind(
@@ -192,7 +194,24 @@ class KindCluster:
             return
         self._kind(["export", "logs", str(dest), "--name", self.name], 300, what="kind export logs")
 
+    def _warm_up(self) -> None:
+        """Unpack the baked-in images now, while the operator comes up (about 14 s for Ray's).
+
+        Baked in packed (a build container cannot unpack onto overlay), they would otherwise
+        be unpacked when the first Ray pod starts, in series with everything before it.
+        """
+        node = f"{self.name}-control-plane"  # kind's name for a single node's container
+        for ref in sorted(self._preloaded):
+            full = ref if "/" in ref.split(":", 1)[0] else f"docker.io/library/{ref}"
+            mount = f"/tmp/rc-warm-{hashlib.sha256(ref.encode()).hexdigest()[:8]}"
+            script = (
+                f"mkdir -p {mount} && ctr -n k8s.io images mount --snapshotter overlayfs "
+                f"{full} {mount} >/dev/null && ctr -n k8s.io images unmount --rm {mount}"
+            )
+            self._background.spawn(["docker", "exec", node, "sh", "-c", script], f"unpack {ref}")
+
     def destroy(self, timeout: float) -> None:
+        self._background.close()
         if not self.owned or not self._created or self.tools is None:
             return
         self._kind(["delete", "cluster", "--name", self.name], timeout, what="kind delete cluster")
