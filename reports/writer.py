@@ -23,6 +23,7 @@ from reports.model import (
     Results,
     RunContext,
 )
+from reports.secrets import SecretInReport
 
 MAX_MESSAGE_LINES = 12
 MAX_MESSAGE_CHARS = 2000
@@ -184,9 +185,15 @@ class ResultsWriter:
         # plugins may still drop diagnostics in the report dir; by unconfigure all are done.
         if not self._written:
             return
-        write_manifest(self.ctx.report_dir, self.ctx.run_id)
-        # Last line of the run, below pytest's own summary, where a person looks for it.
         terminal = config.pluginmanager.get_plugin("terminalreporter")
+        try:
+            write_manifest(self.ctx.report_dir, self.ctx.run_id)
+        except SecretInReport as exc:
+            # No manifest: the bundle does not verify, and no certification archive is made.
+            if terminal is not None:
+                terminal.write_line(f"ray-conformance report NOT sealed: {exc}", red=True)
+            return
+        # Last line of the run, below pytest's own summary, where a person looks for it.
         if terminal is not None:
             terminal.write_line(
                 f"ray-conformance report: {self.html_path} (results: {self.results_path})"
