@@ -36,7 +36,7 @@ import docker
 import docker.errors
 import docker.types
 
-from provisioners import containers, nodeimage
+from provisioners import containers, nodeimage, runstate
 from provisioners.base import InventoryItem, ProvisionError
 from provisioners.launcher.cli import Launcher
 from provisioners.launcher.ssh import SshTarget
@@ -409,7 +409,7 @@ class ClientLauncher(Launcher):
         env = {"DOCKER_HOST": docker_host} if docker_host else {}
         super().__init__(
             base.config_path, run_id=base.run_id, log=base.log, env={**base.env, **env},
-            progress=base.progress,
+            progress=base.progress, tmp_dir=base.tmp_dir,
         )  # fmt: skip
         self.container = container
 
@@ -489,6 +489,7 @@ class Stage:
             rule = DropRule(
                 f"br-{net.id[:12]}", run_name(self.run_id, self.mode, "drop", name[-3:])
             )
+            runstate.note(self.run_id, self.mode, "iptables-rule", spec=rule.spec())
             rule.add()
             self.rules.append(rule)
 
@@ -572,16 +573,10 @@ class Stage:
             "cloud api": self.endpoint,
         }  # fmt: skip
 
-    def removal_commands(self, launcher: list[str]) -> list[str]:
-        """What removes a kept rehearsal by hand: ``launcher``'s ``ray`` commands in the client,
-        then the stage (``--ray-keep-cluster``)."""
-        flt = " ".join(f"--filter label={k}={v}" for k, v in self.labels.items())
-        return [
-            *(f"docker exec {self.client_container} {c}" for c in launcher),
-            f"docker rm -f -v $(docker ps -aq {flt})",
-            f"docker network rm $(docker network ls -q {flt})",
-            *(f"iptables -D {shlex.join(rule.spec())}" for rule in self.rules),
-        ]
+    def removal_commands(self) -> list[str]:
+        """What removes a kept rehearsal by hand (``--ray-keep-cluster``): the sweep of the run's
+        mode finds the stage by its labels and the drop rules by the run's notes."""
+        return [runstate.sweep_command(self.run_id, self.mode)]
 
     def inventory(self) -> list[InventoryItem]:
         items: list[InventoryItem] = []

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import docker
 
-from provisioners import containers, nodeimage
+from provisioners import containers, nodeimage, runstate
 from provisioners.base import ClusterSpec, InventoryItem, ProvisionError
 from provisioners.launcher import LAUNCHER_CONFIG, Machine, SshRayUpMode
 from provisioners.naming import run_name
@@ -58,6 +58,8 @@ MARKED_PROCS = (
     ' p=${{e#/proc/}}; p=${{p%/environ}}; [ "$p" = "$$" ] && continue;'
     ' if [ -n "$SIG" ]; then kill -"$SIG" "$p" 2>/dev/null; else echo "$p"; fi; fi; done; true'
 )
+#: What `ray up` copies to the head's home (the whole config, and the run's private key).
+BOOTSTRAP_FILES = ("ray_bootstrap_config.yaml", "ray_bootstrap_key.pem")
 #: Counts the marked processes, stops them (TERM, then KILL after up to 5 s); runs on the node.
 STOP_MARKED = (
     "{list} | wc -l; SIG=TERM; {list}; for i in 1 2 3 4 5 6 7 8 9 10; do"
@@ -154,13 +156,23 @@ class VmProvisioner(SshRayUpMode):
         self._wheels = self._download_wheel(min(120.0, timeout))
         hosts = self.spec.get(HOSTS)
         if hosts:
+            # Before Ray runs there: how a sweep after a crash reaches the hosts to stop it.
+            runstate.note(
+                self.spec.run_id, self.spec.mode, "ssh-hosts", hosts=list(hosts),
+                user=self.ssh_user, key=str(self.ssh_key), cluster=self._cluster_name(),
+            )  # fmt: skip
             return [Machine(h, h) for h in hosts]
         return self._start_containers(self.remaining())
+
+    def _cluster_name(self) -> str:
+        return run_name(self.spec.run_id, self.spec.mode)
 
     def remove_machines(self) -> None:
         if self._ray_on_nodes:
             self._ray_on_nodes = False
             self._stop_ray_on_nodes()
+            if not self._in_containers():
+                self._remove_bootstrap_files()
         if self._in_containers():
             with self._docker() as client:
                 if client is not None:
@@ -168,6 +180,8 @@ class VmProvisioner(SshRayUpMode):
 
     def leak_query(self) -> list[InventoryItem]:
         items = self._marked_processes()
+        if not self._in_containers():
+            items += self._bootstrap_files()
         if self._in_containers():
             with self._docker() as client:
                 if client is not None:
@@ -175,21 +189,10 @@ class VmProvisioner(SshRayUpMode):
         return items
 
     def removal_commands(self) -> list[str]:
-        commands = super().removal_commands()
-        if not self._in_containers():
-            stop = STOP_MARKED.format(list=MARKED_PROCS.format(run_id=self.spec.run_id))
-            return commands + [shlex.join(self.target(m).argv(stop)) for m in self.machines]
-        host = self.spec.get(containers.DOCKER_HOST)
-        docker = f"DOCKER_HOST={shlex.quote(host)} docker" if host else "docker"
-        flt = " ".join(
-            f"--filter label={k}={v}"
-            for k, v in containers.labels(self.spec.run_id, self.spec.mode).items()
-        )
-        return [
-            *commands,
-            f"{docker} rm -f -v $({docker} ps -aq {flt})",
-            f"{docker} network rm $({docker} network ls -q {flt})",
-        ]
+        # The sweep stops the run's Ray on every node (by its RC_RUN_ID), removes what `ray up`
+        # copied to the head, the run's containers and network, and its key: as printed, from
+        # any shell, once this run's process has exited.
+        return [runstate.sweep_command(self.spec.run_id, self.spec.mode)]
 
     # --- Machines ---------------------------------------------------------------------------
 
@@ -271,6 +274,33 @@ class VmProvisioner(SshRayUpMode):
             self.spec.progress(
                 "stopped Ray processes ray down left running: "
                 + ", ".join(f"{n}: {c}" for n, c in left.items() if c)
+            )
+
+    def _bootstrap_files(self) -> list[InventoryItem]:
+        """``ray up``'s copies on the head of a user's host (on containers they go with them)."""
+        if not self._up_started or not self.machines:
+            return []
+        try:
+            out = self.target(self.machines[0]).run(self._bootstrap_listing(), 30)
+        except (CommandError, ProvisionError):
+            return []  # an unreachable head: its processes' listing says so already
+        return [InventoryItem("file", f"{self.machines[0].name}:{f}", self.spec.run_id, "ray up's copy on the head")
+                for f in out.split()]  # fmt: skip
+
+    def _bootstrap_listing(self) -> str:
+        # Only when the config there is this run's: another cluster's copies are not ours.
+        files = " ".join(f"~/{f}" for f in BOOTSTRAP_FILES)
+        name = shlex.quote(self._cluster_name())
+        return f"grep -qs -- {name} ~/{BOOTSTRAP_FILES[0]} && ls {files} 2>/dev/null || true"
+
+    def _remove_bootstrap_files(self) -> None:
+        files = " ".join(f"~/{f}" for f in BOOTSTRAP_FILES)
+        listing = self._bootstrap_listing()
+        try:
+            self.target(self.machines[0]).run(f'[ -n "$({listing})" ] && rm -f {files}; true', 30)
+        except (CommandError, ProvisionError) as e:
+            self.spec.progress(
+                f"could not remove ray up's copies on the head: {str(e).splitlines()[0]}"
             )
 
     def _marked_processes(self) -> list[InventoryItem]:

@@ -13,6 +13,7 @@ import contextlib
 import io
 import math
 import shlex
+import shutil
 import socket
 import tarfile
 import time
@@ -25,7 +26,7 @@ import docker.errors
 import psutil
 import requests.exceptions
 
-from provisioners import containers, nodeimage
+from provisioners import containers, nodeimage, runstate
 from provisioners.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
@@ -119,6 +120,7 @@ class DockerProvisioner:
         self._ids: list[str] = []  # their short ids, for the removal command
         self._published: dict[int, int] = {}  # container port -> 127.0.0.1 port
         self._shm_bytes = 0
+        self._held = False  # this provision holds the run (runstate)
 
     # -- contract ----------------------------------------------------------------------------
 
@@ -128,6 +130,8 @@ class DockerProvisioner:
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
+        runstate.hold(spec.run_id)
+        self._held = True
         started = time.monotonic()
         deadline = started + spec.timeouts.provision
         workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
@@ -293,6 +297,10 @@ class DockerProvisioner:
             containers.remove(self._connect(self._spec), self._spec.run_id, self._spec.mode)
         except ENGINE_ERRORS:
             return  # no engine: nothing we could have created is reachable to remove
+        finally:
+            if self._held:
+                self._held = False
+                runstate.release(self._spec.run_id)
         self._nodes, self._ids = [], []
         self._network = self._network_id = ""
         self._published = {}
@@ -367,7 +375,9 @@ class DockerProvisioner:
     def _removal(self, spec: ClusterSpec) -> str:
         """The command that removes what this run created, by id (for --ray-keep-cluster)."""
         host = spec.get(DOCKER_HOST)
-        docker_cli = shlex.join(["docker", "-H", host]) if host else "docker"
+        # Absolute: the command must run as printed in a clean shell.
+        docker = shutil.which("docker") or "docker"
+        docker_cli = shlex.join([docker, "-H", host]) if host else shlex.quote(docker)
         return (
             f"{docker_cli} rm -f {' '.join(self._ids)} && "
             f"{docker_cli} network rm {self._network_id}"

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from provisioners import runstate
 from provisioners.base import (
     CLIENT_PORT,
     ClusterHandle,
@@ -77,6 +78,7 @@ class OperatorMode:
         self._cluster: ClusterProvider | None = None
         self._kube: Kube | None = None
         self._deployer: KubeRayDeployer | None = None
+        self._held = False  # this provision holds the run (runstate)
 
     # -- what a mode supplies ---------------------------------------------------------
 
@@ -116,6 +118,8 @@ class OperatorMode:
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
+        runstate.hold(spec.run_id)
+        self._held = True
         cluster = self._cluster = self.make_cluster(spec)
         self.prepare(spec)
         deadline = time.monotonic() + spec.timeouts.provision
@@ -124,6 +128,14 @@ class OperatorMode:
         image = self.node_image(spec, _left(deadline))
         operator = self.operator_source(spec, _left(deadline))
         kube = self._kube = cluster.create(_left(deadline))
+        namespace = run_name(spec.run_id, spec.mode)
+        if not cluster.owned:
+            # Before anything is applied: where a sweep after a crash finds the run's objects
+            # on a cluster that outlives the run.
+            runstate.note(
+                spec.run_id, spec.mode, "kube", kubeconfig=str(kube.kubeconfig),
+                context=kube.context, namespace=namespace,
+            )  # fmt: skip
         version = kube.server_version(min(spec.timeouts.preflight, _left(deadline)))
         spec.progress(f"Kubernetes {version} answers at {kube.where()}")
         cluster.load_image(image, _left(deadline))
@@ -132,7 +144,7 @@ class OperatorMode:
         deployer = self._deployer = KubeRayDeployer(
             kube,
             run_id=spec.run_id,
-            namespace=run_name(spec.run_id, spec.mode),
+            namespace=namespace,
             name=run_name(spec.run_id, "ray", limit=40),  # KubeRay adds suffixes to pod names
             image=image,
             size=RaySize(workers=workers),
@@ -148,7 +160,9 @@ class OperatorMode:
         py = deployer.exec(head, ["python", "-c", "import sys, ray; print(ray.__version__, '%d.%d' % sys.version_info[:2])"], 60)  # fmt: skip
         ray_version, python_version = py.split()[-2:]
         ns = deployer.namespace
-        kubectl = shlex.join([kube.kubectl_path, "--kubeconfig", str(kube.kubeconfig)])
+        # Absolute: the printed commands must run as printed in a clean shell.
+        kubectl_path = shutil.which(kube.kubectl_path) or kube.kubectl_path
+        kubectl = shlex.join([kubectl_path, "--kubeconfig", str(kube.kubeconfig)])
         remove = [f"{kubectl} delete raycluster -n {ns} {deployer.name}"]
         remove.append(
             f"{kubectl} delete clusterrole,clusterrolebinding,crd -l ray-conformance.run-id={spec.run_id}"
@@ -186,6 +200,10 @@ class OperatorMode:
                 items += self._deployer.inventory()
         if self._cluster is not None:
             items += self._cluster.inventory()
+        if self._spec is not None:
+            private = runstate.private_path(self._spec.run_id, self._spec.mode)
+            if private.exists():
+                items.append(InventoryItem("directory", str(private), self._spec.run_id, "the cluster's kubeconfig"))  # fmt: skip
         return items
 
     def collect_diagnostics(self, dest: Path) -> None:
@@ -216,6 +234,10 @@ class OperatorMode:
             finally:
                 if self._kube is not None:
                     self._kube.close()
+                runstate.remove_private_dir(spec.run_id, spec.mode)
+                if self._held:
+                    self._held = False
+                    runstate.release(spec.run_id)
 
     # -- SupportsNodeExec ---------------------------------------------------------------
 
