@@ -71,7 +71,11 @@ def make_spec(
         workdir=tmp_path,
         workers=1,
         timeouts=Timeouts(provision=600, node_join=node_join, preflight=10, job=60),
-        options={opt.key: value for opt, value in (options or {}).items()},
+        # The node image is built here (cached), never pulled (the offline guard fails a pull).
+        options={
+            nodeimage.IMAGE_BUILD.key: True,
+            **{opt.key: value for opt, value in (options or {}).items()},
+        },
     )
 
 
@@ -205,6 +209,7 @@ def test_typed_image_options_reach_the_image_service(
 
 
 @needs_engine
+@pytest.mark.offline_pull_refused
 def test_missing_image_fails_clearly(tmp_path: Path, provisioner: DockerProvisioner) -> None:
     spec = make_spec(tmp_path, options={nodeimage.IMAGE: "ray-conformance-missing:does-not-exist"})
     message = provision_fails(provisioner, spec)
