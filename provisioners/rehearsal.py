@@ -38,10 +38,11 @@ import docker.types
 
 from provisioners import containers, nodeimage, runstate
 from provisioners.base import InventoryItem, ProvisionError
+from provisioners.iptables import CountedRule
 from provisioners.launcher.cli import Launcher
 from provisioners.launcher.ssh import SshTarget
 from provisioners.naming import run_name
-from provisioners.runner import CommandError, run, run_full
+from provisioners.runner import CommandError, run
 from provisioners.waits import WaitTimeout, wait_for
 
 #: Label naming the cloud instance a container stands for.
@@ -195,7 +196,7 @@ def _wheels(requirements: Sequence[str], progress: Callable[[str], None], timeou
 
 
 @dataclass(frozen=True)
-class DropRule:
+class DropRule(CountedRule):
     """``iptables`` INPUT rule dropping new connections from the run's bridge to this host.
 
     An internal Docker network still routes its containers to the bridge's gateway, which is
@@ -210,32 +211,6 @@ class DropRule:
             "INPUT", "-i", self.bridge, "-m", "conntrack", "--ctstate", "NEW",
             "-m", "comment", "--comment", self.comment, "-j", "DROP",
         ]  # fmt: skip
-
-    def add(self) -> None:
-        run(["iptables", "-w", "5", "-I", *self.spec()], 30, what="iptables: add the drop rule")
-
-    def present(self) -> bool:
-        done = run_full(["iptables", "-w", "5", "-C", *self.spec()], 30, check=False)
-        return done.returncode == 0
-
-    def remove(self) -> None:
-        """Delete exactly this rule (every copy of it), by its full spec."""
-
-        def gone() -> bool:
-            if self.present():
-                run_full(["iptables", "-w", "5", "-D", *self.spec()], 30, check=False)
-            return not self.present()
-
-        wait_for(gone, timeout=30, what=f"iptables rule {self.comment} to be gone", interval=0.1)
-
-    def hits(self) -> int:
-        """Packets the rule dropped so far (0 when it is absent)."""
-        out = run(["iptables", "-w", "5", "-nvxL", "INPUT"], 30, what="iptables: read counters")
-        return sum(
-            int(line.split()[0])
-            for line in out.splitlines()
-            if f"/* {self.comment} */" in line and line.split()[0].isdigit()
-        )
 
 
 # --- The instance loop --------------------------------------------------------------------------

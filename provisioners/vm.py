@@ -23,11 +23,13 @@ from typing import Any, ClassVar
 import docker
 
 from provisioners import containers, nodeimage, runstate
-from provisioners.base import ClusterSpec, InventoryItem, ProvisionError
+from provisioners.base import ClusterSpec, InventoryItem, NodeAddresses, ProvisionError
+from provisioners.iptables import NO_EGRESS, EgressLock
 from provisioners.launcher import LAUNCHER_CONFIG, Machine, SshRayUpMode
 from provisioners.naming import run_name
 from provisioners.options import Option
 from provisioners.runner import CommandError, run
+from provisioners.waits import port_accepts
 
 HOSTS = Option.csv("vm-hosts", "Existing hosts head,worker1,... to drive instead of containers")
 SSH_USER = Option.string("ssh-user", "SSH user for --ray-vm-hosts (default: you)")
@@ -73,11 +75,13 @@ class VmProvisioner(SshRayUpMode):
     TEMPLATE: ClassVar[str] = "vm.yaml"
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         HOSTS, SSH_USER, SSH_KEY, LAUNCHER_CONFIG, AUTOSCALER_V2,
-        nodeimage.IMAGE, nodeimage.IMAGE_BUILD, containers.DOCKER_HOST,
+        nodeimage.IMAGE, nodeimage.IMAGE_BUILD, containers.DOCKER_HOST, NO_EGRESS,
     )  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
+        self._egress: EgressLock | None = None
+        self._image = ""  # the node image of the containers
         self._workers = 0
         self._wheels: Path | None = None
         self._ray_on_nodes = False  # Ray this run started may still run on the nodes
@@ -92,6 +96,7 @@ class VmProvisioner(SshRayUpMode):
         if not spec.get(HOSTS):
             problem = containers.engine_problem(spec.get(containers.DOCKER_HOST))
             missing += [f"vm: {problem}"] if problem else []
+            missing += EgressLock.missing(spec.mode) if spec.get(NO_EGRESS) else []
         return missing
 
     def plan(self, spec: ClusterSpec) -> None:
@@ -177,6 +182,8 @@ class VmProvisioner(SshRayUpMode):
             with self._docker() as client:
                 if client is not None:
                     containers.remove(client, self.spec.run_id, self.spec.mode)
+            if self._egress is not None:
+                self._egress.remove()
 
     def leak_query(self) -> list[InventoryItem]:
         items = self._marked_processes()
@@ -186,6 +193,7 @@ class VmProvisioner(SshRayUpMode):
             with self._docker() as client:
                 if client is not None:
                     items += containers.inventory(client, self.spec.run_id, self.spec.mode)
+            items += self._egress.inventory() if self._egress is not None else []
         return items
 
     def removal_commands(self) -> list[str]:
@@ -193,6 +201,34 @@ class VmProvisioner(SshRayUpMode):
         # copied to the head, the run's containers and network, and its key: as printed, from
         # any shell, once this run's process has exited.
         return [runstate.sweep_command(self.spec.run_id, self.spec.mode)]
+
+    # --- SupportsNodeAddresses ---------------------------------------------------------------
+
+    def node_addresses(self) -> list[NodeAddresses]:
+        if self._in_containers():
+            # The run's network is the nodes' network: probed from outside it, no address of
+            # theirs may answer at all.
+            return [NodeAddresses(m.name, "", (m.ip,)) for m in self.machines]
+        # A user's hosts: the address given is the one the cluster uses (the GCS and the client
+        # answer there, to that network); every other address the host has must stay shut.
+        out = []
+        for machine in self.machines:
+            found = self.target(machine).run("hostname -I", 30).split()
+            others = tuple(a for a in found if a != machine.ip and not a.startswith("127."))
+            out.append(NodeAddresses(machine.name, machine.ip, others))
+        return out
+
+    def probe_from_outside(
+        self, targets: list[tuple[str, int]], timeout: float
+    ) -> set[tuple[str, int]]:
+        if not self._in_containers():  # no network of the run's: this machine is outside
+            return {t for t in targets if port_accepts(t[0], t[1], timeout=timeout)}
+        with self._docker() as client:
+            if client is None:
+                raise RuntimeError("vm: the Docker engine does not answer")
+            return containers.probe_from_outside(
+                client, self._image, self.spec.run_id, self.spec.mode, targets, timeout
+            )
 
     # --- Machines ---------------------------------------------------------------------------
 
@@ -213,7 +249,7 @@ class VmProvisioner(SshRayUpMode):
 
     def _start_containers(self, timeout: float) -> list[Machine]:
         spec = self.spec
-        image = nodeimage.ensure_node_image(
+        image = self._image = nodeimage.ensure_node_image(
             spec.progress, timeout,
             image=spec.get(nodeimage.IMAGE), force_build=spec.get(nodeimage.IMAGE_BUILD),
             need_ssh=True, docker_host=spec.get(containers.DOCKER_HOST), run_id=spec.run_id,
@@ -228,6 +264,9 @@ class VmProvisioner(SshRayUpMode):
             net = client.networks.create(
                 run_name(spec.run_id, spec.mode, "net"), driver="bridge", labels=labels
             )
+            if spec.get(NO_EGRESS):  # before any node: nothing of the run ever had a way out
+                self._egress = EgressLock(spec.run_id, spec.mode, spec.progress)
+                self._egress.add(str(net.id))
             machines = []
             for name in names:
                 container = client.containers.run(
@@ -320,8 +359,14 @@ class VmProvisioner(SshRayUpMode):
 
 def _conforms(p: VmProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsLauncher, SupportsNodeExec
+    from provisioners.base import (
+        Provisioner,
+        SupportsLauncher,
+        SupportsNodeAddresses,
+        SupportsNodeExec,
+    )
 
     _a: Provisioner = p
     _b: SupportsLauncher = p
     _c: SupportsNodeExec = p
+    _d: SupportsNodeAddresses = p

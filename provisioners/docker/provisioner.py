@@ -34,14 +34,17 @@ from provisioners.base import (
     ClusterSpec,
     Endpoint,
     InventoryItem,
+    NodeAddresses,
     Provisioner,
     ProvisionError,
     SupportsImageRun,
     SupportsKillNode,
+    SupportsNodeAddresses,
     SupportsNodeExec,
     SupportsSharedMemory,
 )
 from provisioners.containers import DOCKER_HOST, ENGINE_ERRORS, docker_client, http_timeout
+from provisioners.iptables import NO_EGRESS, EgressLock
 from provisioners.naming import run_name
 from provisioners.options import Option
 from provisioners.relay import free_port, tcp_relay
@@ -108,6 +111,7 @@ class DockerProvisioner:
         PUBLISH_CLIENT,
         PUBLISH_DASHBOARD,
         WORKER_COMMAND,
+        NO_EGRESS,
     )
 
     def __init__(self) -> None:
@@ -121,12 +125,14 @@ class DockerProvisioner:
         self._published: dict[int, int] = {}  # container port -> 127.0.0.1 port
         self._shm_bytes = 0
         self._held = False  # this provision holds the run (runstate)
+        self._egress: EgressLock | None = None
 
     # -- contract ----------------------------------------------------------------------------
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         problem = self._engine_problem(spec)
-        return [problem] if problem else []
+        missing = [problem] if problem else []
+        return missing + (EgressLock.missing(spec.mode) if spec.get(NO_EGRESS) else [])
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
@@ -166,6 +172,9 @@ class DockerProvisioner:
                 "(left by an earlier run with this run id? remove it or pick another run id)"
             ) from None
         self._network, self._network_id = network, str(created.short_id)
+        if spec.get(NO_EGRESS):  # before any node: nothing of the run ever had a way out
+            self._egress = EgressLock(spec.run_id, spec.mode, spec.progress)
+            self._egress.add(str(created.id))
 
         head = run_name(spec.run_id, "head")
         head_address = f"{head}:6379"
@@ -244,8 +253,9 @@ class DockerProvisioner:
         if self._spec is None:
             return []
         run_id = self._spec.run_id
+        egress = self._egress.inventory() if self._egress is not None else []
         try:
-            return containers.inventory(self._connect(self._spec), run_id, self._spec.mode)
+            return containers.inventory(self._connect(self._spec), run_id, self._spec.mode) + egress
         except ENGINE_ERRORS:
             # Engine gone: report what we know we made, so a leak is not silently missed.
             known = [
@@ -298,6 +308,8 @@ class DockerProvisioner:
         except ENGINE_ERRORS:
             return  # no engine: nothing we could have created is reachable to remove
         finally:
+            if self._egress is not None:
+                self._egress.remove()
             if self._held:
                 self._held = False
                 runstate.release(self._spec.run_id)
@@ -309,6 +321,27 @@ class DockerProvisioner:
 
     def node_names(self) -> list[str]:
         return list(self._nodes)
+
+    # -- SupportsNodeAddresses ----------------------------------------------------------------
+
+    def node_addresses(self) -> list[NodeAddresses]:
+        # The run's network is the nodes' network: from outside it, no address of theirs may
+        # answer at all (the published ports are on this machine's loopback, checked apart).
+        client = self._connect(self._require_spec())
+        return [
+            NodeAddresses(
+                name, "", tuple(containers.addresses(client.containers.get(name)).values())
+            )
+            for name in self._nodes
+        ]
+
+    def probe_from_outside(
+        self, targets: list[tuple[str, int]], timeout: float
+    ) -> set[tuple[str, int]]:
+        spec = self._require_spec()
+        return containers.probe_from_outside(
+            self._connect(spec), self._image, spec.run_id, spec.mode, targets, timeout
+        )
 
     # -- SupportsKillNode ---------------------------------------------------------------------
 
@@ -645,3 +678,4 @@ def _conforms(p: DockerProvisioner) -> None:
     _c: SupportsSharedMemory = p
     _d: SupportsImageRun = p
     _e: SupportsKillNode = p
+    _f: SupportsNodeAddresses = p
