@@ -33,6 +33,7 @@ import psutil
 
 from provisioners import runstate
 from provisioners.base import RUN_ID_LABEL
+from provisioners.processes import kill_all
 from provisioners.runner import run, run_full
 
 #: Environment variable naming the mode of a process (beside ``runstate.RUN_ENV``).
@@ -132,9 +133,9 @@ def _processes(selection: Selection) -> list[Leftover]:
 
 def _killer(proc: psutil.Process) -> Callable[[], None]:
     def kill() -> None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-            proc.wait(10)
+        # A zombie holds nothing (its parent, if alive, reaps it): it counts as gone.
+        if kill_all([proc]):
+            raise RuntimeError(f"process {proc.pid} survived SIGKILL for 10 s")
 
     return kill
 

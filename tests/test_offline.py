@@ -3,6 +3,7 @@ fail the test that made them, even when the code under test swallowed the refusa
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -46,14 +47,16 @@ def test_pull_refused_on_purpose():
 def test_guard_refuses_and_records_each_attempt() -> None:
     before = socket.getaddrinfo
     with offline() as attempts:
-        with pytest.raises(InternetRefused, match="DNS lookup 'pypi.org'"):
+        with pytest.raises(InternetRefused, match=re.escape("DNS lookup 'pypi.org'")):
             socket.getaddrinfo("pypi.org", 443)
-        with pytest.raises(InternetRefused, match="DNS lookup 'quay.io'"):
+        with pytest.raises(InternetRefused, match=re.escape("DNS lookup 'quay.io'")):
             socket.gethostbyname("quay.io")
         client = docker.APIClient(base_url="unix:///nonexistent.sock", version="1.41")
-        with pytest.raises(InternetRefused, match="image pull rayproject/ray:2.60.0-py311"):
+        with pytest.raises(
+            InternetRefused, match=re.escape("image pull rayproject/ray:2.60.0-py311")
+        ):
             client.pull("rayproject/ray", tag="2.60.0-py311")
-        with pytest.raises(InternetRefused, match="registry login as 'someone'"):
+        with pytest.raises(InternetRefused, match=re.escape("registry login as 'someone'")):
             client.login("someone", "password")
         assert socket.getaddrinfo("127.0.0.1", 80)  # literals and loopback names pass
         assert socket.getaddrinfo("localhost", 80)
