@@ -53,6 +53,9 @@ class Leftover:
     detail: str = ""
     remove: Callable[[], object] = field(default=lambda: None, compare=False, repr=False)
     order: int = 50  # removal order: processes first, the run's own directory last
+    #: The run's own bookkeeping with no secret in it: removed with the run, never reported
+    #: alone (a run whose only remnant it is has nothing left).
+    quiet: bool = False
 
     def __str__(self) -> str:
         extra = f" ({self.detail})" if self.detail else ""
@@ -439,9 +442,10 @@ def _run_dirs(selection: Selection) -> list[Leftover]:
                 out += _path(run_id, {"mode": selection.mode, "path": str(private), "what": "the mode's secrets"})  # fmt: skip
             continue
         secrets = directory / runstate.PRIVATE_DIR
-        what = "its lock and notes" + (", and secrets" if secrets.exists() and any(secrets.iterdir()) else "")  # fmt: skip
-        out.append(Leftover(run_id, "", "run-state", str(directory), what,
-                            functools.partial(shutil.rmtree, directory), 90))  # fmt: skip
+        held = secrets.exists() and any(p.is_file() for p in secrets.rglob("*"))
+        out.append(Leftover(run_id, "", "run-state", str(directory),
+                            "its lock, notes and secrets" if held else "its lock and notes",
+                            functools.partial(shutil.rmtree, directory), 90, quiet=not held))  # fmt: skip
     return out
 
 
@@ -490,13 +494,20 @@ def sweep(
     outcome = Outcome()
     now = time.time()
     found = find(selection)
-    if not found:
+    if not any(not i.quiet for items in found.values() for i in items):
         say(
             "nothing left of any run"
             if not selection.run_ids
             else "nothing left of " + ", ".join(sorted(selection.run_ids))
         )
     for run_id, items in sorted(found.items()):
+        if all(i.quiet for i in items):
+            if not dry_run:  # only its bookkeeping is left: removed without a word
+                with runstate.exclusive(run_id) as mine:
+                    for item in items if mine else []:
+                        with contextlib.suppress(OSError):
+                            item.remove()
+            continue
         with runstate.exclusive(run_id) as mine:
             if not mine:
                 outcome.live.append(run_id)
@@ -510,10 +521,11 @@ def sweep(
                 say(f"run {run_id}: {age}, not older than {_ago(older_than)}: kept")
                 continue
             when = f", started {_ago(now - begun)} ago" if begun is not None else ""
-            say(f"run {run_id}{when}: {len(items)} thing(s) left")
+            say(f"run {run_id}{when}: {sum(not i.quiet for i in items)} thing(s) left")
             for item in items:
                 if dry_run:
-                    say(f"  {item}")
+                    if not item.quiet:
+                        say(f"  {item}")
                     continue
                 try:
                     item.remove()
@@ -521,9 +533,19 @@ def sweep(
                     outcome.failed.append(f"{run_id}: {item}: {type(exc).__name__}: {exc}")
                     say(f"  could not remove {item}: {type(exc).__name__}: {exc}")
                     continue
-                outcome.removed += 1
-                say(f"  removed {item}")
+                if not item.quiet:
+                    outcome.removed += 1
+                    say(f"  removed {item}")
+            if selection.mode and not dry_run:
+                _tidy(run_id)
     return outcome
+
+
+def _tidy(run_id: str) -> None:
+    """After a sweep of one mode: the run's own directory too, when nothing else of it is left."""
+    rest = find(Selection(frozenset({run_id})))
+    if all(i.quiet for i in rest.get(run_id, [])):
+        shutil.rmtree(runstate.run_dir(run_id), ignore_errors=True)
 
 
 def _ago(seconds: float) -> str:
@@ -589,7 +611,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in again.failed:
             say(f"could not remove: {line}")
         return EXIT_LEFT
-    left = {r: i for r, i in find(selection).items() if r not in outcome.live + outcome.too_young}
+    left = {
+        r: [i for i in items if not i.quiet]
+        for r, items in find(selection).items()
+        if r not in outcome.live + outcome.too_young and any(not i.quiet for i in items)
+    }
     if left:
         for run_id, items in left.items():
             say(f"run {run_id}: still left: " + "; ".join(str(i) for i in items))
