@@ -166,8 +166,8 @@ class AutoscaleProvisioner(RayUpMode):
         }
 
     def removal_commands(self) -> list[str]:
-        head = self._head.pid if self._head else "<head pid>"
-        return [f"kill -TERM -- -{head}", f"rm -rf {self._temp_dir}"]
+        # Every process of the run (by the RC_RUN_ID in its environment), then the temp dir.
+        return [runstate.sweep_command(self.spec.run_id, self.spec.mode)]
 
     def down(self, timeout: float) -> None:
         if self._head is not None and self._head.exited() is None:

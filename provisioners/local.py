@@ -127,10 +127,9 @@ class LocalProvisioner:
                 "ray client": f"ray://127.0.0.1:{self._ports['client']}",
                 "dashboard": self._dashboard_url,
                 "temp dir": str(self._temp_dir),
-                # By process group: each node's group holds its raylet, GCS and workers.
-                "remove": "kill -TERM "
-                + " ".join(f"-{p.pid}" for p in self._procs)
-                + f"; rm -rf {self._temp_dir}",
+                # Every process of the run (by the RC_RUN_ID in its environment, workers Ray
+                # moved out of the nodes' process groups too), then the temp dir.
+                "remove": runstate.sweep_command(spec.run_id, spec.mode),
             },
         )
 
