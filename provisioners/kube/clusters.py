@@ -95,7 +95,9 @@ class KindCluster:
         assert tools is not None
         # The docker wrapper (first on PATH) swaps --privileged for its equivalent only on
         # hosts whose capability bounding set lacks what --privileged asks for (ours).
-        dirs = [str(LABELS_WRAPPER_DIR), *(str(d) for d in tools.path_dirs)]
+        # Then the labels wrapper: the toolchain's takes the first other `docker` on PATH as
+        # the real one, and the labels wrapper hands on to the next after itself.
+        dirs = [*(str(d) for d in tools.path_dirs), str(LABELS_WRAPPER_DIR)]
         return {
             "PATH": os.pathsep.join([*dirs, os.environ.get("PATH", "")]),
             # Read by the labels wrapper: kind's node containers and network carry the run's.
