@@ -56,6 +56,7 @@ class Leftover:
     #: The run's own bookkeeping with no secret in it: removed with the run, never reported
     #: alone (a run whose only remnant it is has nothing left).
     quiet: bool = False
+    created: float | None = None  # when it was made (epoch seconds), where its maker says
 
     def __str__(self) -> str:
         extra = f" ({self.detail})" if self.detail else ""
@@ -167,8 +168,23 @@ def _docker(selection: Selection) -> list[Leftover]:
             continue
         name = (obj.tags[0] if obj.tags else obj.short_id) if kind == "image" else obj.name
         detail = obj.short_id + (f" {obj.status}" if kind == "container" else "")
-        out.append(Leftover(run_id, mode, kind, name, detail, _docker_remover(kind, obj), order))
+        out.append(Leftover(run_id, mode, kind, name, detail, _docker_remover(kind, obj), order,
+                            created=_created(obj.attrs.get("Created") or obj.attrs.get("CreatedAt"))))  # fmt: skip
     return out
+
+
+def _created(stamp: Any) -> float | None:
+    """Docker's creation time (RFC 3339 with nanoseconds, or epoch seconds for images)."""
+    if isinstance(stamp, int | float):
+        return float(stamp)
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    import datetime
+
+    text = re.sub(r"(\.\d{6})\d+", r"\1", stamp.replace("Z", "+00:00"))
+    with contextlib.suppress(ValueError):
+        return datetime.datetime.fromisoformat(text).timestamp()
+    return None
 
 
 def _docker_remover(kind: str, obj: Any) -> Callable[[], None]:
@@ -454,10 +470,11 @@ def _run_dirs(selection: Selection) -> list[Leftover]:
 
 def started(run_id: str, items: Sequence[Leftover]) -> float | None:
     """When the run started (its record), else its oldest object's creation; None if unknown."""
+    # Its record, else the oldest of its containers, networks, processes and notes.
     record = runstate.record(run_id)
     if isinstance(record.get("started"), int | float):
         return float(record["started"])
-    times = []
+    times = [item.created for item in items if item.created is not None]
     for item in items:
         if item.kind == "process":
             with contextlib.suppress(psutil.Error, ValueError):
