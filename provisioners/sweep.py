@@ -470,7 +470,6 @@ def _run_dirs(selection: Selection) -> list[Leftover]:
 
 def started(run_id: str, items: Sequence[Leftover]) -> float | None:
     """When the run started (its record), else its oldest object's creation; None if unknown."""
-    # Its record, else the oldest of its containers, networks, processes and notes.
     record = runstate.record(run_id)
     if isinstance(record.get("started"), int | float):
         return float(record["started"])

@@ -124,11 +124,13 @@ class Launcher:
         except (ProvisionError, CommandError) as e:
             self.progress(f"ray down failed, removing nodes anyway: {str(e).splitlines()[0]}")
 
+    def command(self, *args: str) -> str:
+        """``ray <args> <yaml>`` as a person runs it in a clean shell: absolute paths, and the
+        run's TMPDIR (Ray's config cache stays out of /tmp; the local provider's state is there)."""
+        return shlex.join(["env", f"TMPDIR={self.tmp_dir}", *self._ray(*args, log_style=False)])
+
     def down_command(self) -> str:
-        """``ray down`` as a person runs it in a clean shell: absolute paths, the run's TMPDIR."""
-        return shlex.join(
-            ["env", f"TMPDIR={self.tmp_dir}", *self._ray("down", "-y", log_style=False)]
-        )
+        return self.command("down", "-y")
 
     def head_ip(self, timeout: float = 60.0) -> str:
         """The head's address as the launcher sees it (``ray get-head-ip``)."""

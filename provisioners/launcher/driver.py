@@ -413,11 +413,11 @@ class SshRayUpMode(RayUpMode):
         return ray_version, python_version
 
     def access(self) -> dict[str, str]:
-        path = self.require_launcher().config_path
+        launcher = self.require_launcher()
         return {
             "ssh": shlex.join(self.target(self.head()).argv()),
-            "dashboard": f"ray dashboard {path}",
-            "exec": f"ray exec {path} 'ray status'",
+            "dashboard": launcher.command("dashboard"),
+            "exec": launcher.command("exec") + " 'ray status'",
         }
 
     def node_logs(self, dest: Path) -> None:
