@@ -362,13 +362,22 @@ def _ssh_hosts(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
 def _aws(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
     """The run's EC2 objects, by its tag and the names aws's teardown uses."""
     import boto3
+    import botocore.session
     from botocore.config import Config
 
-    from provisioners.aws import aws_inventory, security_group_name
+    from provisioners.aws import aws_inventory, credentials_found, security_group_name
 
+    if not credentials_found():
+        return [_unreachable(run_id, entry, "no AWS credentials to list EC2 with (the metadata service is never asked)")]  # fmt: skip
+    session = botocore.session.Session()
+    resolver = session.get_component("credential_provider")
+    for method in ("iam-role", "container-role"):  # never 169.254.169.254
+        resolver.remove(method)
     config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3})
     region, cluster, key_name = str(entry["region"]), str(entry["cluster"]), str(entry["key_name"])
-    ec2 = boto3.session.Session(region_name=region).client("ec2", config=config)
+    ec2 = boto3.session.Session(botocore_session=session, region_name=region).client(
+        "ec2", config=config
+    )
     items = aws_inventory(ec2, cluster, run_id, key_name)
     instances = [i.name for i in items if i.kind == "instance"]
     mode = str(entry.get("mode") or "")
@@ -538,21 +547,26 @@ def sweep(
                 continue
             when = f", started {_ago(now - begun)} ago" if begun is not None else ""
             say(f"run {run_id}{when}: {sum(not i.quiet for i in items)} thing(s) left")
+            failed = False
             for item in items:
                 if dry_run:
                     if not item.quiet:
                         say(f"  {item}")
                     continue
+                if failed and item.kind == "run-state":
+                    say(f"  kept {item}: its notes say where to look for what is still there")
+                    continue
                 try:
                     item.remove()
                 except Exception as exc:
+                    failed = True
                     outcome.failed.append(f"{run_id}: {item}: {type(exc).__name__}: {exc}")
                     say(f"  could not remove {item}: {type(exc).__name__}: {exc}")
                     continue
                 if not item.quiet:
                     outcome.removed += 1
                     say(f"  removed {item}")
-            if selection.mode and not dry_run:
+            if selection.mode and not dry_run and not failed:
                 _tidy(run_id)
     return outcome
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,3 +207,81 @@ def test_a_second_run_with_a_live_id_is_refused(
             f"*--ray-run-id {run_ids[0]}: a run with this id is in progress (pid {holder.pid}); pick another*"
         ]
     )
+
+
+def test_a_dead_aws_runs_ec2_objects_are_found_by_its_notes_and_removed(
+    run_ids: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real run's cloud side, against moto's server on loopback (AWS_ENDPOINT_URL): the
+    instance, security group and key pair aws's teardown would remove, found by the notes the
+    mode wrote before `ray up` and removed by the sweep."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from provisioners.aws import CLUSTER_TAG, security_group_name
+    from provisioners.base import RUN_ID_LABEL
+    from provisioners.relay import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        run_id, region = run_ids[0], "us-west-2"
+        cluster, key_name = f"rc-{run_id}-aws", f"rc-{run_id}-aws-key"
+        runstate.note(run_id, "aws", "aws", region=region, cluster=cluster, key_name=key_name)
+        ec2 = boto3.client("ec2", region_name=region, endpoint_url=env["AWS_ENDPOINT_URL"])
+        ec2.create_key_pair(KeyName=key_name)
+        group = ec2.create_security_group(GroupName=security_group_name(cluster), Description="ray")
+        [instance] = ec2.run_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                {"Key": RUN_ID_LABEL, "Value": run_id}, {"Key": CLUSTER_TAG, "Value": cluster}]}],
+        )["Instances"]  # fmt: skip
+        ec2.create_key_pair(KeyName="someone-elses")  # not the run's: never touched
+
+        dry = _sweep("--dry-run", "--run-id", run_id)
+        assert dry.returncode == 0, dry.stderr
+        assert (
+            f"  aws objects instance {instance['InstanceId']}, security-group {group['GroupId']}, "
+            f"key-pair {key_name} ({region}) [aws]"
+        ) in dry.stdout.splitlines(), dry.stdout
+
+        done = _sweep("--run-id", run_id)
+        assert done.returncode == 0, done.stdout + done.stderr
+        state = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])
+        assert state["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated"
+        names = [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]]
+        assert security_group_name(cluster) not in names
+        assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["someone-elses"]
+        assert not runstate.run_dir(run_id).exists()
+    finally:
+        server.stop()
+
+
+def test_a_dead_aws_run_without_credentials_is_reported_not_guessed(
+    run_ids: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    run_id = run_ids[0]
+    runstate.note(run_id, "aws", "aws", region="us-west-2", cluster="c", key_name="k")
+    dry = _sweep("--dry-run", "--run-id", run_id)
+    assert (
+        "  aws ? (cannot tell: no AWS credentials to list EC2 with (the metadata service is never asked)) [aws]"
+        in dry.stdout.splitlines()
+    ), dry.stdout
+    done = _sweep("--run-id", run_id)
+    assert done.returncode == 1  # named, kept, never silently dropped
+    assert "could not remove aws ?" in done.stdout
+    assert runstate.run_dir(run_id).exists()  # its notes stay for a sweep with credentials
+    shutil.rmtree(runstate.run_dir(run_id))
