@@ -285,3 +285,42 @@ def test_a_dead_aws_run_without_credentials_is_reported_not_guessed(
     assert "could not remove aws ?" in done.stdout
     assert runstate.run_dir(run_id).exists()  # its notes stay for a sweep with credentials
     shutil.rmtree(runstate.run_dir(run_id))
+
+
+def test_a_dead_ibm_runs_vpc_objects_are_found_by_its_notes_and_removed(
+    run_ids: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real ibm run's cloud side, against the VPC stand-in on loopback: the instances named for
+    its cluster, the floating IP bound to them, their boot volume and the imported key."""
+    from provisioners.ibm_standin import serve
+
+    api_key = "standin-key-for-the-sweep"
+    monkeypatch.setenv("IBMCLOUD_API_KEY", api_key)
+    with serve(api_key) as standin:
+        cloud, base = standin.cloud, standin.base
+        run_id = run_ids[0]
+        cluster, key_name = f"rc-{run_id}-ibm", f"rc-{run_id}-ibm-key"
+        runstate.note(run_id, "ibm", "ibm", endpoint=base, iam_endpoint=base, cluster=cluster, key_name=key_name)  # fmt: skip
+        head = cloud.create_instance({"name": f"ray-{cluster}-head-1a2b3c4d"}, base)
+        fip = cloud.create_floating_ip({"name": "ray-recyclable-head"}, base)
+        fip["target"] = {"id": head["primary_network_interface"]["id"]}
+        key = cloud.create_key({"name": key_name}, base)
+        other = cloud.create_instance({"name": "someone-elses-node"}, base)
+
+        dry = _sweep("--dry-run", "--run-id", run_id)
+        assert dry.returncode == 0, dry.stderr
+        [line] = [ln for ln in dry.stdout.splitlines() if ln.startswith("  ibm objects ")]
+        for thing in (
+            f"instance {head['id']}",
+            f"floating-ip {fip['id']}",
+            f"key {key['id']}",
+            "volume ",
+        ):
+            assert thing in line, dry.stdout
+
+        done = _sweep("--run-id", run_id)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert list(cloud.instances) == [other["id"]]
+        assert (cloud.floating_ips, cloud.keys) == ({}, {})
+        assert [v["name"] for v in cloud.volumes.values()] == ["someone-elses-node-boot"]
+    assert not runstate.run_dir(run_id).exists()
