@@ -132,6 +132,7 @@ def test_docker_declares_its_options() -> None:
         "--ray-client-port",
         "--ray-dashboard-port",
         "--ray-worker-command",
+        "--ray-no-egress",
     ]
     # Shared with vm (and the kind modes) by object, so one flag has one meaning.
     assert declared(DockerProvisioner)[:3] == (nodeimage.IMAGE, nodeimage.IMAGE_BUILD, DOCKER_HOST)
