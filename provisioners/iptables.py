@@ -84,6 +84,13 @@ class EgressRule(CountedRule):
         ]  # fmt: skip
 
 
+#: The DNS server the run's containers get with the egress lock: Docker's embedded resolver
+#: answers the run's container names itself and forwards every other query (Ray's AAAA lookups
+#: of the nodes' own names among them) to this upstream, which in the container's namespace is
+#: its own loopback: the query fails at once, and no packet leaves for the host's resolver.
+NO_UPSTREAM_DNS = ["127.0.0.1"]
+
+
 class EgressLock:
     """A run network's :class:`EgressRule`: noted before it is added, counted when removed."""
 

@@ -24,7 +24,7 @@ import docker
 
 from provisioners import containers, nodeimage, runstate
 from provisioners.base import ClusterSpec, InventoryItem, NodeAddresses, ProvisionError
-from provisioners.iptables import NO_EGRESS, EgressLock
+from provisioners.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
 from provisioners.launcher import LAUNCHER_CONFIG, Machine, SshRayUpMode
 from provisioners.naming import run_name
 from provisioners.options import Option
@@ -273,6 +273,7 @@ class VmProvisioner(SshRayUpMode):
                     image, ["bash", "-c", SSHD_COMMAND], name=name, hostname=name,
                     detach=True, labels=labels, network=net.name, shm_size=SHM_SIZE,
                     environment={"RC_AUTHORIZED_KEY": pub},
+                    **({"dns": NO_UPSTREAM_DNS} if self._egress is not None else {}),
                 )  # fmt: skip
                 info = client.api.inspect_container(container.id)
                 ip = info["NetworkSettings"]["Networks"][net.name]["IPAddress"]

@@ -44,7 +44,7 @@ from provisioners.base import (
     SupportsSharedMemory,
 )
 from provisioners.containers import DOCKER_HOST, ENGINE_ERRORS, docker_client, http_timeout
-from provisioners.iptables import NO_EGRESS, EgressLock
+from provisioners.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
 from provisioners.naming import run_name
 from provisioners.options import Option
 from provisioners.relay import free_port, tcp_relay
@@ -493,6 +493,7 @@ class DockerProvisioner:
                 shm_size=self._shm_bytes,
                 ports=ports or {},
                 detach=True,
+                **({"dns": NO_UPSTREAM_DNS} if self._egress is not None else {}),
             )
         except docker.errors.APIError as exc:
             explanation = str(exc.explanation or exc)
