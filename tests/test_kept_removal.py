@@ -17,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from leftovers import REPO, clean_shell, labeled, plant, processes, secrets_foun
 
 from provisioners import runstate
 from provisioners.containers import engine_problem
+from provisioners.launcher.cli import config_caches
 
 MODES = ("local", "docker", "vm", "kind-operator")
 
@@ -76,6 +78,11 @@ def test_kept_clusters_are_removed_as_printed_and_nothing_leaks_a_secret(tmp_pat
             str(runstate.private_path(run_id, "kind-operator"))
         )
         assert secrets_found([report], [done.stdout, done.stderr]) == []
+        # Every `ray` command of vm cached the whole config: in the run's private dir, never /tmp.
+        cluster, private_tmp = f"rc-{run_id}-vm", runstate.private_path(run_id, "vm") / "tmp"
+        assert config_caches(Path(tempfile.gettempdir()), cluster) == []
+        assert config_caches(private_tmp, cluster), f"no ray-config cache in {private_tmp}"
+        assert private_tmp.stat().st_mode & 0o077 == 0
 
         for mode in MODES:
             remove = records[mode]["handle"]["access"]["remove"]
