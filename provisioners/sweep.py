@@ -627,6 +627,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
     selection = Selection(frozenset(args.run_id), args.mode, args.images)
     say = _printer()
+    from provisioners.containers import engine_problem
+
+    if problem := engine_problem(None):  # not looked at is not "nothing left": say so
+        say(f"note: containers, networks and volumes were not looked for: {problem}")
     outcome = sweep(selection, dry_run=args.dry_run, older_than=args.older_than, say=say)
     if args.dry_run:
         return EXIT_OK
