@@ -125,7 +125,7 @@ def test_dry_run_lists_exactly_the_leftovers_and_sweep_removes_them(
         assert not temp.exists()
         assert not runstate.run_dir(run_id).exists()
         again = _sweep("--dry-run", "--run-id", run_id)
-        assert again.stdout.strip() == f"nothing left of {run_id}"
+        assert again.stdout.splitlines()[-1] == f"nothing left of {run_id}"
     finally:
         sleeper.kill()
         sleeper.wait(10)
