@@ -568,6 +568,12 @@ def sweep(
                     say(f"  removed {item}")
             if selection.mode and not dry_run and not failed:
                 _tidy(run_id)
+    if selection.mode and not dry_run:
+        # A mode with nothing left (its own teardown ran) may be the run's last: its dir goes.
+        for run_id in sorted(selection.run_ids - set(found)):
+            with runstate.exclusive(run_id) as mine:
+                if mine:
+                    _tidy(run_id)
     return outcome
 
 

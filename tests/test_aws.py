@@ -459,6 +459,8 @@ def test_rehearsal_reports_a_planted_group_and_never_writes_secrets(
     # The run keeps its notes for the sweep the harness prints; the printed command runs as is.
     [remove] = [line.split("remove them with: ", 1)[1] for line in result.outlines if "remove them with: " in line]  # fmt: skip
     run(["bash", "-c", remove], 300, what="the printed sweep")
+    run_id = remove.split("--run-id ", 1)[1].split()[0]
+    assert not runstate.run_dir(run_id).exists()  # nothing of the run is left, its notes neither
     planted = [*secrets.values(), "AKIAPLANTEDFILE00042", "planted-file-secret-c2VjcmV0"]
     files = _files(report)
     assert any(f.name == "cluster.yaml" for f in files)  # the rendered copy was searched too
