@@ -49,8 +49,9 @@ test-run:
 	$(PY) -m pytest tests $(ARGS)
 	# testpaths: the suites, on every mode this machine can run (AWS rehearsed on moto, IBM on
 	# the VPC stand-in with the connector's fix, OpenShift's rules rehearsed on a kind cluster).
-	# --ray-image-build: the node image is built here (cached), so no test asks a registry.
-	$(PY) -m pytest --ray-image-build --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
+	# --ray-image-build: the node image is built here (cached), so no test asks a registry;
+	# --ray-no-egress: the docker and vm containers get no route off this machine (counted).
+	$(PY) -m pytest --ray-image-build --ray-no-egress --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .

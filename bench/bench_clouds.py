@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_rayup import ready_and_teardown
 
+from fixtures.offline import run_offline
 from provisioners import aws, ibm
 from provisioners.base import ClusterSpec, Provisioner
 from provisioners.vm import VmProvisioner
@@ -77,4 +78,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_offline(main))

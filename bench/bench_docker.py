@@ -19,6 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fixtures.offline import run_offline
 from provisioners.base import RUN_ID_LABEL, ClusterSpec, Timeouts
 from provisioners.containers import docker_client
 from provisioners.docker import DockerProvisioner
@@ -106,7 +107,8 @@ def main() -> int:
     args = parser.parse_args()
 
     t0 = time.monotonic()
-    image = ensure_node_image(lambda m: print(f"  image: {m}"), 900, need_ssh=False)
+    # Built here (cached), never pulled: the bench must not reach a registry.
+    image = ensure_node_image(lambda m: print(f"  image: {m}"), 900, force_build=True)
     print(f"image {image} ready in {time.monotonic() - t0:.1f} s (not timed)")
     client = docker_client()
     shm = int(int(client.info()["MemTotal"]) * SHM_SHARE / (1 + DEFAULT_WORKERS))
@@ -157,4 +159,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_offline(main))

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_rayup import ready_and_teardown, spec, timed
 
+from fixtures.offline import run_offline
 from provisioners.base import ClusterSpec
 from provisioners.docker import DockerProvisioner
 from provisioners.kind_operator import KindOperatorProvisioner
@@ -90,4 +91,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_offline(main))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from fixtures.clients import CLIENT_ATTEMPTS, KNOWN_CLIENT_FLAKES
+from fixtures.offline import run_offline
 from provisioners.local import _STOP_GRACE_S
 from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
 from provisioners.relay import free_port
@@ -115,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_offline(main))

@@ -22,8 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fixtures.offline import run_offline
 from provisioners.autoscale import AutoscaleProvisioner
 from provisioners.base import ClusterSpec, Provisioner
+from provisioners.nodeimage import IMAGE_BUILD
 from provisioners.vm import VmProvisioner
 
 SCALE = """
@@ -61,6 +63,8 @@ def spec(mode: str, workdir: Path, workers: int) -> ClusterSpec:
         run_id=f"bench{int(time.time()) % 100000}",
         workdir=workdir / mode,
         workers=workers,
+        # The node image is built here (cached), never pulled: the bench must not reach a registry.
+        options={IMAGE_BUILD.key: True},
         progress=lambda m: print(f"  [{mode}] {m}", flush=True),
     )
 
@@ -126,4 +130,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_offline(main))

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import psutil
 
+from provisioners import runstate
 from provisioners.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
@@ -116,6 +117,9 @@ class AutoscaleProvisioner(RayUpMode):
             scale_down_timeout_s=idle_s + 60.0,
         )
         self._temp_dir = Path(tempfile.mkdtemp(prefix=f"rc-{spec.run_id[:8]}-", dir="/tmp"))
+        runstate.note(
+            spec.run_id, spec.mode, "path", path=str(self._temp_dir), what="Ray's temp dir"
+        )
         argv = [
             str(ray_cli()), "start", "--head", "--block",
             f"--autoscaling-config={self.require_launcher().config_path}",
@@ -131,6 +135,7 @@ class AutoscaleProvisioner(RayUpMode):
             "RAY_FAKE_CLUSTER": "1",
             "AUTOSCALER_UPDATE_INTERVAL_S": "1",
             "RAY_USAGE_STATS_ENABLED": "0",
+            **runstate.run_env(spec.run_id, spec.mode),
         }
         # Its own process group: the fake workers are the monitor's children, so stopping
         # this group stops exactly this run's Ray processes. The driver waits for the head.
@@ -173,8 +178,8 @@ class AutoscaleProvisioner(RayUpMode):
         }
 
     def removal_commands(self) -> list[str]:
-        head = self._head.pid if self._head else "<head pid>"
-        return [f"kill -TERM -- -{head}", f"rm -rf {self._temp_dir}"]
+        # Every process of the run (by the RC_RUN_ID in its environment), then the temp dir.
+        return [runstate.sweep_command(self.spec.run_id, self.spec.mode)]
 
     def down(self, timeout: float) -> None:
         if self._head is not None and self._head.exited() is None:

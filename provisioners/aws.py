@@ -27,7 +27,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from provisioners import containers, nodeimage
+from provisioners import containers, nodeimage, runstate
 from provisioners.aws_rehearsal import Stage
 from provisioners.base import (
     CLIENT_PORT,
@@ -261,6 +261,8 @@ class AwsProvisioner(SshRayUpMode):
                 "boto3 find credentials (environment, ~/.aws/credentials, a profile)"
             )
         self._region = spec.get(REGION) or str(provider.get("region") or DEFAULT_REGION)
+        if not spec.get(REHEARSAL):  # a rehearsal's cloud is a container, swept by its label
+            runstate.note(spec.run_id, spec.mode, "aws", region=self._region, cluster=self._cluster, key_name=self._key_name)  # fmt: skip
         ssh_dir = Path.home() / ".ssh"
         self._ssh_before = {p.name for p in ssh_dir.glob("ray-autoscaler_*")}
 
@@ -516,9 +518,9 @@ class AwsProvisioner(SshRayUpMode):
             return [exc.item(self.spec.run_id)]
 
     def removal_commands(self) -> list[str]:
-        commands = super().removal_commands()
         if self.stage is not None:
-            return self.stage.removal_commands(commands)
+            return self.stage.removal_commands()
+        commands = super().removal_commands()
         region = f"--region {self._region}"
         return [
             *commands,

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import boto3
 from botocore.config import Config
 
-from provisioners import rehearsal
+from provisioners import rehearsal, runstate
 from provisioners.base import ProvisionError
 from provisioners.rehearsal import Instance, Layout
 from provisioners.waits import WaitTimeout, urlopen_ok, wait_for
@@ -146,7 +146,10 @@ class Stage(rehearsal.Stage):
             )  # fmt: skip
             self.run_helper(
                 client, image, ["sleep", "infinity"], "client", CLIENT_IP, env=env,
-                volumes={str(self.workdir): {"bind": str(self.workdir), "mode": "rw"}},
+                # The config and log (workdir), the key and Ray's temp files (private), at the
+                # host's paths, for the `ray` commands run in it.
+                volumes={str(p): {"bind": str(p), "mode": "rw"}
+                         for p in (self.workdir, runstate.private_dir(self.run_id, self.mode))},
             )  # fmt: skip
         try:
             wait_for(

@@ -23,6 +23,8 @@ RUN_ID_LABEL = "ray-conformance.run-id"
 #: Ray's in-cluster ports, the ones suites ask ``port_forward`` for.
 CLIENT_PORT = 10001
 DASHBOARD_PORT = 8265
+#: The head's GCS port (``ray start --head --port``).
+GCS_PORT = 6379
 
 
 class ProvisionError(RuntimeError):
@@ -293,4 +295,34 @@ class SupportsLauncher(Protocol):
 
     def setup_packages(self) -> list[str]:
         """Python modules ``setup_commands`` installed on every node."""
+        ...
+
+
+@dataclass(frozen=True)
+class NodeAddresses:
+    """One node's addresses, as the exposure check probes them."""
+
+    node: str  # as the mode names it
+    #: The address the cluster's own traffic uses (the GCS and the client may answer there,
+    #: to the nodes' network only); empty when the node has none a stranger could reach.
+    private: str
+    #: Every other address of the node (public, floating, another network's): none of the
+    #: cluster's ports may answer there.
+    others: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class SupportsNodeAddresses(Protocol):
+    """A mode that names its nodes' addresses and can knock on them from outside their network."""
+
+    def node_addresses(self) -> list[NodeAddresses]:
+        """Each node's addresses (loopback left out)."""
+        ...
+
+    def probe_from_outside(
+        self, targets: list[tuple[str, int]], timeout: float
+    ) -> set[tuple[str, int]]:
+        """The ``(address, port)`` of ``targets`` that accept a TCP connection, tried from
+        outside the nodes' network where the mode has one (a container on another network),
+        else from this machine. Every target gets one bounded try."""
         ...

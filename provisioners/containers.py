@@ -8,6 +8,7 @@ remove each other's objects, and a half-done provision is found even when no id 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import docker.errors
 import requests.exceptions
 
 from provisioners.base import RUN_ID_LABEL, InventoryItem, listing
+from provisioners.naming import run_name
 from provisioners.options import Option
 
 #: Label key naming the mode that created an object (beside ``RUN_ID_LABEL``).
@@ -125,3 +127,59 @@ def remove(client: docker.DockerClient, run_id: str, mode: str) -> None:
     for v in found.volumes:
         with contextlib.suppress(docker.errors.NotFound):
             v.remove(force=True)
+
+
+#: Tries a TCP connection to each ``[address, port]`` of argv[1] (JSON), bounded by argv[2]
+#: seconds each; prints the ones that connected (JSON). Runs with the node image's Python.
+PROBE_SCRIPT = """
+import json, socket, sys
+answered = []
+for address, port in json.loads(sys.argv[1]):
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family) as s:
+        s.settimeout(float(sys.argv[2]))
+        try:
+            s.connect((address, port))
+            answered.append([address, port])
+        except OSError:
+            pass
+print("ANSWERED " + json.dumps(answered))
+"""
+
+
+def probe_from_outside(
+    client: docker.DockerClient,
+    image: str,
+    run_id: str,
+    mode: str,
+    targets: list[tuple[str, int]],
+    timeout: float,
+) -> set[tuple[str, int]]:
+    """The targets that accept a connection from a container on a network of its own.
+
+    A stranger's vantage point: another network on the same engine, as another tenant's
+    container (or anything routed to the nodes' addresses from elsewhere) would be.
+    """
+    if not targets:
+        return set()
+    name = run_name(run_id, mode, "probe")
+    net = client.networks.create(name, driver="bridge", labels=labels(run_id, mode))
+    try:
+        with http_timeout(client, 60 + timeout * len(targets)):
+            out = client.containers.run(
+                image,
+                ["python3", "-c", PROBE_SCRIPT, json.dumps(targets), str(timeout)],
+                name=name, network=net.name, labels=labels(run_id, mode), remove=True,
+            )  # fmt: skip
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.containers.get(name).remove(force=True)
+        net.remove()
+    line = next(ln for ln in out.decode().splitlines() if ln.startswith("ANSWERED "))
+    return {(str(a), int(p)) for a, p in json.loads(line.removeprefix("ANSWERED "))}
+
+
+def addresses(container: Any) -> dict[str, str]:
+    """A container's IPv4 address on each of its networks, by network name."""
+    nets = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    return {name: str(n.get("IPAddress")) for name, n in nets.items() if n.get("IPAddress")}

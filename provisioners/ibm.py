@@ -26,13 +26,12 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from provisioners import containers, nodeimage
+from provisioners import containers, nodeimage, runstate
 from provisioners.base import (
     CLIENT_PORT,
     ClusterSpec,
@@ -309,8 +308,16 @@ class IbmProvisioner(SshRayUpMode):
                     node_type["min_workers"] = node_type["max_workers"] = spec.workers
                     break
         self._tags_existed = (Path.home() / TAGS_FILE).exists()
-        # Only this user can read it; the rehearsal's client container mounts it.
-        self._private = Path(tempfile.mkdtemp(prefix=f"{self._cluster}-"))
+        # Only this user can read it (the run's private dir, outside the report); the
+        # rehearsal's client container mounts it.
+        self._private = self.private_dir()
+        if self.stage is None:  # a rehearsal's cloud is a container, swept by its label
+            provider = self._base.get("provider") or {}
+            runstate.note(
+                spec.run_id, spec.mode, "ibm", endpoint=provider.get("endpoint"),
+                iam_endpoint=provider.get("iam_endpoint"), cluster=self._cluster,
+                key_name=self._key_name,
+            )  # fmt: skip
 
     def identity(self) -> tuple[str, Path | None]:
         # Never the user's key: a fresh one, imported into the VPC for this run.
@@ -575,10 +582,10 @@ class IbmProvisioner(SshRayUpMode):
             return [exc.item(self.spec.run_id)]
 
     def removal_commands(self) -> list[str]:
+        if self.stage is not None:
+            return self.stage.removal_commands()
         commands = super().removal_commands()
         private = [f"rm -rf {self._private}"] if self._private else []
-        if self.stage is not None:
-            return [*self.stage.removal_commands(commands), *private]
         name = f"ray-{self._cluster}-"
         return [
             *commands,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from typing import Any, ClassVar
 
-from provisioners import containers, nodeimage
+from provisioners import containers, nodeimage, runstate
 from provisioners.base import ClusterSpec
 from provisioners.kube.clusters import KindCluster
 from provisioners.kube.kuberay import OperatorSource
@@ -62,6 +62,8 @@ class KindOperatorProvisioner(OperatorMode):
             workdir=spec.workdir / "kind",
             progress=spec.progress,
             reuse=bool(reuse),
+            mode=spec.mode,
+            secrets_dir=runstate.private_dir(spec.run_id, spec.mode),
         )
 
     def prepare(self, spec: ClusterSpec) -> None:

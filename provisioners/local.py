@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import psutil
 
+from provisioners import runstate
 from provisioners.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
@@ -66,6 +67,7 @@ class LocalProvisioner:
         self._shm_before: set[str] = set()
         self._dashboard_url = ""
         self._python = ""  # the nodes' interpreter: in-cluster scripts run with it
+        self._held = False  # this provision holds the run (runstate)
 
     # -- contract ----------------------------------------------------------------------------
 
@@ -76,10 +78,20 @@ class LocalProvisioner:
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
-        self._nodes = Background(spec.run_id, spec.workdir, env_with_interpreter_first())
+        runstate.hold(spec.run_id)
+        self._held = True
+        self._nodes = Background(
+            spec.run_id,
+            spec.workdir,
+            {**env_with_interpreter_first(), **runstate.run_env(spec.run_id, spec.mode)},
+        )
         workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
         # Short path: Ray puts unix sockets under it (108-byte limit).
         self._temp_dir = Path(f"/tmp/rc-{spec.run_id}")
+        runstate.note(
+            spec.run_id, spec.mode, "path", path=str(self._temp_dir), what="Ray's temp dir"
+        )
+        runstate.note(spec.run_id, spec.mode, "process-marker", marker=str(self._temp_dir))
         self._temp_dir.mkdir(parents=True, exist_ok=True)
         self._shm_before = _shm_entries()
         self._ports = {"gcs": free_port(), "dashboard": free_port(), "client": free_port()}
@@ -126,10 +138,9 @@ class LocalProvisioner:
                 "ray client": f"ray://127.0.0.1:{self._ports['client']}",
                 "dashboard": self._dashboard_url,
                 "temp dir": str(self._temp_dir),
-                # By process group: each node's group holds its raylet, GCS and workers.
-                "remove": "kill -TERM "
-                + " ".join(f"-{p.pid}" for p in self._procs)
-                + f"; rm -rf {self._temp_dir}",
+                # Every process of the run (by the RC_RUN_ID in its environment, workers Ray
+                # moved out of the nodes' process groups too), then the temp dir.
+                "remove": runstate.sweep_command(spec.run_id, spec.mode),
             },
         )
 
@@ -201,6 +212,14 @@ class LocalProvisioner:
             )
 
     def teardown(self) -> None:
+        try:
+            self._stop_nodes()
+        finally:
+            if self._held and self._spec is not None:
+                self._held = False
+                runstate.release(self._spec.run_id)
+
+    def _stop_nodes(self) -> None:
         # Workers first, then the head. SIGTERM to `ray start --block` alone lets it drain and
         # stop its children itself (seconds); SIGTERM to its whole group kills the GCS under
         # the drain, and the rest then lingers for ~20 s.

@@ -36,12 +36,13 @@ import docker
 import docker.errors
 import docker.types
 
-from provisioners import containers, nodeimage
+from provisioners import containers, nodeimage, runstate
 from provisioners.base import InventoryError, InventoryItem, ProvisionError, listing
+from provisioners.iptables import CountedRule
 from provisioners.launcher.cli import Launcher
 from provisioners.launcher.ssh import SshTarget
 from provisioners.naming import run_name
-from provisioners.runner import CommandError, run, run_full
+from provisioners.runner import CommandError, run
 from provisioners.waits import WaitTimeout, wait_for
 
 #: Label naming the cloud instance a container stands for.
@@ -195,7 +196,7 @@ def _wheels(requirements: Sequence[str], progress: Callable[[str], None], timeou
 
 
 @dataclass(frozen=True)
-class DropRule:
+class DropRule(CountedRule):
     """``iptables`` INPUT rule dropping new connections from the run's bridge to this host.
 
     An internal Docker network still routes its containers to the bridge's gateway, which is
@@ -210,40 +211,6 @@ class DropRule:
             "INPUT", "-i", self.bridge, "-m", "conntrack", "--ctstate", "NEW",
             "-m", "comment", "--comment", self.comment, "-j", "DROP",
         ]  # fmt: skip
-
-    def add(self) -> None:
-        run(["iptables", "-w", "5", "-I", *self.spec()], 30, what="iptables: add the drop rule")
-
-    def present(self) -> bool:
-        """Whether the rule is in INPUT; raises when iptables cannot say (not "absent")."""
-        done = run_full(["iptables", "-w", "5", "-C", *self.spec()], 30, check=False)
-        if done.returncode not in (0, 1):  # 1: no such rule; anything else: iptables failed
-            out = done.stdout.strip()[-300:]
-            raise CommandError(
-                f"`iptables -C` exited {done.returncode}: {out}",
-                returncode=done.returncode,
-                output=out,
-            )
-        return done.returncode == 0
-
-    def remove(self) -> None:
-        """Delete exactly this rule (every copy of it), by its full spec."""
-
-        def gone() -> bool:
-            if self.present():
-                run_full(["iptables", "-w", "5", "-D", *self.spec()], 30, check=False)
-            return not self.present()
-
-        wait_for(gone, timeout=30, what=f"iptables rule {self.comment} to be gone", interval=0.1)
-
-    def hits(self) -> int:
-        """Packets the rule dropped so far (0 when it is absent)."""
-        out = run(["iptables", "-w", "5", "-nvxL", "INPUT"], 30, what="iptables: read counters")
-        return sum(
-            int(line.split()[0])
-            for line in out.splitlines()
-            if f"/* {self.comment} */" in line and line.split()[0].isdigit()
-        )
 
 
 # --- The instance loop --------------------------------------------------------------------------
@@ -417,7 +384,7 @@ class ClientLauncher(Launcher):
         env = {"DOCKER_HOST": docker_host} if docker_host else {}
         super().__init__(
             base.config_path, run_id=base.run_id, log=base.log, env={**base.env, **env},
-            progress=base.progress,
+            progress=base.progress, tmp_dir=base.tmp_dir,
         )  # fmt: skip
         self.container = container
 
@@ -497,6 +464,7 @@ class Stage:
             rule = DropRule(
                 f"br-{net.id[:12]}", run_name(self.run_id, self.mode, "drop", name[-3:])
             )
+            runstate.note(self.run_id, self.mode, "iptables-rule", spec=rule.spec())
             rule.add()
             self.rules.append(rule)
 
@@ -580,16 +548,10 @@ class Stage:
             "cloud api": self.endpoint,
         }  # fmt: skip
 
-    def removal_commands(self, launcher: list[str]) -> list[str]:
-        """What removes a kept rehearsal by hand: ``launcher``'s ``ray`` commands in the client,
-        then the stage (``--ray-keep-cluster``)."""
-        flt = " ".join(f"--filter label={k}={v}" for k, v in self.labels.items())
-        return [
-            *(f"docker exec {self.client_container} {c}" for c in launcher),
-            f"docker rm -f -v $(docker ps -aq {flt})",
-            f"docker network rm $(docker network ls -q {flt})",
-            *(f"iptables -D {shlex.join(rule.spec())}" for rule in self.rules),
-        ]
+    def removal_commands(self) -> list[str]:
+        """What removes a kept rehearsal by hand (``--ray-keep-cluster``): the sweep of the run's
+        mode finds the stage by its labels and the drop rules by the run's notes."""
+        return [runstate.sweep_command(self.run_id, self.mode)]
 
     def inventory(self) -> list[InventoryItem]:
         items: list[InventoryItem] = []

@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from provisioners.base import InventoryItem, ProvisionError
+from provisioners.runstate import RUN_ENV
 from provisioners.waits import wait_for
 
 log = logging.getLogger("ray_conformance.run")
@@ -204,7 +205,8 @@ class Background:
     def __init__(self, run_id: str, log_dir: Path, env: Mapping[str, str] | None = None) -> None:
         self.run_id = run_id
         self.log_dir = log_dir
-        self.env = dict(env or {})
+        # RC_RUN_ID marks the helper and its children as the run's, for a sweep after a crash.
+        self.env = {RUN_ENV: run_id, **(env or {})}
         self._running: dict[int, Started] = {}
 
     def spawn(

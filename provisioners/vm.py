@@ -22,12 +22,20 @@ from typing import Any, ClassVar
 
 import docker
 
-from provisioners import containers, nodeimage
-from provisioners.base import ClusterSpec, InventoryError, InventoryItem, ProvisionError
+from provisioners import containers, nodeimage, runstate
+from provisioners.base import (
+    ClusterSpec,
+    InventoryError,
+    InventoryItem,
+    NodeAddresses,
+    ProvisionError,
+)
+from provisioners.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
 from provisioners.launcher import LAUNCHER_CONFIG, Machine, SshRayUpMode
 from provisioners.naming import run_name
 from provisioners.options import Option
 from provisioners.runner import CommandError, run
+from provisioners.waits import port_accepts
 
 HOSTS = Option.csv("vm-hosts", "Existing hosts head,worker1,... to drive instead of containers")
 SSH_USER = Option.string("ssh-user", "SSH user for --ray-vm-hosts (default: you)")
@@ -58,6 +66,8 @@ MARKED_PROCS = (
     ' p=${{e#/proc/}}; p=${{p%/environ}}; [ "$p" = "$$" ] && continue;'
     ' if [ -n "$SIG" ]; then kill -"$SIG" "$p" 2>/dev/null; else echo "$p"; fi; fi; done; true'
 )
+#: What `ray up` copies to the head's home (the whole config, and the run's private key).
+BOOTSTRAP_FILES = ("ray_bootstrap_config.yaml", "ray_bootstrap_key.pem")
 #: Counts the marked processes, stops them (TERM, then KILL after up to 5 s); runs on the node.
 STOP_MARKED = (
     "{list} | wc -l; SIG=TERM; {list}; for i in 1 2 3 4 5 6 7 8 9 10; do"
@@ -71,11 +81,13 @@ class VmProvisioner(SshRayUpMode):
     TEMPLATE: ClassVar[str] = "vm.yaml"
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         HOSTS, SSH_USER, SSH_KEY, LAUNCHER_CONFIG, AUTOSCALER_V2,
-        nodeimage.IMAGE, nodeimage.IMAGE_BUILD, containers.DOCKER_HOST,
+        nodeimage.IMAGE, nodeimage.IMAGE_BUILD, containers.DOCKER_HOST, NO_EGRESS,
     )  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
+        self._egress: EgressLock | None = None
+        self._image = ""  # the node image of the containers
         self._workers = 0
         self._wheels: Path | None = None
         self._ray_on_nodes = False  # Ray this run started may still run on the nodes
@@ -90,6 +102,7 @@ class VmProvisioner(SshRayUpMode):
         if not spec.get(HOSTS):
             problem = containers.engine_problem(spec.get(containers.DOCKER_HOST))
             missing += [f"vm: {problem}"] if problem else []
+            missing += EgressLock.missing(spec.mode) if spec.get(NO_EGRESS) else []
         return missing
 
     def plan(self, spec: ClusterSpec) -> None:
@@ -154,21 +167,35 @@ class VmProvisioner(SshRayUpMode):
         self._wheels = self._download_wheel(min(120.0, timeout))
         hosts = self.spec.get(HOSTS)
         if hosts:
+            # Before Ray runs there: how a sweep after a crash reaches the hosts to stop it.
+            runstate.note(
+                self.spec.run_id, self.spec.mode, "ssh-hosts", hosts=list(hosts),
+                user=self.ssh_user, key=str(self.ssh_key), cluster=self._cluster_name(),
+            )  # fmt: skip
             return [Machine(h, h) for h in hosts]
         return self._start_containers(self.remaining())
+
+    def _cluster_name(self) -> str:
+        return run_name(self.spec.run_id, self.spec.mode)
 
     def remove_machines(self) -> None:
         if self._ray_on_nodes:
             self._ray_on_nodes = False
             self._stop_ray_on_nodes()
+            if not self._in_containers():
+                self._remove_bootstrap_files()
         if self._in_containers():
             with self._docker() as client:
                 if client is not None:
                     containers.remove(client, self.spec.run_id, self.spec.mode)
+            if self._egress is not None:
+                self._egress.remove()
 
     def leak_query(self) -> list[InventoryItem]:
         run_id = self.spec.run_id
         items = self._marked_processes()
+        if not self._in_containers():
+            items += self._bootstrap_files()
         if self._in_containers():
             with self._docker() as client:
                 try:
@@ -177,24 +204,42 @@ class VmProvisioner(SshRayUpMode):
                     items += containers.inventory(client, run_id, self.spec.mode)
                 except InventoryError as exc:
                     items.append(exc.item(run_id))
+            items += self._egress.inventory() if self._egress is not None else []
         return items
 
     def removal_commands(self) -> list[str]:
-        commands = super().removal_commands()
-        if not self._in_containers():
-            stop = STOP_MARKED.format(list=MARKED_PROCS.format(run_id=self.spec.run_id))
-            return commands + [shlex.join(self.target(m).argv(stop)) for m in self.machines]
-        host = self.spec.get(containers.DOCKER_HOST)
-        docker = f"DOCKER_HOST={shlex.quote(host)} docker" if host else "docker"
-        flt = " ".join(
-            f"--filter label={k}={v}"
-            for k, v in containers.labels(self.spec.run_id, self.spec.mode).items()
-        )
-        return [
-            *commands,
-            f"{docker} rm -f -v $({docker} ps -aq {flt})",
-            f"{docker} network rm $({docker} network ls -q {flt})",
-        ]
+        # The sweep stops the run's Ray on every node (by its RC_RUN_ID), removes what `ray up`
+        # copied to the head, the run's containers and network, and its key: as printed, from
+        # any shell, once this run's process has exited.
+        return [runstate.sweep_command(self.spec.run_id, self.spec.mode)]
+
+    # --- SupportsNodeAddresses ---------------------------------------------------------------
+
+    def node_addresses(self) -> list[NodeAddresses]:
+        if self._in_containers():
+            # The run's network is the nodes' network: probed from outside it, no address of
+            # theirs may answer at all.
+            return [NodeAddresses(m.name, "", (m.ip,)) for m in self.machines]
+        # A user's hosts: the address given is the one the cluster uses (the GCS and the client
+        # answer there, to that network); every other address the host has must stay shut.
+        out = []
+        for machine in self.machines:
+            found = self.target(machine).run("hostname -I", 30).split()
+            others = tuple(a for a in found if a != machine.ip and not a.startswith("127."))
+            out.append(NodeAddresses(machine.name, machine.ip, others))
+        return out
+
+    def probe_from_outside(
+        self, targets: list[tuple[str, int]], timeout: float
+    ) -> set[tuple[str, int]]:
+        if not self._in_containers():  # no network of the run's: this machine is outside
+            return {t for t in targets if port_accepts(t[0], t[1], timeout=timeout)}
+        with self._docker() as client:
+            if client is None:
+                raise RuntimeError("vm: the Docker engine does not answer")
+            return containers.probe_from_outside(
+                client, self._image, self.spec.run_id, self.spec.mode, targets, timeout
+            )
 
     # --- Machines ---------------------------------------------------------------------------
 
@@ -215,7 +260,7 @@ class VmProvisioner(SshRayUpMode):
 
     def _start_containers(self, timeout: float) -> list[Machine]:
         spec = self.spec
-        image = nodeimage.ensure_node_image(
+        image = self._image = nodeimage.ensure_node_image(
             spec.progress, timeout,
             image=spec.get(nodeimage.IMAGE), force_build=spec.get(nodeimage.IMAGE_BUILD),
             need_ssh=True, docker_host=spec.get(containers.DOCKER_HOST), run_id=spec.run_id,
@@ -230,12 +275,16 @@ class VmProvisioner(SshRayUpMode):
             net = client.networks.create(
                 run_name(spec.run_id, spec.mode, "net"), driver="bridge", labels=labels
             )
+            if spec.get(NO_EGRESS):  # before any node: nothing of the run ever had a way out
+                self._egress = EgressLock(spec.run_id, spec.mode, spec.progress)
+                self._egress.add(str(net.id))
             machines = []
             for name in names:
                 container = client.containers.run(
                     image, ["bash", "-c", SSHD_COMMAND], name=name, hostname=name,
                     detach=True, labels=labels, network=net.name, shm_size=SHM_SIZE,
                     environment={"RC_AUTHORIZED_KEY": pub},
+                    **({"dns": NO_UPSTREAM_DNS} if self._egress is not None else {}),
                 )  # fmt: skip
                 info = client.api.inspect_container(container.id)
                 ip = info["NetworkSettings"]["Networks"][net.name]["IPAddress"]
@@ -278,6 +327,33 @@ class VmProvisioner(SshRayUpMode):
                 + ", ".join(f"{n}: {c}" for n, c in left.items() if c)
             )
 
+    def _bootstrap_files(self) -> list[InventoryItem]:
+        """``ray up``'s copies on the head of a user's host (on containers they go with them)."""
+        if not self._up_started or not self.machines:
+            return []
+        try:
+            out = self.target(self.machines[0]).run(self._bootstrap_listing(), 30)
+        except (CommandError, ProvisionError):
+            return []  # an unreachable head: its processes' listing says so already
+        return [InventoryItem("file", f"{self.machines[0].name}:{f}", self.spec.run_id, "ray up's copy on the head")
+                for f in out.split()]  # fmt: skip
+
+    def _bootstrap_listing(self) -> str:
+        # Only when the config there is this run's: another cluster's copies are not ours.
+        files = " ".join(f"~/{f}" for f in BOOTSTRAP_FILES)
+        name = shlex.quote(self._cluster_name())
+        return f"grep -qs -- {name} ~/{BOOTSTRAP_FILES[0]} && ls {files} 2>/dev/null || true"
+
+    def _remove_bootstrap_files(self) -> None:
+        files = " ".join(f"~/{f}" for f in BOOTSTRAP_FILES)
+        listing = self._bootstrap_listing()
+        try:
+            self.target(self.machines[0]).run(f'[ -n "$({listing})" ] && rm -f {files}; true', 30)
+        except (CommandError, ProvisionError) as e:
+            self.spec.progress(
+                f"could not remove ray up's copies on the head: {str(e).splitlines()[0]}"
+            )
+
     def _marked_processes(self) -> list[InventoryItem]:
         """Ray processes of this run still running on any node (ray down misses workers)."""
         if not self._up_started or (self._torn_down and self._in_containers()):
@@ -299,8 +375,14 @@ class VmProvisioner(SshRayUpMode):
 
 def _conforms(p: VmProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsLauncher, SupportsNodeExec
+    from provisioners.base import (
+        Provisioner,
+        SupportsLauncher,
+        SupportsNodeAddresses,
+        SupportsNodeExec,
+    )
 
     _a: Provisioner = p
     _b: SupportsLauncher = p
     _c: SupportsNodeExec = p
+    _d: SupportsNodeAddresses = p

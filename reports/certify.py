@@ -18,6 +18,7 @@ import yaml
 
 from reports import schema
 from reports.model import BundleError, Results, first_line, load_results
+from reports.secrets import refuse_secrets
 
 TARGET_FILE = "target.yaml"
 #: The product file's fields, every one required and a non-empty string (the conformance
@@ -121,7 +122,11 @@ def archive_path(report_dir: Path, mode: str, run_id: str) -> Path:
 
 
 def write_archive(report_dir: Path, dest: Path) -> Path:
-    """Pack ``report_dir`` (manifest written) into ``dest`` under one top-level directory."""
+    """Pack ``report_dir`` (manifest written) into ``dest`` under one top-level directory.
+
+    Refuses (:class:`~reports.secrets.SecretInReport`, naming the file) a dir holding a key.
+    """
+    refuse_secrets(report_dir, (p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*") if p.is_file()), dest.name)  # fmt: skip
     top = dest.name.removesuffix(".tar.gz")
     tmp = dest.with_name(f".{dest.name}.tmp")
     with tarfile.open(tmp, "w:gz") as tar:

@@ -13,6 +13,7 @@ from reports.model import (
     read_json,
     write_json,
 )
+from reports.secrets import refuse_secrets
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = "ray-conformance/manifest/v1"
@@ -40,6 +41,8 @@ def bundle_files(report_dir: Path) -> list[str]:
 
 
 def write_manifest(report_dir: Path, run_id: str) -> Path:
+    """Seal ``report_dir``; :class:`~reports.secrets.SecretInReport` if a file holds a key."""
+    refuse_secrets(report_dir, bundle_files(report_dir), MANIFEST_FILE)
     files = [
         {
             "path": rel,

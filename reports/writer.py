@@ -27,6 +27,7 @@ from reports.model import (
     RunContext,
     first_line,
 )
+from reports.secrets import SecretInReport
 from reports.verdict import verdicts
 
 MAX_MESSAGE_LINES = 12
@@ -240,9 +241,15 @@ class ResultsWriter:
                 junit.relabel(xml, self._results)
             except BundleError as exc:  # someone else's file: say so, keep the report
                 sys.stderr.write(f"ray-conformance: junit.xml left as written: {exc}\n")
-        write_manifest(self.ctx.report_dir, self.ctx.run_id)
-        # Last lines of the run, below pytest's own summary, where a person looks for them.
         terminal = config.pluginmanager.get_plugin("terminalreporter")
+        try:
+            write_manifest(self.ctx.report_dir, self.ctx.run_id)
+        except SecretInReport as exc:
+            # No manifest: the bundle does not verify, and no certification archive is made.
+            if terminal is not None:
+                terminal.write_line(f"ray-conformance report NOT sealed: {exc}", red=True)
+            return
+        # Last lines of the run, below pytest's own summary, where a person looks for them.
         if terminal is not None:
             for v in verdicts(self._results):
                 terminal.write_line(f"ray-conformance {v.mode}: {v.line}")

@@ -17,7 +17,7 @@ import boto3
 import pytest
 import yaml
 
-from provisioners import aws, containers, nodeimage
+from provisioners import aws, containers, nodeimage, runstate
 from provisioners.aws import (
     REHEARSAL,
     SKIP_SETUP,
@@ -35,6 +35,7 @@ from provisioners.containers import engine_problem
 from provisioners.launcher import CLUSTER_YAML, Machine
 from provisioners.naming import run_name
 from provisioners.rehearsal import DropRule, InstanceLoop
+from provisioners.runner import run
 
 REPO = Path(__file__).resolve().parent.parent
 #: The image cache as this user has it: pytester moves HOME, which would mean a rebuild.
@@ -158,13 +159,19 @@ def test_render_sets_run_name_key_tags_and_no_network_setup(tmp_path: Path) -> N
     p._spec = spec
     p.plan(spec)
     p.prepare_access()
-    config = p.render([])
+    try:
+        config = p.render([])
+    finally:
+        p.teardown()  # the generated key
     name = run_name(spec.run_id, "aws")
     assert config["cluster_name"] == name
     assert config["provider"]["use_internal_ips"] is True
     assert config["provider"]["cache_stopped_nodes"] is False
     assert config["auth"]["ssh_private_key"] == str(p.ssh_key)
-    assert str(p.ssh_key).startswith(str(spec.workdir))  # never ~/.ssh
+    # The run's private dir: never ~/.ssh, never the report (the workdir).
+    assert str(p.ssh_key).startswith(str(runstate.private_path(spec.run_id, "aws")))
+    assert p.ssh_key is not None
+    assert not p.ssh_key.exists()  # removed at teardown
     for node_type in config["available_node_types"].values():
         node = node_type["node_config"]
         assert node["KeyName"] == run_name(spec.run_id, "aws", "key")
@@ -202,7 +209,10 @@ def test_skip_setup_empties_every_setup_command(tmp_path: Path) -> None:
     p._spec = spec
     p.plan(spec)
     p.prepare_access()
-    assert p.render([])["setup_commands"] == []
+    try:
+        assert p.render([])["setup_commands"] == []
+    finally:
+        p.teardown()
 
 
 # --- Inventory (moto in this process: no server, no network) --------------------------------
@@ -265,6 +275,8 @@ def test_teardown_removes_rays_leftovers_and_reports_a_planted_group(
     assert [(i.kind, i.name, i.detail) for i in left] == [
         ("security-group", planted["GroupId"], "planted")
     ]
+    p.teardown()  # the run's notes (where a sweep would look in EC2) go with it
+    assert not runstate.run_dir(spec.run_id).exists()
 
 
 def _public_key(tmp_path: Path) -> bytes:
@@ -444,6 +456,11 @@ def test_rehearsal_reports_a_planted_group_and_never_writes_secrets(
     )  # fmt: skip
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*teardown left 1 thing(s) behind:*", "*security-group sg-* (rc-*-planted)*"])  # fmt: skip
+    # The run keeps its notes for the sweep the harness prints; the printed command runs as is.
+    [remove] = [line.split("remove them with: ", 1)[1] for line in result.outlines if "remove them with: " in line]  # fmt: skip
+    run(["bash", "-c", remove], 300, what="the printed sweep")
+    run_id = remove.split("--run-id ", 1)[1].split()[0]
+    assert not runstate.run_dir(run_id).exists()  # nothing of the run is left, its notes neither
     planted = [*secrets.values(), "AKIAPLANTEDFILE00042", "planted-file-secret-c2VjcmV0"]
     files = _files(report)
     assert any(f.name == "cluster.yaml" for f in files)  # the rendered copy was searched too

@@ -65,5 +65,5 @@ def test_console_script_dispatches_to_the_module_commands(tmp_path: Path) -> Non
     usage = run(str(SCRIPT), "--help")
     assert usage.returncode == 0
     assert usage.stdout.startswith(
-        "usage: ray-conformance {reports,toolchain,prepare,options,modes"
+        "usage: ray-conformance {reports,toolchain,prepare,sweep,options,modes"
     )

@@ -7,6 +7,7 @@ need an engine skip (with the reason) where none answers; the no-engine test nee
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import time
 import uuid
@@ -34,6 +35,7 @@ from provisioners.docker.provisioner import (
     SHM_SIZE,
     WORKER_COMMAND,
 )
+from provisioners.iptables import NO_EGRESS
 from provisioners.naming import is_dns_label, run_name
 from provisioners.nodeimage import ensure_node_image, import_tree
 from provisioners.options import Option, OptionError, declared
@@ -71,7 +73,11 @@ def make_spec(
         workdir=tmp_path,
         workers=1,
         timeouts=Timeouts(provision=600, node_join=node_join, preflight=10, job=60),
-        options={opt.key: value for opt, value in (options or {}).items()},
+        # The node image is built here (cached), never pulled (the offline guard fails a pull).
+        options={
+            nodeimage.IMAGE_BUILD.key: True,
+            **{opt.key: value for opt, value in (options or {}).items()},
+        },
     )
 
 
@@ -126,6 +132,7 @@ def test_docker_declares_its_options() -> None:
         "--ray-client-port",
         "--ray-dashboard-port",
         "--ray-worker-command",
+        "--ray-no-egress",
     ]
     # Shared with vm (and the kind modes) by object, so one flag has one meaning.
     assert declared(DockerProvisioner)[:3] == (nodeimage.IMAGE, nodeimage.IMAGE_BUILD, DOCKER_HOST)
@@ -205,6 +212,7 @@ def test_typed_image_options_reach_the_image_service(
 
 
 @needs_engine
+@pytest.mark.offline_pull_refused
 def test_missing_image_fails_clearly(tmp_path: Path, provisioner: DockerProvisioner) -> None:
     spec = make_spec(tmp_path, options={nodeimage.IMAGE: "ray-conformance-missing:does-not-exist"})
     message = provision_fails(provisioner, spec)
@@ -313,3 +321,36 @@ def test_head_only_cluster_reports_script_and_exec_failures(
     assert labeled(spec.run_id) == []
     assert provisioner.inventory() == []
     provisioner.teardown()  # still idempotent after a removal by hand
+
+
+@needs_engine
+@pytest.mark.skipif(os.geteuid() != 0, reason="--ray-no-egress needs root")
+def test_no_egress_drops_and_counts_what_a_node_sends_off_its_network(
+    tmp_path: Path, provisioner: DockerProvisioner
+) -> None:
+    """A node tries a container outside the run's network (made here, on this machine): the
+    egress rule drops it, counts it, and the leak check then reports the attempt."""
+    spec = dataclasses.replace(make_spec(tmp_path, options={NO_EGRESS: True}), workers=0)
+    provisioner.provision(spec)
+    client = docker_client(timeout=60)
+    outside = client.networks.create(
+        run_name(spec.run_id, "outside"), labels={RUN_ID_LABEL: spec.run_id}
+    )
+    target = client.containers.run(
+        provisioner._image, ["python3", "-m", "http.server", "8000"], detach=True,
+        network=outside.name, labels={RUN_ID_LABEL: spec.run_id},
+    )  # fmt: skip
+    try:
+        target.reload()
+        ip = target.attrs["NetworkSettings"]["Networks"][outside.name]["IPAddress"]
+        probe = f"import socket; s = socket.socket(); s.settimeout(3); print(s.connect_ex(('{ip}', 8000)))"
+        head = provisioner.node_names()[0]
+        assert provisioner.node_exec(head, ["python", "-c", probe], 30).strip() != "0"
+        provisioner.teardown()
+        [blocked] = [i for i in provisioner.inventory() if i.kind == "blocked-connection"]
+        assert blocked.detail == "containers tried to reach past this machine"
+        assert int(blocked.name.split()[0]) > 0
+    finally:
+        target.remove(force=True)
+        outside.remove()
+        client.close()

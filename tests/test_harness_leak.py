@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 from harness_fakes import CHECKS, LEAK_SUITE, events, modes, run, write_fakes
+
+from provisioners import runstate
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +88,29 @@ def test_teardown_check_runs_last_in_its_mode_though_its_file_sorts_first(
             )
         ]
     )
+
+
+def test_teardown_leftovers_are_printed_and_recorded_when_the_leak_check_is_deselected(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_leak=LEAK_SUITE.read_text())
+    report = pytester.path / "report"
+    result = run(
+        pytester, *modes("fake=LeakyProvisioner"), "-k", "not teardown_leaves",
+        f"--ray-report-dir={report}", "--ray-run-id=t-leftovers-said",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*fake (+*): teardown left 1 thing(s):",
+            "*    container fake-head-1 (still running)",
+            "*  remove them with: * -m provisioners sweep --run-id t-leftovers-said --mode fake",
+        ]
+    )
+    record = json.loads((report / "modes" / "fake.json").read_text())
+    assert [i["name"] for i in record["inventory_after"]] == ["fake-head-1"]
+    # The run keeps its notes for that sweep.
+    assert runstate.notes("t-leftovers-said", "leftovers")[0]["items"] == [
+        "container fake-head-1 (still running)"
+    ]
+    shutil.rmtree(runstate.run_dir("t-leftovers-said"))

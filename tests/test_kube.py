@@ -190,7 +190,7 @@ def test_worker_never_ready_is_named(kind: tuple[KindCluster, Kube, str], tmp_pa
     cluster, kube, run_id = kind
     from provisioners.nodeimage import ensure_node_image
 
-    image = ensure_node_image(print, 900)
+    image = ensure_node_image(print, 900, force_build=True)  # never pulled
     cluster.load_image(image, 300)
     cluster.load_image(cluster.prepare(60).operator_image, 120)
     deployer = _UnschedulableWorker(
@@ -221,7 +221,7 @@ def test_kube_operator_passes_on_a_cluster_given_as_existing(
 
     cluster, kube, _run_id = kind
     tools = cluster.prepare(60)
-    image = ensure_node_image(print, 900)
+    image = ensure_node_image(print, 900, force_build=True)  # never pulled
     cluster.load_image(image, 300)
     cluster.load_image(tools.operator_image, 120)
     # `--flag=value`: pytest takes a bare path argument as a hint for its rootdir (and would

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import stat
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,18 +15,25 @@ import psutil
 import pytest
 import yaml
 
+from provisioners import runstate
 from provisioners.base import ClusterSpec, ProvisionError, Timeouts
 from provisioners.launcher import LAUNCHER_CONFIG, Launcher, Machine, RayUpMode, cli, config
 from provisioners.launcher.ssh import SshTarget, generate_key, wait_for_ssh
 from provisioners.runner import CommandError, CommandTimeout, run
 from provisioners.waits import wait_for
 
-# A stand-in `ray`: logs its argv, fails `up` half-way, serves a port for `dashboard -p`.
+# A stand-in `ray`: logs its argv, fails `up` half-way, serves a port for `dashboard -p`, and
+# caches the resolved config in $TMPDIR/ray-config-<hash> as every real `ray` command but
+# `up --no-config-cache` does.
 FAKE_RAY = """#!{python}
-import socket, sys, time
+import json, os, socket, sys, tempfile, time, yaml
 with open({calls!r}, "a") as f:
     f.write(" ".join(sys.argv[1:]) + "\\n")
 cmd = sys.argv[1]
+if "--no-config-cache" not in sys.argv:
+    config = yaml.safe_load(open(sys.argv[-1] if cmd != "exec" else sys.argv[-2]))
+    with open(os.path.join(tempfile.gettempdir(), "ray-config-fake"), "w") as f:
+        json.dump({{"config": config}}, f)
 if cmd == "up" and {up_fails}:
     print("Fetching the head node...\\nRunning setup commands on head\\nerror: setup failed")
     sys.exit(1)
@@ -140,18 +148,23 @@ def test_run_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
 def test_failed_up_reports_output_then_down_still_runs(
     fake_ray: Path, config_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ray._common.utils
-
-    monkeypatch.setattr(ray._common.utils, "get_default_ray_temp_dir", lambda: str(tmp_path))
-    la = Launcher(config_path, run_id="t1", log=tmp_path / "launcher.log")
+    private = tmp_path / "private" / "tmp"
+    la = Launcher(config_path, run_id="t1", log=tmp_path / "launcher.log", tmp_dir=private)
     with pytest.raises(ProvisionError, match=r"ray up exited 1: error: setup failed \(full log"):
         la.up(timeout=30)
     # What `ray up` left on this machine shows up in the inventory...
-    state = tmp_path / "cluster-rc-test-launcher.state"
+    state = private / "ray" / "cluster-rc-test-launcher.state"
+    state.parent.mkdir()
     state.write_text("{}")
     assert [str(i) for i in la.inventory()] == [f"file {state} (ray up state)"]
-    # ...and teardown's steps still run after the failure, and clear it.
+    # ...and teardown's steps still run after the failure, and clear it. `ray down` cached the
+    # whole config in the run's private temp dir (0700), never in /tmp.
     la.down(timeout=30)
+    cache = private / "ray-config-fake"
+    assert cache.exists()
+    assert private.stat().st_mode & 0o777 == 0o700
+    assert f"file {cache} (ray up state)" in [str(i) for i in la.inventory()]
+    assert not (Path(tempfile.gettempdir()) / "ray-config-fake").exists()
     la.remove_state_files()
     assert la.inventory() == []
     calls = fake_ray.read_text().splitlines()
@@ -163,21 +176,21 @@ def test_failed_up_reports_output_then_down_still_runs(
 def test_dashboard_forward_stops_its_process_and_frees_the_port(
     fake_ray: Path, config_path: Path, tmp_path: Path
 ) -> None:
-    la = Launcher(config_path, run_id="t2", log=tmp_path / "launcher.log")
+    la = Launcher(config_path, run_id="t2", log=tmp_path / "launcher.log", tmp_dir=tmp_path / "t")
     with la.dashboard(timeout=20) as endpoint:
         assert endpoint.host == "127.0.0.1"
         pids = [int(i.name) for i in la.inventory() if i.kind == "process"]
         assert len(pids) == 1
         socket.create_connection((endpoint.host, endpoint.port), timeout=2).close()
     assert not psutil.pid_exists(pids[0])
-    assert la.inventory() == []
+    assert [i for i in la.inventory() if i.kind == "process"] == []
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", endpoint.port))  # raises if the forward still holds it
 
 
 def test_exec_returns_output(fake_ray: Path, config_path: Path, tmp_path: Path) -> None:
-    la = Launcher(config_path, run_id="t3", log=tmp_path / "launcher.log")
+    la = Launcher(config_path, run_id="t3", log=tmp_path / "launcher.log", tmp_dir=tmp_path / "t")
     assert "ran ray status" in la.exec("ray status", timeout=30)
 
 
@@ -296,7 +309,11 @@ def test_driver_handle_says_how_to_remove_a_kept_cluster(
         mode.teardown()
     path = tmp_path / "work" / "cluster.yaml"
     assert handle.expected_nodes == 2
-    assert handle.access["remove"] == f"ray down -y {path}; fake rm n1 n2"
+    # As a person runs it in a clean shell: the ray CLI by its path, the run's TMPDIR (where the
+    # local provider keeps the cluster's state).
+    private = runstate.private_path("t9", "fake") / "tmp"
+    ray = tmp_path / "ray"
+    assert handle.access["remove"] == f"env TMPDIR={private} {ray} down -y {path}; fake rm n1 n2"
     assert yaml.safe_load(path.read_text())["cluster_name"] == "rc-t9-fake"
 
 

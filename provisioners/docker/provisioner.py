@@ -13,6 +13,7 @@ import contextlib
 import io
 import math
 import shlex
+import shutil
 import socket
 import tarfile
 import time
@@ -25,7 +26,7 @@ import docker.errors
 import psutil
 import requests.exceptions
 
-from provisioners import containers, nodeimage
+from provisioners import containers, nodeimage, runstate
 from provisioners.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
@@ -34,15 +35,18 @@ from provisioners.base import (
     Endpoint,
     InventoryError,
     InventoryItem,
+    NodeAddresses,
     Provisioner,
     ProvisionError,
     SupportsImageRun,
     SupportsKillNode,
+    SupportsNodeAddresses,
     SupportsNodeExec,
     SupportsSharedMemory,
     listing,
 )
 from provisioners.containers import DOCKER_HOST, ENGINE_ERRORS, docker_client, http_timeout
+from provisioners.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
 from provisioners.naming import run_name
 from provisioners.options import Option
 from provisioners.relay import free_port, tcp_relay
@@ -109,6 +113,7 @@ class DockerProvisioner:
         PUBLISH_CLIENT,
         PUBLISH_DASHBOARD,
         WORKER_COMMAND,
+        NO_EGRESS,
     )
 
     def __init__(self) -> None:
@@ -121,15 +126,20 @@ class DockerProvisioner:
         self._ids: list[str] = []  # their short ids, for the removal command
         self._published: dict[int, int] = {}  # container port -> 127.0.0.1 port
         self._shm_bytes = 0
+        self._held = False  # this provision holds the run (runstate)
+        self._egress: EgressLock | None = None
 
     # -- contract ----------------------------------------------------------------------------
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         problem = self._engine_problem(spec)
-        return [problem] if problem else []
+        missing = [problem] if problem else []
+        return missing + (EgressLock.missing(spec.mode) if spec.get(NO_EGRESS) else [])
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
+        runstate.hold(spec.run_id)
+        self._held = True
         started = time.monotonic()
         deadline = started + spec.timeouts.provision
         workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
@@ -164,6 +174,9 @@ class DockerProvisioner:
                 "(left by an earlier run with this run id? remove it or pick another run id)"
             ) from None
         self._network, self._network_id = network, str(created.short_id)
+        if spec.get(NO_EGRESS):  # before any node: nothing of the run ever had a way out
+            self._egress = EgressLock(spec.run_id, spec.mode, spec.progress)
+            self._egress.add(str(created.id))
 
         head = run_name(spec.run_id, "head")
         head_address = f"{head}:6379"
@@ -247,7 +260,8 @@ class DockerProvisioner:
         try:
             with listing(f"Docker objects of run {run_id} (no engine client)"):
                 client = self._connect(self._spec)
-            return containers.inventory(client, run_id, self._spec.mode)
+            egress = self._egress.inventory() if self._egress is not None else []
+            return containers.inventory(client, run_id, self._spec.mode) + egress
         except InventoryError as exc:
             if made_nothing:
                 return []
@@ -301,6 +315,12 @@ class DockerProvisioner:
             containers.remove(self._connect(self._spec), self._spec.run_id, self._spec.mode)
         except ENGINE_ERRORS:
             return  # no engine: nothing we could have created is reachable to remove
+        finally:
+            if self._egress is not None:
+                self._egress.remove()
+            if self._held:
+                self._held = False
+                runstate.release(self._spec.run_id)
         self._nodes, self._ids = [], []
         self._network = self._network_id = ""
         self._published = {}
@@ -309,6 +329,27 @@ class DockerProvisioner:
 
     def node_names(self) -> list[str]:
         return list(self._nodes)
+
+    # -- SupportsNodeAddresses ----------------------------------------------------------------
+
+    def node_addresses(self) -> list[NodeAddresses]:
+        # The run's network is the nodes' network: from outside it, no address of theirs may
+        # answer at all (the published ports are on this machine's loopback, checked apart).
+        client = self._connect(self._require_spec())
+        return [
+            NodeAddresses(
+                name, "", tuple(containers.addresses(client.containers.get(name)).values())
+            )
+            for name in self._nodes
+        ]
+
+    def probe_from_outside(
+        self, targets: list[tuple[str, int]], timeout: float
+    ) -> set[tuple[str, int]]:
+        spec = self._require_spec()
+        return containers.probe_from_outside(
+            self._connect(spec), self._image, spec.run_id, spec.mode, targets, timeout
+        )
 
     # -- SupportsKillNode ---------------------------------------------------------------------
 
@@ -375,7 +416,9 @@ class DockerProvisioner:
     def _removal(self, spec: ClusterSpec) -> str:
         """The command that removes what this run created, by id (for --ray-keep-cluster)."""
         host = spec.get(DOCKER_HOST)
-        docker_cli = shlex.join(["docker", "-H", host]) if host else "docker"
+        # Absolute: the command must run as printed in a clean shell.
+        docker = shutil.which("docker") or "docker"
+        docker_cli = shlex.join([docker, "-H", host]) if host else shlex.quote(docker)
         return (
             f"{docker_cli} rm -f {' '.join(self._ids)} && "
             f"{docker_cli} network rm {self._network_id}"
@@ -458,6 +501,7 @@ class DockerProvisioner:
                 shm_size=self._shm_bytes,
                 ports=ports or {},
                 detach=True,
+                **({"dns": NO_UPSTREAM_DNS} if self._egress is not None else {}),
             )
         except docker.errors.APIError as exc:
             explanation = str(exc.explanation or exc)
@@ -643,3 +687,4 @@ def _conforms(p: DockerProvisioner) -> None:
     _c: SupportsSharedMemory = p
     _d: SupportsImageRun = p
     _e: SupportsKillNode = p
+    _f: SupportsNodeAddresses = p

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import docker.errors
 
+from provisioners import runstate
 from provisioners.base import InventoryItem, ProvisionError, listing
 from provisioners.containers import docker_client, one_line
 from provisioners.kube.api import Kube
@@ -33,6 +34,8 @@ from provisioners.waits import WaitTimeout, file_lock
 KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"
 #: The kind node image with the run's Ray and operator images baked in.
 LOADED_NODE_REPO = "ray-conformance-kind-node-loaded"
+#: A `docker` first on kind's PATH that labels kind's node containers and network with the run.
+LABELS_WRAPPER_DIR = Path(__file__).resolve().parent / "labels"
 
 
 class ClusterProvider(Protocol):
@@ -74,12 +77,17 @@ class KindCluster:
         workdir: Path,
         progress: Callable[[str], None],
         reuse: bool = False,
+        mode: str = "",
+        secrets_dir: Path | None = None,
     ) -> None:
         self.run_id = run_id
         self.name = name
         self.workdir = workdir
         self.progress = progress
         self.owned = not reuse
+        self.mode = mode
+        #: Where the admin kubeconfig goes: never the report (the workdir), when given.
+        self.secrets_dir = secrets_dir
         self.tools: KubeToolchain | None = None
         self._created = False
         self._node_image: str | None = None  # the toolchain's, or one with images baked in
@@ -117,9 +125,13 @@ class KindCluster:
         assert tools is not None
         # The docker wrapper (first on PATH) swaps --privileged for its equivalent only on
         # hosts whose capability bounding set lacks what --privileged asks for (ours).
-        dirs = [str(d) for d in tools.path_dirs]
+        # Then the labels wrapper: the toolchain's takes the first other `docker` on PATH as
+        # the real one, and the labels wrapper hands on to the next after itself.
+        dirs = [*(str(d) for d in tools.path_dirs), str(LABELS_WRAPPER_DIR)]
         return {
             "PATH": os.pathsep.join([*dirs, os.environ.get("PATH", "")]),
+            # Read by the labels wrapper: kind's node containers and network carry the run's.
+            **runstate.run_env(self.run_id, self.mode),
             # A network of the cluster's own, removed with it: kind's shared `kind` network
             # outlives every cluster (and would tie two runs' clusters together).
             "KIND_EXPERIMENTAL_DOCKER_NETWORK": self.name,
@@ -132,7 +144,7 @@ class KindCluster:
 
     @property
     def kubeconfig(self) -> Path:
-        return self.workdir / "kubeconfig"
+        return (self.secrets_dir or self.workdir) / "kubeconfig"
 
     def create(self, timeout: float) -> Kube:
         deadline = time.monotonic() + timeout
@@ -168,7 +180,7 @@ class KindCluster:
                 raise ProvisionError(
                     f"--ray-kind-cluster {self.name}: no such kind cluster ({exc})"
                 ) from None
-            self.kubeconfig.write_text(out)
+            runstate.write_private(self.kubeconfig, out)
         return Kube(
             self.kubeconfig,
             cache_file=self.workdir / "discovery.json",
@@ -263,7 +275,9 @@ class KindCluster:
     def remove_command(self) -> str:
         if not self.owned:
             return ""
-        return f"kind delete cluster --name {self.name} && docker network rm {self.name}"
+        # kind is in the project's cache, not on PATH: the sweep removes the cluster's node
+        # containers and network by the run's labels, and the kubeconfig, from any shell.
+        return runstate.sweep_command(self.run_id, self.mode)
 
 
 def node_image_with(

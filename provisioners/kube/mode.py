@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from provisioners import runstate
 from provisioners.base import (
     CLIENT_PORT,
     ClusterHandle,
@@ -77,6 +78,7 @@ class OperatorMode:
         self._cluster: ClusterProvider | None = None
         self._kube: Kube | None = None
         self._deployer: KubeRayDeployer | None = None
+        self._held = False  # this provision holds the run (runstate)
 
     # -- what a mode supplies ---------------------------------------------------------
 
@@ -116,6 +118,8 @@ class OperatorMode:
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
+        runstate.hold(spec.run_id)
+        self._held = True
         cluster = self._cluster = self.make_cluster(spec)
         self.prepare(spec)
         deadline = time.monotonic() + spec.timeouts.provision
@@ -128,6 +132,18 @@ class OperatorMode:
             local.append(operator.image)
         cluster.preload(local, _left(deadline))  # into the node image, where the cluster allows
         kube = self._kube = cluster.create(_left(deadline))
+        namespace = run_name(spec.run_id, spec.mode)
+        if not cluster.owned:
+            # Before anything is applied: where a sweep after a crash finds the run's objects
+            # on a cluster that outlives the run.
+            runstate.note(
+                spec.run_id,
+                spec.mode,
+                "kube",
+                kubeconfig=str(kube.kubeconfig),
+                context=kube.context,
+                namespace=namespace,
+            )
         t0 = time.monotonic()
         version = kube.server_version(min(spec.timeouts.preflight, _left(deadline)))
         spec.progress(
@@ -138,7 +154,7 @@ class OperatorMode:
         deployer = self._deployer = KubeRayDeployer(
             kube,
             run_id=spec.run_id,
-            namespace=run_name(spec.run_id, spec.mode),
+            namespace=namespace,
             name=run_name(spec.run_id, "ray", limit=40),  # KubeRay adds suffixes to pod names
             image=image,
             size=RaySize(workers=workers),
@@ -158,7 +174,9 @@ class OperatorMode:
             f"head runs Ray {ray_version}, Python {python_version} (read in {time.monotonic() - t0:.1f} s)"
         )
         ns = deployer.namespace
-        kubectl = shlex.join([kube.kubectl_path, "--kubeconfig", str(kube.kubeconfig)])
+        # Absolute: the printed commands must run as printed in a clean shell.
+        kubectl_path = shutil.which(kube.kubectl_path) or kube.kubectl_path
+        kubectl = shlex.join([kubectl_path, "--kubeconfig", str(kube.kubeconfig)])
         remove = [f"{kubectl} delete raycluster -n {ns} {deployer.name}"]
         remove.append(
             f"{kubectl} delete clusterrole,clusterrolebinding,crd -l ray-conformance.run-id={spec.run_id}"
@@ -196,6 +214,10 @@ class OperatorMode:
                 items += self._deployer.inventory()
         if self._cluster is not None:
             items += self._cluster.inventory()
+        if self._spec is not None:
+            private = runstate.private_path(self._spec.run_id, self._spec.mode)
+            if private.exists():
+                items.append(InventoryItem("directory", str(private), self._spec.run_id, "the cluster's kubeconfig"))  # fmt: skip
         return items
 
     def collect_diagnostics(self, dest: Path) -> None:
@@ -227,6 +249,10 @@ class OperatorMode:
             finally:
                 if self._kube is not None:
                     self._kube.close()
+                runstate.remove_private_dir(spec.run_id, spec.mode)
+                if self._held:
+                    self._held = False
+                    runstate.release(spec.run_id)
 
     # -- SupportsNodeExec ---------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import contextlib
 import getpass
 import hashlib
 import json
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -21,12 +22,33 @@ from typing import Any
 import psutil
 import yaml
 
+from provisioners import runstate
 from provisioners.base import DASHBOARD_PORT, Endpoint, InventoryItem, ProvisionError
 from provisioners.launcher.ssh import SshTarget
 from provisioners.processes import ray_cli
 from provisioners.relay import free_port
 from provisioners.runner import Background, CommandError, run, run_full
 from provisioners.waits import port_accepts, port_is_free
+
+
+def control_dir(cluster_name: str) -> Path:
+    """Where Ray's SSH runner keeps a cluster's ControlMaster sockets (Ray's own formula).
+
+    Unique per cluster name, so per run; outside the workdir, hence in the inventory.
+    """
+    user = hashlib.sha256(getpass.getuser().encode()).hexdigest()[:10]
+    cluster = hashlib.sha256(cluster_name.encode()).hexdigest()[:10]
+    return Path(f"/tmp/ray_ssh_{user}/{cluster}")
+
+
+def config_caches(tmp: Path, cluster_name: str) -> list[Path]:
+    """Ray's ``ray-config-<hash>`` caches in ``tmp`` of the cluster ``cluster_name``."""
+    found = []
+    for cache in tmp.glob("ray-config-*"):
+        with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):
+            if json.loads(cache.read_text())["config"].get("cluster_name") == cluster_name:
+                found.append(cache)
+    return found
 
 
 class Launcher:
@@ -39,6 +61,7 @@ class Launcher:
         run_id: str,
         log: Path,
         env: Mapping[str, str] | None = None,
+        tmp_dir: Path,
         progress: Callable[[str], None] = lambda _msg: None,
     ) -> None:
         self.config_path = config_path
@@ -46,8 +69,21 @@ class Launcher:
         self.cluster_name = str(self.config["cluster_name"])
         self.run_id = run_id
         self.log = log
-        # Usage stats would phone home; colour codes would clutter the logs we keep.
-        self.env = {"RAY_USAGE_STATS_ENABLED": "0", "TERM": "dumb", **(env or {})}
+        #: Ray's temp files of this cluster: every `ray` command but `up --no-config-cache` writes
+        #: the whole resolved config (provider credentials included) to ``$TMPDIR/ray-config-*``,
+        #: world-readable under the usual umask; in the run's private dir it is neither.
+        self.tmp_dir = tmp_dir
+        tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp_dir.chmod(0o700)
+        # Usage stats would phone home; colour codes would clutter the logs we keep. RC_RUN_ID
+        # marks every process of the run (ssh children too) for a sweep after a crash.
+        self.env = {
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "TERM": "dumb",
+            **runstate.run_env(run_id),
+            "TMPDIR": str(tmp_dir),
+            **(env or {}),
+        }
         self.progress = progress
         self.helpers = Background(run_id, log.parent, self.env)
         self._head_ip: str | None = None
@@ -88,8 +124,13 @@ class Launcher:
         except (ProvisionError, CommandError) as e:
             self.progress(f"ray down failed, removing nodes anyway: {str(e).splitlines()[0]}")
 
+    def command(self, *args: str) -> str:
+        """``ray <args> <yaml>`` as a person runs it in a clean shell: absolute paths, and the
+        run's TMPDIR (Ray's config cache stays out of /tmp; the local provider's state is there)."""
+        return shlex.join(["env", f"TMPDIR={self.tmp_dir}", *self._ray(*args, log_style=False)])
+
     def down_command(self) -> str:
-        return f"ray down -y {self.config_path}"
+        return self.command("down", "-y")
 
     def head_ip(self, timeout: float = 60.0) -> str:
         """The head's address as the launcher sees it (``ray get-head-ip``)."""
@@ -168,13 +209,7 @@ class Launcher:
         return str(Path(key).expanduser()) if key else None
 
     def control_dir(self) -> Path:
-        """Where Ray's SSH runner keeps this cluster's ControlMaster sockets (Ray's own formula).
-
-        Unique per cluster name, so per run; outside the workdir, hence in the inventory.
-        """
-        user = hashlib.sha256(getpass.getuser().encode()).hexdigest()[:10]
-        cluster = hashlib.sha256(self.cluster_name.encode()).hexdigest()[:10]
-        return Path(f"/tmp/ray_ssh_{user}/{cluster}")
+        return control_dir(self.cluster_name)
 
     def _own_ssh(self) -> list[psutil.Process]:
         """ssh processes of this run: on its key (tunnels, ``ray`` commands), or its
@@ -195,16 +230,14 @@ class Launcher:
         ``/tmp/ray/cluster-*``, and ``ray up``'s resolved-config cache ``/tmp/ray-config-<hash>``
         (a copy of the whole config, provider credentials included), recognised by the run's
         cluster name inside it."""
-        from ray._common.utils import get_default_ray_temp_dir
-
-        base = Path(get_default_ray_temp_dir())  # type: ignore[no-untyped-call]
-        paths = (base / f"cluster-{self.cluster_name}.{suffix}" for suffix in ("state", "lock"))
-        found = [p for p in paths if p.exists()]
-        for cache in Path(tempfile.gettempdir()).glob("ray-config-*"):
-            with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):
-                if json.loads(cache.read_text())["config"].get("cluster_name") == self.cluster_name:
-                    found.append(cache)
-        return found
+        found: list[Path] = []
+        for tmp in dict.fromkeys([self.tmp_dir, Path(tempfile.gettempdir())]):
+            base = tmp / "ray"
+            found += [
+                base / f"cluster-{self.cluster_name}.{suffix}" for suffix in ("state", "lock")
+            ]
+            found += config_caches(tmp, self.cluster_name)
+        return [p for p in found if p.exists()]
 
     def remove_state_files(self) -> None:
         for path in self.state_files():

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from provisioners import runstate
 from provisioners.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
@@ -84,6 +85,7 @@ class RayUpMode:
         self.launcher: Launcher | None = None
         self._up_started = False  # `up` ran: Ray may be running somewhere
         self._torn_down = False
+        self._held = False  # this provision holds the run (runstate)
 
     # --- Hooks: what a mode supplies ----------------------------------------------------------
 
@@ -208,8 +210,14 @@ class RayUpMode:
         config.validate(rendered, source=f"{spec.mode} cluster config")
         return rendered
 
+    def private_dir(self) -> Path:
+        """The mode's 0700 directory outside the report: keys, credentials, Ray's temp files."""
+        return runstate.private_dir(self.spec.run_id, self.spec.mode)
+
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
+        runstate.hold(spec.run_id)
+        self._held = True
         started = time.monotonic()
         self._deadline = started + spec.timeouts.provision
         spec.workdir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +231,13 @@ class RayUpMode:
         path = self.write_config(self.render(self.machines))
         self.launcher = Launcher(
             path, run_id=spec.run_id, log=spec.workdir / "launcher.log",
-            env=self.launcher_env(), progress=spec.progress,
+            env={**runstate.run_env(spec.run_id, spec.mode), **self.launcher_env()},
+            progress=spec.progress, tmp_dir=self.private_dir() / "tmp",
+        )  # fmt: skip
+        # Before `ray up`: Ray's files of this cluster outside the run's dirs, for a sweep.
+        runstate.note(
+            spec.run_id, spec.mode, "ray-cluster", name=self.launcher.cluster_name,
+            tmp_dir=str(self.launcher.tmp_dir),
         )  # fmt: skip
         spec.progress(
             f"starting Ray on {len(self.machines)} machine(s)" if self.machines else "starting Ray"
@@ -292,22 +306,31 @@ class RayUpMode:
             return
         first = not self._torn_down
         self._torn_down = True
-        if self.launcher is not None:
-            self.launcher.close()  # tunnels first: they hold ssh sessions to the head
-        if first and self._up_started:
-            self.down(self.spec.timeouts.provision / 4)
-        if self.launcher is not None:
-            self.launcher.close()  # `ray down`'s own ssh control masters
-        self.remove_machines()
-        if self.launcher is not None:
-            self.launcher.remove_state_files()
-        self.remove_files()
+        try:
+            if self.launcher is not None:
+                self.launcher.close()  # tunnels first: they hold ssh sessions to the head
+            if first and self._up_started:
+                self.down(self.spec.timeouts.provision / 4)
+            if self.launcher is not None:
+                self.launcher.close()  # `ray down`'s own ssh control masters
+            self.remove_machines()
+            if self.launcher is not None:
+                self.launcher.remove_state_files()
+            self.remove_files()
+            runstate.remove_private_dir(self.spec.run_id, self.spec.mode)
+        finally:
+            if self._held:
+                self._held = False
+                runstate.release(self.spec.run_id)
 
     def inventory(self) -> list[InventoryItem]:
         if self._spec is None:
             return []
         items = self.launcher.inventory() if self.launcher else []
         items += self.leak_query()
+        private = runstate.private_path(self.spec.run_id, self.spec.mode)
+        if private.exists():
+            items.append(InventoryItem("directory", str(private), self.spec.run_id, "the run's keys and Ray's temp files"))  # fmt: skip
         return list({(i.kind, i.name): i for i in items}.values())
 
     def collect_diagnostics(self, dest: Path) -> None:
@@ -352,7 +375,8 @@ class SshRayUpMode(RayUpMode):
     def prepare_access(self) -> None:
         self.ssh_user, key = self.identity()
         if key is None:
-            key = self._generated_key = generate_key(self.spec.workdir)
+            # Outside the report: the run's private dir (removed at teardown).
+            key = self._generated_key = generate_key(self.private_dir())
         self.ssh_key = key
 
     def reach(self, machines: Sequence[Machine], timeout: float) -> None:
@@ -389,11 +413,11 @@ class SshRayUpMode(RayUpMode):
         return ray_version, python_version
 
     def access(self) -> dict[str, str]:
-        path = self.require_launcher().config_path
+        launcher = self.require_launcher()
         return {
             "ssh": shlex.join(self.target(self.head()).argv()),
-            "dashboard": f"ray dashboard {path}",
-            "exec": f"ray exec {path} 'ray status'",
+            "dashboard": launcher.command("dashboard"),
+            "exec": launcher.command("exec") + " 'ray status'",
         }
 
     def node_logs(self, dest: Path) -> None:
