@@ -187,6 +187,25 @@ class AutoscalingLimits:
     scale_down_timeout_s: float  # bound for idle workers to be gone, idle timeout included
 
 
+@dataclass(frozen=True)
+class IngressRoute:
+    """An ingress in front of the head: where it listens and the host its routes answer to."""
+
+    address: str  # HOST:PORT of the ingress controller, as reached from this machine
+    host: str  # the name its routes match: sent as Host (HTTP/1) and :authority (gRPC)
+    dashboard_prefix: str  # the path prefix routed to the dashboard, ending in "/"
+    controller: str  # who serves it, for messages ("Traefik in rc-...")
+
+
+@runtime_checkable
+class SupportsIngress(Protocol):
+    """A mode that routes the dashboard and Ray Client (gRPC) to the head through an ingress."""
+
+    def ingress_route(self) -> IngressRoute | None:
+        """The run's ingress route; None when this run has none (nothing was asked for)."""
+        ...
+
+
 @contextlib.contextmanager
 def direct_endpoint(host: str, port: int) -> Iterator[Endpoint]:
     """A "forward" for a port that is already on loopback (local mode, published ports)."""

@@ -13,10 +13,12 @@ import shutil
 from typing import Any, ClassVar
 
 from provisioners import containers, nodeimage
-from provisioners.base import ClusterSpec
+from provisioners.base import ClusterSpec, IngressRoute, ProvisionError
+from provisioners.kube import artifacts, ingress
 from provisioners.kube.clusters import KindCluster
-from provisioners.kube.kuberay import OperatorSource
+from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource
 from provisioners.kube.mode import KUBERAY_VERSION, OPERATOR_IMAGE, OPERATOR_INSTALL, OperatorMode
+from provisioners.kube.toolchain import ToolchainUnavailable
 from provisioners.naming import run_name
 from provisioners.options import Option
 
@@ -28,6 +30,12 @@ TOOLCHAIN_TIMEOUT = Option.seconds(
     "kind-operator: bound for the one-time offline build of kind, Kubernetes and KubeRay (about 15 min cold on 2 cores)",
     2400.0,
 )
+INGRESS = Option.choice(
+    "ingress",
+    f"kind-operator: the ingress controller put in front of the head (Traefik {artifacts.TRAEFIK_VERSION}, built from its Go module), or none",
+    ("traefik", "none"),
+    "traefik",
+)
 
 
 class KindOperatorProvisioner(OperatorMode):
@@ -37,6 +45,7 @@ class KindOperatorProvisioner(OperatorMode):
         *OperatorMode.OPTIONS,
         KIND_CLUSTER,
         TOOLCHAIN_TIMEOUT,
+        INGRESS,
         nodeimage.IMAGE,
         nodeimage.IMAGE_BUILD,
         containers.DOCKER_HOST,
@@ -69,6 +78,27 @@ class KindOperatorProvisioner(OperatorMode):
         cluster = self._cluster
         assert isinstance(cluster, KindCluster)
         cluster.prepare(spec.get(TOOLCHAIN_TIMEOUT))
+        if spec.get(INGRESS) == "traefik":
+            self._traefik(spec, spec.get(TOOLCHAIN_TIMEOUT))
+
+    def _traefik(self, spec: ClusterSpec, timeout: float) -> str:
+        try:
+            return artifacts.ensure_traefik(spec.progress, timeout).image
+        except ToolchainUnavailable as exc:
+            raise ProvisionError(f"ingress controller: {exc}") from None
+
+    def deploy_ingress(
+        self, spec: ClusterSpec, deployer: KubeRayDeployer, kube_version: str, timeout: float
+    ) -> IngressRoute | None:
+        if spec.get(INGRESS) == "none":
+            return None
+        cluster = self._cluster
+        assert isinstance(cluster, KindCluster)
+        image = self._traefik(spec, timeout)
+        cluster.load_image(image, timeout)
+        return ingress.deploy_traefik(
+            deployer, image, cluster.node_address(), kube_version, timeout
+        )
 
     def node_image(self, spec: ClusterSpec, timeout: float) -> str:
         return nodeimage.ensure_node_image(
@@ -101,8 +131,14 @@ def _go_beside() -> bool:
 
 def _conforms(p: KindOperatorProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsKillNode, SupportsNodeExec
+    from provisioners.base import (
+        Provisioner,
+        SupportsIngress,
+        SupportsKillNode,
+        SupportsNodeExec,
+    )
 
     _a: Provisioner = p
     _b: SupportsNodeExec = p
     _c: SupportsKillNode = p
+    _d: SupportsIngress = p

@@ -81,6 +81,20 @@ def _toolchain(say: Say, timeout: float) -> str:
     return f"{tools.node_image}, KubeRay {tools.kuberay_version}"
 
 
+def _kube_artifacts(say: Say, timeout: float) -> str:
+    """What kind runs add to the toolchain, each cached by its own version (Traefik)."""
+    from provisioners.kube import artifacts
+    from provisioners.kube.toolchain.build import ToolchainUnavailable
+
+    _engine()
+    try:
+        return artifacts.ensure_traefik(say, timeout).image
+    except ToolchainUnavailable as exc:
+        if "not on PATH" in str(exc):
+            raise Unavailable(str(exc)) from None
+        raise ProvisionError(str(exc)) from None
+
+
 def _legacy_wheel(say: Say, timeout: float) -> str:
     from provisioners.kind_rayup import legacy_wheel
 
@@ -97,6 +111,7 @@ STEPS: tuple[Step, ...] = (
     Step("aws-image", "the AWS rehearsal image (+ boto3, moto)", 900, _rehearsal_image("provisioners.aws_rehearsal")),
     Step("ibm-image", "the IBM rehearsal image (+ the Gen2 connector)", 900, _rehearsal_image("provisioners.ibm_rehearsal")),
     Step("kube-toolchain", "the offline Kubernetes toolchain (kind, Kubernetes, KubeRay)", 3000, _toolchain),
+    Step("kube-artifacts", "the kind runs' ingress controller (Traefik, from its Go module)", 1800, _kube_artifacts),
     Step("legacy-wheel", "Ray 2.1.0's wheel (kind-rayup's schema check)", 300, _legacy_wheel),
 )  # fmt: skip
 
@@ -104,7 +119,7 @@ STEPS: tuple[Step, ...] = (
 #: Steps that build on one another, in order; the chains themselves run side by side.
 CHAINS: tuple[tuple[str, ...], ...] = (
     ("node-image", "aws-image", "ibm-image"),
-    ("kube-toolchain",),
+    ("kube-toolchain", "kube-artifacts"),
     ("legacy-wheel",),
 )
 

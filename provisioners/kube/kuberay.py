@@ -51,6 +51,7 @@ NAMESPACED_KINDS = (
     ("v1", "PersistentVolumeClaim"),
     ("apps/v1", "Deployment"),
     ("batch/v1", "Job"),
+    ("networking.k8s.io/v1", "Ingress"),
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("ray.io/v1", "RayCluster"),

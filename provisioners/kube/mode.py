@@ -18,9 +18,11 @@ from provisioners.base import (
     ClusterHandle,
     ClusterSpec,
     Endpoint,
+    IngressRoute,
     InventoryItem,
     ProvisionError,
 )
+from provisioners.kube import ingress
 from provisioners.kube.api import Kube
 from provisioners.kube.clusters import ClusterProvider
 from provisioners.kube.kuberay import GCS_PORT, KubeRayDeployer, OperatorSource, RaySize
@@ -77,6 +79,7 @@ class OperatorMode:
         self._cluster: ClusterProvider | None = None
         self._kube: Kube | None = None
         self._deployer: KubeRayDeployer | None = None
+        self._ingress: IngressRoute | None = None
 
     # -- what a mode supplies ---------------------------------------------------------
 
@@ -105,6 +108,12 @@ class OperatorMode:
 
     def before_deploy(self, spec: ClusterSpec, deployer: KubeRayDeployer, timeout: float) -> None:
         """Cluster set-up a mode needs before the operator and Ray pods (OpenShift's grants)."""
+
+    def deploy_ingress(
+        self, spec: ClusterSpec, deployer: KubeRayDeployer, kube_version: str, timeout: float
+    ) -> IngressRoute | None:
+        """An ingress to the head (``provisioners/kube/ingress.py``), where the mode has one."""
+        return None
 
     # -- Provisioner --------------------------------------------------------------------
 
@@ -144,6 +153,7 @@ class OperatorMode:
         )
         self.before_deploy(spec, deployer, _left(deadline))
         deployer.deploy(version, deadline, spec.timeouts.node_join)
+        self._ingress = self.deploy_ingress(spec, deployer, version, _left(deadline))
         head = deployer.pods()[0]["metadata"]["name"]
         py = deployer.exec(head, ["python", "-c", "import sys, ray; print(ray.__version__, '%d.%d' % sys.version_info[:2])"], 60)  # fmt: skip
         ray_version, python_version = py.split()[-2:]
@@ -167,6 +177,7 @@ class OperatorMode:
                 "pods": f"{kubectl} get pods -n {ns}",
                 "dashboard": f"{kubectl} port-forward -n {ns} service/{deployer.head_service} 8265",
                 "client": f"{kubectl} port-forward -n {ns} service/{deployer.head_service} {CLIENT_PORT}",
+                **(ingress.as_mapping(self._ingress) if self._ingress else {}),
                 "remove": " && ".join(remove),
             },
         )  # fmt: skip
@@ -216,6 +227,11 @@ class OperatorMode:
             finally:
                 if self._kube is not None:
                     self._kube.close()
+
+    # -- SupportsIngress ----------------------------------------------------------------
+
+    def ingress_route(self) -> IngressRoute | None:
+        return self._ingress
 
     # -- SupportsNodeExec ---------------------------------------------------------------
 
