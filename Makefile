@@ -49,7 +49,8 @@ test-run:
 	# testpaths: the suites, on every mode this machine can run (AWS rehearsed on moto, IBM on
 	# the VPC stand-in with the connector's fix, OpenShift's rules rehearsed on a kind cluster).
 	# --ray-image-build: the node image is built here (cached), so no test asks a registry.
-	$(PY) -m pytest --ray-image-build --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
+	# --ray-head-loss: the head-loss checks are opt-in (a plain run never kills its head).
+	$(PY) -m pytest --ray-image-build --ray-head-loss --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .

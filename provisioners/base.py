@@ -166,6 +166,19 @@ class SupportsKillNode(Protocol):
 
 
 @runtime_checkable
+class SupportsKillHead(Protocol):
+    """A mode that can take the head node away abruptly (the head-loss checks)."""
+
+    def kill_head(self) -> str:
+        """Stop the head node without warning (no drain); return its IP as Ray reported it."""
+        ...
+
+    def recovers_head(self) -> bool:
+        """True when the platform brings a new head up by itself (an operator's reconcile)."""
+        ...
+
+
+@runtime_checkable
 class SupportsAutoscaling(Protocol):
     """A mode whose cluster adds workers on demand and removes idle ones."""
 

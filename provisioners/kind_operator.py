@@ -134,6 +134,7 @@ def _conforms(p: KindOperatorProvisioner) -> None:
     from provisioners.base import (
         Provisioner,
         SupportsIngress,
+        SupportsKillHead,
         SupportsKillNode,
         SupportsNodeExec,
     )
@@ -142,3 +143,4 @@ def _conforms(p: KindOperatorProvisioner) -> None:
     _b: SupportsNodeExec = p
     _c: SupportsKillNode = p
     _d: SupportsIngress = p
+    _e: SupportsKillHead = p

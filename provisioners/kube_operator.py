@@ -77,6 +77,7 @@ def _conforms(p: KubeOperatorProvisioner) -> None:
     from provisioners.base import (
         Provisioner,
         SupportsIngress,
+        SupportsKillHead,
         SupportsKillNode,
         SupportsNodeExec,
     )
@@ -85,3 +86,4 @@ def _conforms(p: KubeOperatorProvisioner) -> None:
     _b: SupportsNodeExec = p
     _c: SupportsKillNode = p
     _d: SupportsIngress = p
+    _e: SupportsKillHead = p

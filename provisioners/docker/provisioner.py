@@ -36,6 +36,7 @@ from provisioners.base import (
     Provisioner,
     ProvisionError,
     SupportsImageRun,
+    SupportsKillHead,
     SupportsKillNode,
     SupportsNodeExec,
     SupportsSharedMemory,
@@ -317,6 +318,20 @@ class DockerProvisioner:
         return str(ip)
 
     def replaces_lost_nodes(self) -> bool:
+        return False
+
+    def kill_head(self) -> str:
+        """SIGKILL the head's container: the head machine lost; nothing starts another."""
+        spec = self._require_spec()
+        if not self._nodes:
+            raise RuntimeError("docker: no head container to kill")
+        container = self._connect(spec).containers.get(self._nodes[0])
+        networks = container.attrs["NetworkSettings"]["Networks"]
+        ip = next(iter(networks.values()))["IPAddress"]
+        container.kill()
+        return str(ip)
+
+    def recovers_head(self) -> bool:
         return False
 
     def node_exec(self, node: str, argv: list[str], timeout: float) -> str:
@@ -635,3 +650,4 @@ def _conforms(p: DockerProvisioner) -> None:
     _c: SupportsSharedMemory = p
     _d: SupportsImageRun = p
     _e: SupportsKillNode = p
+    _f: SupportsKillHead = p

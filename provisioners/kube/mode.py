@@ -260,6 +260,27 @@ class OperatorMode:
     def replaces_lost_nodes(self) -> bool:
         return True
 
+    # -- SupportsKillHead ---------------------------------------------------------------
+
+    def kill_head(self) -> str:
+        """Delete the head pod with no grace period; the operator should start a new head."""
+        pods = self._require().pods()
+        head = next(
+            (
+                p
+                for p in pods
+                if (p["metadata"].get("labels") or {}).get("ray.io/node-type") == "head"
+            ),
+            None,
+        )
+        if head is None:
+            raise RuntimeError("no head pod to delete")
+        self._require().delete_pod(head["metadata"]["name"])
+        return str((head.get("status") or {}).get("podIP", ""))
+
+    def recovers_head(self) -> bool:
+        return True
+
     # -- helpers ------------------------------------------------------------------------
 
     def _require(self) -> KubeRayDeployer:
