@@ -50,7 +50,9 @@ test-run:
 	# the VPC stand-in with the connector's fix, OpenShift's rules rehearsed on a kind cluster).
 	# --ray-image-build: the node image is built here (cached), so no test asks a registry.
 	# --ray-head-loss: the head-loss checks are opt-in (a plain run never kills its head).
-	$(PY) -m pytest --ray-image-build --ray-head-loss --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
+	# --ray-operator-upgrade-from: kind-operator's RayCluster starts under KubeRay v1.4.0 and the
+	# upgrade check moves it to v1.5.0 in place.
+	$(PY) -m pytest --ray-image-build --ray-head-loss --ray-operator-upgrade-from=v1.4.0 --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .

@@ -178,6 +178,33 @@ class SupportsKillHead(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class OperatorUpgrade:
+    """An operator upgrade a run was asked for: the platform's operator, from and to."""
+
+    operator: str  # "KubeRay"
+    from_version: str
+    to_version: str
+
+
+@runtime_checkable
+class SupportsOperatorUpgrade(Protocol):
+    """A mode whose cluster is run by an operator that can be upgraded in place under it."""
+
+    def operator_upgrade(self) -> OperatorUpgrade | None:
+        """The upgrade this run was asked for (the cluster runs under ``from_version``); else None."""
+        ...
+
+    def upgrade_operator(self, timeout: float) -> str:
+        """Upgrade the operator in place to ``to_version`` and wait until only it runs; say what runs."""
+        ...
+
+    def reconcile_probe(self, timeout: float) -> str:
+        """Take away one object the operator owns for the cluster and wait until the operator
+        makes it again; say what it saw. Raise ``RuntimeError`` naming what did not come back."""
+        ...
+
+
 @runtime_checkable
 class SupportsAutoscaling(Protocol):
     """A mode whose cluster adds workers on demand and removes idle ones."""

@@ -17,7 +17,14 @@ from provisioners.base import ClusterSpec, IngressRoute, ProvisionError
 from provisioners.kube import artifacts, ingress
 from provisioners.kube.clusters import KindCluster
 from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource
-from provisioners.kube.mode import KUBERAY_VERSION, OPERATOR_IMAGE, OPERATOR_INSTALL, OperatorMode
+from provisioners.kube.mode import (
+    KUBERAY_VERSION,
+    OPERATOR_IMAGE,
+    OPERATOR_INSTALL,
+    OPERATOR_UPGRADE_FROM,
+    OPERATOR_VERSION,
+    OperatorMode,
+)
 from provisioners.kube.toolchain import ToolchainUnavailable
 from provisioners.naming import run_name
 from provisioners.options import Option
@@ -43,6 +50,7 @@ class KindOperatorProvisioner(OperatorMode):
 
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         *OperatorMode.OPTIONS,
+        OPERATOR_UPGRADE_FROM,
         KIND_CLUSTER,
         TOOLCHAIN_TIMEOUT,
         INGRESS,
@@ -80,6 +88,10 @@ class KindOperatorProvisioner(OperatorMode):
         cluster.prepare(spec.get(TOOLCHAIN_TIMEOUT))
         if spec.get(INGRESS) == "traefik":
             self._traefik(spec, spec.get(TOOLCHAIN_TIMEOUT))
+        if spec.get(OPERATOR_INSTALL) == "manifests":  # other KubeRay releases, built once too
+            for version in {spec.get(OPERATOR_VERSION), spec.get(OPERATOR_UPGRADE_FROM)}:
+                if version is not None:
+                    offline_operator(cluster, spec, spec.get(TOOLCHAIN_TIMEOUT), version)
 
     def _traefik(self, spec: ClusterSpec, timeout: float) -> str:
         try:
@@ -110,17 +122,29 @@ class KindOperatorProvisioner(OperatorMode):
             run_id=spec.run_id,
         )
 
-    def operator_source(self, spec: ClusterSpec, timeout: float) -> OperatorSource | None:
+    def operator_source(
+        self, spec: ClusterSpec, timeout: float, version: str
+    ) -> OperatorSource | None:
         if spec.get(OPERATOR_INSTALL) == "none":
             return None
         cluster = self._cluster
         assert isinstance(cluster, KindCluster)
+        return offline_operator(cluster, spec, timeout, version)
+
+
+def offline_operator(
+    cluster: KindCluster, spec: ClusterSpec, timeout: float, version: str
+) -> OperatorSource:
+    """KubeRay ``version`` built here: the toolchain's own release, else a cached artifact."""
+    given = spec.get(OPERATOR_IMAGE) if version == spec.get(OPERATOR_VERSION) else None
+    if version == KUBERAY_VERSION:
         tools = cluster.prepare(timeout)
-        return OperatorSource(
-            KUBERAY_VERSION,
-            tools.operator_manifests,
-            spec.get(OPERATOR_IMAGE) or tools.operator_image,
-        )
+        return OperatorSource(version, tools.operator_manifests, given or tools.operator_image)
+    try:
+        built = artifacts.ensure_kuberay(version, spec.progress, timeout)
+    except ToolchainUnavailable as exc:
+        raise ProvisionError(f"KubeRay {version}: {exc}") from None
+    return OperatorSource(version, built.manifests, given or built.image)
 
 
 def _go_beside() -> bool:
@@ -137,6 +161,7 @@ def _conforms(p: KindOperatorProvisioner) -> None:
         SupportsKillHead,
         SupportsKillNode,
         SupportsNodeExec,
+        SupportsOperatorUpgrade,
     )
 
     _a: Provisioner = p
@@ -144,3 +169,4 @@ def _conforms(p: KindOperatorProvisioner) -> None:
     _c: SupportsKillNode = p
     _d: SupportsIngress = p
     _e: SupportsKillHead = p
+    _f: SupportsOperatorUpgrade = p

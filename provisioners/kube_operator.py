@@ -17,7 +17,7 @@ from provisioners.base import ClusterSpec, IngressRoute
 from provisioners.kube import ingress
 from provisioners.kube.clusters import ExistingCluster
 from provisioners.kube.kuberay import KubeRayDeployer
-from provisioners.kube.mode import OperatorMode
+from provisioners.kube.mode import OPERATOR_UPGRADE_FROM, OperatorMode
 from provisioners.options import Option
 
 KUBECONFIG = Option.path("kubeconfig", "kube-operator: kubeconfig of the cluster to test")
@@ -32,6 +32,7 @@ class KubeOperatorProvisioner(OperatorMode):
 
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         *OperatorMode.OPTIONS,
+        OPERATOR_UPGRADE_FROM,
         KUBECONFIG,
         KUBE_CONTEXT,
         KUBECTL,
@@ -80,6 +81,7 @@ def _conforms(p: KubeOperatorProvisioner) -> None:
         SupportsKillHead,
         SupportsKillNode,
         SupportsNodeExec,
+        SupportsOperatorUpgrade,
     )
 
     _a: Provisioner = p
@@ -87,3 +89,4 @@ def _conforms(p: KubeOperatorProvisioner) -> None:
     _c: SupportsKillNode = p
     _d: SupportsIngress = p
     _e: SupportsKillHead = p
+    _f: SupportsOperatorUpgrade = p

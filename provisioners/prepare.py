@@ -82,13 +82,21 @@ def _toolchain(say: Say, timeout: float) -> str:
 
 
 def _kube_artifacts(say: Say, timeout: float) -> str:
-    """What kind runs add to the toolchain, each cached by its own version (Traefik)."""
+    """What kind runs add to the toolchain, each cached by its own version: Traefik, and the
+    KubeRay releases besides the toolchain's (``--ray-operator-version``, the upgrade check)."""
     from provisioners.kube import artifacts
+    from provisioners.kube.mode import KUBERAY_VERSION, KUBERAY_VERSIONS
     from provisioners.kube.toolchain.build import ToolchainUnavailable
 
     _engine()
+    deadline = time.monotonic() + timeout
     try:
-        return artifacts.ensure_traefik(say, timeout).image
+        built = [artifacts.ensure_traefik(say, timeout).image]
+        for version in KUBERAY_VERSIONS:
+            if version != KUBERAY_VERSION:
+                left = deadline - time.monotonic()
+                built.append(artifacts.ensure_kuberay(version, say, left).image)
+        return ", ".join(built)
     except ToolchainUnavailable as exc:
         if "not on PATH" in str(exc):
             raise Unavailable(str(exc)) from None
@@ -111,7 +119,7 @@ STEPS: tuple[Step, ...] = (
     Step("aws-image", "the AWS rehearsal image (+ boto3, moto)", 900, _rehearsal_image("provisioners.aws_rehearsal")),
     Step("ibm-image", "the IBM rehearsal image (+ the Gen2 connector)", 900, _rehearsal_image("provisioners.ibm_rehearsal")),
     Step("kube-toolchain", "the offline Kubernetes toolchain (kind, Kubernetes, KubeRay)", 3000, _toolchain),
-    Step("kube-artifacts", "the kind runs' ingress controller (Traefik, from its Go module)", 1800, _kube_artifacts),
+    Step("kube-artifacts", "the kind runs' ingress controller and other KubeRay releases", 1800, _kube_artifacts),
     Step("legacy-wheel", "Ray 2.1.0's wheel (kind-rayup's schema check)", 300, _legacy_wheel),
 )  # fmt: skip
 

@@ -90,3 +90,21 @@ def test_matrix_job_merges_every_bundle_and_fails_on_regressions() -> None:
     assert "python -m reports compare previous matrix" in runs
     uploads = [s for job in jobs.values() for s in job.get("steps", []) if "upload" in str(s)]
     assert all(s["with"]["path"] for s in uploads)
+
+
+def test_kuberay_job_has_the_operator_version_axis_and_the_upgrade() -> None:
+    from provisioners.kube.mode import KUBERAY_VERSIONS
+
+    job = workflow()["jobs"]["kuberay"]
+    matrix = job["strategy"]["matrix"]
+    assert matrix["operator"] == list(KUBERAY_VERSIONS)
+    assert {"operator": KUBERAY_VERSIONS[-1], "upgrade_from": KUBERAY_VERSIONS[0]} in matrix[
+        "include"
+    ]
+    runs = " ".join(str(step.get("run", "")) for step in job["steps"])
+    assert "tox -e kind-operator -- --ray-operator-version=${{ matrix.operator }}" in runs
+    assert "--ray-operator-upgrade-from=" in runs
+    uploads = [s for s in job["steps"] if "upload" in str(s)]
+    assert all(not s["with"]["name"].startswith("bundle-") for s in uploads), (
+        "the kuberay bundles are kind-operator's too: merged with the kind job's, one would hide the other"
+    )

@@ -226,3 +226,39 @@ def ensure_traefik(progress: Say, timeout: float) -> Artifact:
         "http-auth": HTTP_AUTH_VERSION + HTTP_AUTH_COMPAT,
     }
     return ensure_artifact("traefik", TRAEFIK_VERSION, recipe, _build_traefik, progress, timeout)
+
+
+# -- KubeRay releases besides the toolchain's -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KubeRayBuild:
+    """One KubeRay release built here: its operator image and its manifests (kustomize bases)."""
+
+    version: str
+    image: str
+    manifests: Path
+
+
+def _build_kuberay(version: str) -> Callable[[_Builder, str], None]:
+    def build(builder: _Builder, tag: str) -> None:
+        # As the toolchain builds its own release: the module's root package is the manager.
+        builder._go_build("kuberay", {KUBERAY_MODULE: version}, {"kuberay-manager": KUBERAY_MODULE})
+        builder._scratch_image(
+            tag, {"kuberay-manager": "/manager"}, ["USER 65532:65532", 'ENTRYPOINT ["/manager"]']
+        )
+        config = builder._module_dir(KUBERAY_MODULE, version) / "config"
+        dest = builder.work / "kuberay-config"
+        shutil.rmtree(dest, ignore_errors=True)
+        for sub in ("crd", "rbac", "manager", "default"):
+            if (config / sub).is_dir():
+                _copy_module(config / sub, dest / sub)
+
+    return build
+
+
+def ensure_kuberay(version: str, progress: Say, timeout: float) -> KubeRayBuild:
+    """KubeRay ``version``'s operator image and manifests, built from its Go module (cached)."""
+    recipe = {"repository": KUBERAY_REPO, "package": KUBERAY_MODULE, "user": "65532"}
+    built = ensure_artifact("kuberay", version, recipe, _build_kuberay(version), progress, timeout)
+    return KubeRayBuild(version, built.image, built.directory / "kuberay-config")

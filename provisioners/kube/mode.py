@@ -20,6 +20,7 @@ from provisioners.base import (
     Endpoint,
     IngressRoute,
     InventoryItem,
+    OperatorUpgrade,
     ProvisionError,
 )
 from provisioners.kube import ingress
@@ -32,7 +33,10 @@ from provisioners.runner import run
 
 KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
 KUBERAY_VERSION = "v1.5.0"
-UPSTREAM_OPERATOR_IMAGE = f"quay.io/kuberay/operator:{KUBERAY_VERSION}"
+#: The ray-operator releases the Go module proxy serves (listed 2026-12-03), oldest first.
+KUBERAY_VERSIONS = ("v1.4.0", "v1.5.0")
+UPSTREAM_OPERATOR_REPO = "quay.io/kuberay/operator"
+UPSTREAM_OPERATOR_IMAGE = f"{UPSTREAM_OPERATOR_REPO}:{KUBERAY_VERSION}"
 DEFAULT_WORKERS = 2
 
 OPERATOR_INSTALL = Option.choice(
@@ -43,6 +47,28 @@ OPERATOR_INSTALL = Option.choice(
 )
 OPERATOR_IMAGE = Option.string(
     "operator-image", "KubeRay operator image (default: the mode's; see README, Kubernetes)"
+)
+OPERATOR_VERSION = Option.choice(
+    "operator-version",
+    "KubeRay release the kube modes install, built from its Go module",
+    KUBERAY_VERSIONS,
+    KUBERAY_VERSION,
+)
+
+
+def _older_release(text: str) -> str:
+    if text not in KUBERAY_VERSIONS[:-1]:
+        raise ValueError(f"expected one of {', '.join(KUBERAY_VERSIONS[:-1])}")
+    return text
+
+
+OPERATOR_UPGRADE_FROM: Option[str | None] = Option(
+    "operator-upgrade-from",
+    "kind-operator, kube-operator: create the RayCluster under this older KubeRay; the upgrade "
+    "check then upgrades the operator in place to --ray-operator-version",
+    _older_release,
+    None,
+    metavar="|".join(KUBERAY_VERSIONS[:-1]),
 )
 
 
@@ -72,7 +98,11 @@ def module_manifests(version: str, timeout: float) -> Path:
 class OperatorMode:
     """Provisioner of a RayCluster by KubeRay on a cluster from ``make_cluster``."""
 
-    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (OPERATOR_INSTALL, OPERATOR_IMAGE)
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
+        OPERATOR_INSTALL,
+        OPERATOR_IMAGE,
+        OPERATOR_VERSION,
+    )
 
     def __init__(self) -> None:
         self._spec: ClusterSpec | None = None
@@ -80,6 +110,8 @@ class OperatorMode:
         self._kube: Kube | None = None
         self._deployer: KubeRayDeployer | None = None
         self._ingress: IngressRoute | None = None
+        self._upgrade_to: OperatorSource | None = None  # --ray-operator-upgrade-from: the newer
+        self._kube_version = ""
 
     # -- what a mode supplies ---------------------------------------------------------
 
@@ -90,13 +122,16 @@ class OperatorMode:
         """The Ray image the pods run (made available to the cluster by ``load_image``)."""
         raise NotImplementedError
 
-    def operator_source(self, spec: ClusterSpec, timeout: float) -> OperatorSource | None:
+    def operator_source(
+        self, spec: ClusterSpec, timeout: float, version: str
+    ) -> OperatorSource | None:
+        """KubeRay ``version``: its manifests from its module, its image (``--ray-operator-image``
+        names the one of ``--ray-operator-version``, not of an older release upgraded from)."""
         if spec.get(OPERATOR_INSTALL) == "none":
             return None
-        manifests = module_manifests(KUBERAY_VERSION, timeout)
-        return OperatorSource(
-            KUBERAY_VERSION, manifests, spec.get(OPERATOR_IMAGE) or UPSTREAM_OPERATOR_IMAGE
-        )
+        manifests = module_manifests(version, timeout)
+        given = spec.get(OPERATOR_IMAGE) if version == spec.get(OPERATOR_VERSION) else None
+        return OperatorSource(version, manifests, given or f"{UPSTREAM_OPERATOR_REPO}:{version}")
 
     def pod_defaults(self, spec: ClusterSpec) -> dict[str, Any]:
         """Pod settings every pod of the run gets (OpenShift's fixed user, for one)."""
@@ -131,13 +166,22 @@ class OperatorMode:
         workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
         # Images first: a cluster should not sit idle while they build.
         image = self.node_image(spec, _left(deadline))
-        operator = self.operator_source(spec, _left(deadline))
+        target, older = spec.get(OPERATOR_VERSION), spec.get(OPERATOR_UPGRADE_FROM)
+        if older is not None and KUBERAY_VERSIONS.index(older) >= KUBERAY_VERSIONS.index(target):
+            raise ProvisionError(
+                f"--ray-operator-upgrade-from {older} is not older than --ray-operator-version {target}"
+            )
+        operator = self.operator_source(spec, _left(deadline), older or target)
+        self._upgrade_to = self.operator_source(spec, _left(deadline), target) if older else None
         kube = self._kube = cluster.create(_left(deadline))
-        version = kube.server_version(min(spec.timeouts.preflight, _left(deadline)))
+        version = self._kube_version = kube.server_version(
+            min(spec.timeouts.preflight, _left(deadline))
+        )
         spec.progress(f"Kubernetes {version} answers at {kube.where()}")
         cluster.load_image(image, _left(deadline))
-        if operator is not None and operator.image != UPSTREAM_OPERATOR_IMAGE:
-            cluster.load_image(operator.image, _left(deadline))
+        for source in (operator, self._upgrade_to):
+            if source is not None and not source.image.startswith(f"{UPSTREAM_OPERATOR_REPO}:"):
+                cluster.load_image(source.image, _left(deadline))
         deployer = self._deployer = KubeRayDeployer(
             kube,
             run_id=spec.run_id,
@@ -227,6 +271,22 @@ class OperatorMode:
             finally:
                 if self._kube is not None:
                     self._kube.close()
+
+    # -- SupportsOperatorUpgrade --------------------------------------------------------
+
+    def operator_upgrade(self) -> OperatorUpgrade | None:
+        deployer, new = self._deployer, self._upgrade_to
+        if deployer is None or deployer.operator is None or new is None:
+            return None
+        return OperatorUpgrade("KubeRay", deployer.operator.version, new.version)
+
+    def upgrade_operator(self, timeout: float) -> str:
+        if self._upgrade_to is None:
+            raise RuntimeError("no operator upgrade was asked for (--ray-operator-upgrade-from)")
+        return self._require().upgrade_operator(self._upgrade_to, self._kube_version, timeout)
+
+    def reconcile_probe(self, timeout: float) -> str:
+        return self._require().reconcile_probe(timeout)
 
     # -- SupportsIngress ----------------------------------------------------------------
 
