@@ -209,8 +209,17 @@ class SupportsOperatorUpgrade(Protocol):
 class SupportsAutoscaling(Protocol):
     """A mode whose cluster adds workers on demand and removes idle ones."""
 
-    def autoscaling_limits(self) -> AutoscalingLimits:
-        """The bounds the autoscaler was configured with."""
+    def autoscaling_limits(self) -> AutoscalingLimits | None:
+        """The bounds the autoscaler was configured with; None when this run has none."""
+        ...
+
+
+@runtime_checkable
+class SupportsPendingNodes(Protocol):
+    """A mode that can tell which machines it was asked for never became nodes."""
+
+    def pending_nodes(self) -> list[str]:
+        """Machines asked for and not running yet (Pending pods, launching instances), described."""
         ...
 
 

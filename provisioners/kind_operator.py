@@ -13,10 +13,11 @@ import shutil
 from typing import Any, ClassVar
 
 from provisioners import containers, nodeimage
+from provisioners.autoscale import IDLE_TIMEOUT
 from provisioners.base import ClusterSpec, IngressRoute, ProvisionError
 from provisioners.kube import artifacts, ingress
 from provisioners.kube.clusters import KindCluster
-from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource
+from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource, RaySize
 from provisioners.kube.mode import (
     KUBERAY_VERSION,
     OPERATOR_IMAGE,
@@ -37,6 +38,13 @@ TOOLCHAIN_TIMEOUT = Option.seconds(
     "kind-operator: bound for the one-time offline build of kind, Kubernetes and KubeRay (about 15 min cold on 2 cores)",
     2400.0,
 )
+AUTOSCALE_MAX = Option.integer(
+    "kube-autoscale-max",
+    "kind-operator: most workers KubeRay's in-tree autoscaler may add, in a group of its own "
+    "(0: no autoscaler)",
+    2,
+    minimum=0,
+)
 INGRESS = Option.choice(
     "ingress",
     f"kind-operator: the ingress controller put in front of the head (Traefik {artifacts.TRAEFIK_VERSION}, built from its Go module), or none",
@@ -54,6 +62,8 @@ class KindOperatorProvisioner(OperatorMode):
         KIND_CLUSTER,
         TOOLCHAIN_TIMEOUT,
         INGRESS,
+        AUTOSCALE_MAX,
+        IDLE_TIMEOUT,
         nodeimage.IMAGE,
         nodeimage.IMAGE_BUILD,
         containers.DOCKER_HOST,
@@ -92,6 +102,14 @@ class KindOperatorProvisioner(OperatorMode):
             for version in {spec.get(OPERATOR_VERSION), spec.get(OPERATOR_UPGRADE_FROM)}:
                 if version is not None:
                     offline_operator(cluster, spec, spec.get(TOOLCHAIN_TIMEOUT), version)
+
+    def ray_size(self, spec: ClusterSpec, workers: int) -> RaySize:
+        idle: float = spec.get(IDLE_TIMEOUT)
+        return RaySize(
+            workers=workers,
+            autoscale_max=spec.get(AUTOSCALE_MAX) or 0,
+            idle_timeout_s=max(1, round(idle)),
+        )
 
     def _traefik(self, spec: ClusterSpec, timeout: float) -> str:
         try:
@@ -157,11 +175,13 @@ def _conforms(p: KindOperatorProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
     from provisioners.base import (
         Provisioner,
+        SupportsAutoscaling,
         SupportsIngress,
         SupportsKillHead,
         SupportsKillNode,
         SupportsNodeExec,
         SupportsOperatorUpgrade,
+        SupportsPendingNodes,
     )
 
     _a: Provisioner = p
@@ -170,3 +190,5 @@ def _conforms(p: KindOperatorProvisioner) -> None:
     _d: SupportsIngress = p
     _e: SupportsKillHead = p
     _f: SupportsOperatorUpgrade = p
+    _g: SupportsAutoscaling = p
+    _h: SupportsPendingNodes = p

@@ -39,6 +39,8 @@ from provisioners.runner import Background, CommandError, CommandTimeout
 from provisioners.waits import WaitTimeout, port_accepts, wait_for
 
 GCS_PORT = 6379
+#: The worker group KubeRay's in-tree autoscaler scales (``RaySize.autoscale_max``).
+AUTOSCALE_GROUP = "autoscale"
 RAYCLUSTER_CRD = "rayclusters.ray.io"
 #: Built-in kinds a run may leave in a namespace, listed by the inventory.
 NAMESPACED_KINDS = (
@@ -75,6 +77,12 @@ class RaySize:
     memory: str = "2Gi"
     shm: str = "512Mi"
     object_store_bytes: int = 200_000_000  # fits in ``shm`` with room for Ray's own files
+    #: A second worker group for KubeRay's in-tree autoscaler: 0 up to ``autoscale_max`` pods
+    #: of ``autoscale_cpus`` Ray CPUs each (more than any fixed node has, so work asking for
+    #: that many can only run on workers the autoscaler adds). 0: no autoscaler.
+    autoscale_max: int = 0
+    autoscale_cpus: int = 2
+    idle_timeout_s: int = 12
 
 
 @dataclass(frozen=True)
@@ -269,15 +277,33 @@ class KubeRayDeployer:
             minReplicas=size.workers,
             maxReplicas=max(size.workers, 1),
         )
+        spec: dict[str, Any] = {
+            "rayVersion": self.ray_version(),
+            "headGroupSpec": head,
+            "workerGroupSpecs": [worker] if size.workers else [],
+        }
+        if size.autoscale_max:
+            scaled = group("worker")
+            scaled["rayStartParams"]["num-cpus"] = str(size.autoscale_cpus)
+            scaled.update(
+                groupName=AUTOSCALE_GROUP, replicas=0, minReplicas=0, maxReplicas=size.autoscale_max
+            )
+            spec["workerGroupSpecs"].append(scaled)
+            spec["enableInTreeAutoscaling"] = True
+            spec["autoscalerOptions"] = {
+                "idleTimeoutSeconds": size.idle_timeout_s,
+                "imagePullPolicy": "IfNotPresent",  # the head's image, loaded, never pulled
+                # KubeRay's default asks 500m: more than a 2-core kind node has left.
+                "resources": {
+                    "limits": {"cpu": "500m", "memory": "512Mi"},
+                    "requests": {"cpu": "100m", "memory": "256Mi"},
+                },
+            }
         return {
             "apiVersion": "ray.io/v1",
             "kind": "RayCluster",
             "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.labels()},
-            "spec": {
-                "rayVersion": self.ray_version(),
-                "headGroupSpec": head,
-                "workerGroupSpecs": [worker] if size.workers else [],
-            },
+            "spec": spec,
         }
 
     def ray_version(self) -> str:
@@ -581,6 +607,12 @@ class KubeRayDeployer:
             )
         except (CommandError, CommandTimeout) as exc:
             raise RuntimeError(str(exc)) from None
+
+    def pending_pods(self) -> list[str]:
+        """The RayCluster's pods not yet running (Pending), each with its state."""
+        return [
+            pod_state(p) for p in self.pods() if (p.get("status") or {}).get("phase") == "Pending"
+        ]
 
     def upgrade_operator(self, new: OperatorSource, kube_version: str, timeout: float) -> str:
         """Apply ``new``'s CRDs, RBAC and Deployment over the running operator; wait until the

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from provisioners.base import (
     CLIENT_PORT,
+    AutoscalingLimits,
     ClusterHandle,
     ClusterSpec,
     Endpoint,
@@ -133,6 +134,10 @@ class OperatorMode:
         given = spec.get(OPERATOR_IMAGE) if version == spec.get(OPERATOR_VERSION) else None
         return OperatorSource(version, manifests, given or f"{UPSTREAM_OPERATOR_REPO}:{version}")
 
+    def ray_size(self, spec: ClusterSpec, workers: int) -> RaySize:
+        """The RayCluster's shape (a mode may add an autoscaled group)."""
+        return RaySize(workers=workers)
+
     def pod_defaults(self, spec: ClusterSpec) -> dict[str, Any]:
         """Pod settings every pod of the run gets (OpenShift's fixed user, for one)."""
         return {}
@@ -188,7 +193,7 @@ class OperatorMode:
             namespace=run_name(spec.run_id, spec.mode),
             name=run_name(spec.run_id, "ray", limit=40),  # KubeRay adds suffixes to pod names
             image=image,
-            size=RaySize(workers=workers),
+            size=self.ray_size(spec, workers),
             operator=operator,
             workdir=spec.workdir,
             progress=spec.progress,
@@ -271,6 +276,28 @@ class OperatorMode:
             finally:
                 if self._kube is not None:
                     self._kube.close()
+
+    # -- SupportsAutoscaling, SupportsPendingNodes ----------------------------------------
+
+    def autoscaling_limits(self) -> AutoscalingLimits | None:
+        """KubeRay's in-tree autoscaler on the RayCluster's ``autoscale`` group, if it has one."""
+        deployer, spec = self._deployer, self._spec
+        if deployer is None or spec is None or not deployer.size.autoscale_max:
+            return None
+        size = deployer.size
+        return AutoscalingLimits(
+            min_workers=0,
+            max_workers=size.autoscale_max,
+            cpus_per_worker=float(size.autoscale_cpus),
+            head_cpus=float(size.cpu),
+            idle_timeout_s=float(size.idle_timeout_s),
+            # A pod scheduled, its image already on the node, Ray started: a node's join.
+            scale_up_timeout_s=spec.timeouts.node_join,
+            scale_down_timeout_s=size.idle_timeout_s + spec.timeouts.node_join,
+        )
+
+    def pending_nodes(self) -> list[str]:
+        return self._require().pending_pods()
 
     # -- SupportsOperatorUpgrade --------------------------------------------------------
 
