@@ -243,6 +243,7 @@ class KubeRayBuild:
 def _build_kuberay(version: str) -> Callable[[_Builder, str], None]:
     def build(builder: _Builder, tag: str) -> None:
         # As the toolchain builds its own release: the module's root package is the manager.
+        builder.bin.mkdir(exist_ok=True)
         builder._go_build("kuberay", {KUBERAY_MODULE: version}, {"kuberay-manager": KUBERAY_MODULE})
         builder._scratch_image(
             tag, {"kuberay-manager": "/manager"}, ["USER 65532:65532", 'ENTRYPOINT ["/manager"]']
