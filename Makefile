@@ -51,7 +51,10 @@ test-run:
 	# the VPC stand-in with the connector's fix, OpenShift's rules rehearsed on a kind cluster).
 	# --ray-image-build: the node image is built here (cached), so no test asks a registry;
 	# --ray-no-egress: the docker and vm containers get no route off this machine (counted).
-	$(PY) -m pytest --ray-image-build --ray-no-egress --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
+	# --ray-head-loss: the head-loss checks are opt-in (a plain run never kills its head).
+	# --ray-operator-upgrade-from: kind-operator's RayCluster starts under KubeRay v1.4.0 and the
+	# upgrade check moves it to v1.5.0 in place.
+	$(PY) -m pytest --ray-image-build --ray-no-egress --ray-head-loss --ray-operator-upgrade-from=v1.4.0 --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .

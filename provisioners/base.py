@@ -212,11 +212,60 @@ class SupportsKillNode(Protocol):
 
 
 @runtime_checkable
+class SupportsKillHead(Protocol):
+    """A mode that can take the head node away abruptly (the head-loss checks)."""
+
+    def kill_head(self) -> str:
+        """Stop the head node without warning (no drain); return its IP as Ray reported it."""
+        ...
+
+    def recovers_head(self) -> bool:
+        """True when the platform brings a new head up by itself (an operator's reconcile)."""
+        ...
+
+
+@dataclass(frozen=True)
+class OperatorUpgrade:
+    """An operator upgrade a run was asked for: the platform's operator, from and to."""
+
+    operator: str  # "KubeRay"
+    from_version: str
+    to_version: str
+
+
+@runtime_checkable
+class SupportsOperatorUpgrade(Protocol):
+    """A mode whose cluster is run by an operator that can be upgraded in place under it."""
+
+    def operator_upgrade(self) -> OperatorUpgrade | None:
+        """The upgrade this run was asked for (the cluster runs under ``from_version``); else None."""
+        ...
+
+    def upgrade_operator(self, timeout: float) -> str:
+        """Upgrade the operator in place to ``to_version`` and wait until only it runs; say what runs."""
+        ...
+
+    def reconcile_probe(self, timeout: float) -> str:
+        """Take away one object the operator owns for the cluster and wait until the operator
+        makes it again; say what it saw. Raise ``RuntimeError`` naming what did not come back."""
+        ...
+
+
+@runtime_checkable
 class SupportsAutoscaling(Protocol):
     """A mode whose cluster adds workers on demand and removes idle ones."""
 
-    def autoscaling_limits(self) -> AutoscalingLimits:
-        """The bounds the autoscaler was configured with."""
+    def autoscaling_limits(self) -> AutoscalingLimits | None:
+        """The bounds the autoscaler was configured with; None when this run has none."""
+        ...
+
+
+@runtime_checkable
+class SupportsPendingNodes(Protocol):
+    """A mode that can tell which machines it was asked for never became nodes."""
+
+    def pending_nodes(self) -> list[str]:
+        """Machines asked for and not running yet (Pending pods, launching instances), described."""
         ...
 
 
@@ -231,6 +280,25 @@ class AutoscalingLimits:
     idle_timeout_s: float
     scale_up_timeout_s: float  # bound for new workers to be alive once work is queued
     scale_down_timeout_s: float  # bound for idle workers to be gone, idle timeout included
+
+
+@dataclass(frozen=True)
+class IngressRoute:
+    """An ingress in front of the head: where it listens and the host its routes answer to."""
+
+    address: str  # HOST:PORT of the ingress controller, as reached from this machine
+    host: str  # the name its routes match: sent as Host (HTTP/1) and :authority (gRPC)
+    dashboard_prefix: str  # the path prefix routed to the dashboard, ending in "/"
+    controller: str  # who serves it, for messages ("Traefik in rc-...")
+
+
+@runtime_checkable
+class SupportsIngress(Protocol):
+    """A mode that routes the dashboard and Ray Client (gRPC) to the head through an ingress."""
+
+    def ingress_route(self) -> IngressRoute | None:
+        """The run's ingress route; None when this run has none (nothing was asked for)."""
+        ...
 
 
 @contextlib.contextmanager

@@ -13,10 +13,20 @@ import shutil
 from typing import Any, ClassVar
 
 from provisioners import containers, nodeimage, runstate
-from provisioners.base import ClusterSpec
+from provisioners.autoscale import IDLE_TIMEOUT
+from provisioners.base import ClusterSpec, IngressRoute, ProvisionError
+from provisioners.kube import artifacts, ingress
 from provisioners.kube.clusters import KindCluster
-from provisioners.kube.kuberay import OperatorSource
-from provisioners.kube.mode import KUBERAY_VERSION, OPERATOR_IMAGE, OPERATOR_INSTALL, OperatorMode
+from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource, RaySize
+from provisioners.kube.mode import (
+    KUBERAY_VERSION,
+    OPERATOR_IMAGE,
+    OPERATOR_INSTALL,
+    OPERATOR_UPGRADE_FROM,
+    OPERATOR_VERSION,
+    OperatorMode,
+)
+from provisioners.kube.toolchain import ToolchainUnavailable
 from provisioners.naming import run_name
 from provisioners.options import Option
 
@@ -28,6 +38,19 @@ TOOLCHAIN_TIMEOUT = Option.seconds(
     "kind-operator: bound for the one-time offline build of kind, Kubernetes and KubeRay (about 15 min cold on 2 cores)",
     2400.0,
 )
+AUTOSCALE_MAX = Option.integer(
+    "kube-autoscale-max",
+    "kind-operator: most workers KubeRay's in-tree autoscaler may add, in a group of its own "
+    "(0: no autoscaler)",
+    2,
+    minimum=0,
+)
+INGRESS = Option.choice(
+    "ingress",
+    f"kind-operator: the ingress controller put in front of the head (Traefik {artifacts.TRAEFIK_VERSION}, built from its Go module), or none",
+    ("traefik", "none"),
+    "traefik",
+)
 
 
 class KindOperatorProvisioner(OperatorMode):
@@ -35,8 +58,12 @@ class KindOperatorProvisioner(OperatorMode):
 
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         *OperatorMode.OPTIONS,
+        OPERATOR_UPGRADE_FROM,
         KIND_CLUSTER,
         TOOLCHAIN_TIMEOUT,
+        INGRESS,
+        AUTOSCALE_MAX,
+        IDLE_TIMEOUT,
         nodeimage.IMAGE,
         nodeimage.IMAGE_BUILD,
         containers.DOCKER_HOST,
@@ -71,6 +98,39 @@ class KindOperatorProvisioner(OperatorMode):
         cluster = self._cluster
         assert isinstance(cluster, KindCluster)
         cluster.prepare(spec.get(TOOLCHAIN_TIMEOUT))
+        if spec.get(INGRESS) == "traefik":
+            self._traefik(spec, spec.get(TOOLCHAIN_TIMEOUT))
+        if spec.get(OPERATOR_INSTALL) == "manifests":  # other KubeRay releases, built once too
+            for version in {spec.get(OPERATOR_VERSION), spec.get(OPERATOR_UPGRADE_FROM)}:
+                if version is not None:
+                    offline_operator(cluster, spec, spec.get(TOOLCHAIN_TIMEOUT), version)
+
+    def ray_size(self, spec: ClusterSpec, workers: int) -> RaySize:
+        idle: float = spec.get(IDLE_TIMEOUT)
+        return RaySize(
+            workers=workers,
+            autoscale_max=spec.get(AUTOSCALE_MAX) or 0,
+            idle_timeout_s=max(1, round(idle)),
+        )
+
+    def _traefik(self, spec: ClusterSpec, timeout: float) -> str:
+        try:
+            return artifacts.ensure_traefik(spec.progress, timeout).image
+        except ToolchainUnavailable as exc:
+            raise ProvisionError(f"ingress controller: {exc}") from None
+
+    def deploy_ingress(
+        self, spec: ClusterSpec, deployer: KubeRayDeployer, kube_version: str, timeout: float
+    ) -> IngressRoute | None:
+        if spec.get(INGRESS) == "none":
+            return None
+        cluster = self._cluster
+        assert isinstance(cluster, KindCluster)
+        image = self._traefik(spec, timeout)
+        cluster.load_image(image, timeout)
+        return ingress.deploy_traefik(
+            deployer, image, cluster.node_address(), kube_version, timeout
+        )
 
     def node_image(self, spec: ClusterSpec, timeout: float) -> str:
         return nodeimage.ensure_node_image(
@@ -82,17 +142,29 @@ class KindOperatorProvisioner(OperatorMode):
             run_id=spec.run_id,
         )
 
-    def operator_source(self, spec: ClusterSpec, timeout: float) -> OperatorSource | None:
+    def operator_source(
+        self, spec: ClusterSpec, timeout: float, version: str
+    ) -> OperatorSource | None:
         if spec.get(OPERATOR_INSTALL) == "none":
             return None
         cluster = self._cluster
         assert isinstance(cluster, KindCluster)
+        return offline_operator(cluster, spec, timeout, version)
+
+
+def offline_operator(
+    cluster: KindCluster, spec: ClusterSpec, timeout: float, version: str
+) -> OperatorSource:
+    """KubeRay ``version`` built here: the toolchain's own release, else a cached artifact."""
+    given = spec.get(OPERATOR_IMAGE) if version == spec.get(OPERATOR_VERSION) else None
+    if version == KUBERAY_VERSION:
         tools = cluster.prepare(timeout)
-        return OperatorSource(
-            KUBERAY_VERSION,
-            tools.operator_manifests,
-            spec.get(OPERATOR_IMAGE) or tools.operator_image,
-        )
+        return OperatorSource(version, tools.operator_manifests, given or tools.operator_image)
+    try:
+        built = artifacts.ensure_kuberay(version, spec.progress, timeout)
+    except ToolchainUnavailable as exc:
+        raise ProvisionError(f"KubeRay {version}: {exc}") from None
+    return OperatorSource(version, built.manifests, given or built.image)
 
 
 def _go_beside() -> bool:
@@ -103,8 +175,22 @@ def _go_beside() -> bool:
 
 def _conforms(p: KindOperatorProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsKillNode, SupportsNodeExec
+    from provisioners.base import (
+        Provisioner,
+        SupportsAutoscaling,
+        SupportsIngress,
+        SupportsKillHead,
+        SupportsKillNode,
+        SupportsNodeExec,
+        SupportsOperatorUpgrade,
+        SupportsPendingNodes,
+    )
 
     _a: Provisioner = p
     _b: SupportsNodeExec = p
     _c: SupportsKillNode = p
+    _d: SupportsIngress = p
+    _e: SupportsKillHead = p
+    _f: SupportsOperatorUpgrade = p
+    _g: SupportsAutoscaling = p
+    _h: SupportsPendingNodes = p

@@ -13,9 +13,11 @@ import shutil
 from typing import Any, ClassVar
 
 from provisioners import nodeimage
-from provisioners.base import ClusterSpec
+from provisioners.base import ClusterSpec, IngressRoute
+from provisioners.kube import ingress
 from provisioners.kube.clusters import ExistingCluster
-from provisioners.kube.mode import OperatorMode
+from provisioners.kube.kuberay import KubeRayDeployer
+from provisioners.kube.mode import OPERATOR_UPGRADE_FROM, OperatorMode
 from provisioners.options import Option
 
 KUBECONFIG = Option.file("kubeconfig", "kube-operator: kubeconfig of the cluster to test")
@@ -30,9 +32,12 @@ class KubeOperatorProvisioner(OperatorMode):
 
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         *OperatorMode.OPTIONS,
+        OPERATOR_UPGRADE_FROM,
         KUBECONFIG,
         KUBE_CONTEXT,
         KUBECTL,
+        ingress.INGRESS_HOST,
+        ingress.INGRESS_CLASS,
         nodeimage.IMAGE,
     )
 
@@ -55,6 +60,14 @@ class KubeOperatorProvisioner(OperatorMode):
             kubectl=str(kubectl) if kubectl else None,
         )
 
+    def deploy_ingress(
+        self, spec: ClusterSpec, deployer: KubeRayDeployer, kube_version: str, timeout: float
+    ) -> IngressRoute | None:
+        address = spec.get(ingress.INGRESS_HOST)
+        if not address:
+            return None
+        return ingress.user_route(deployer, address, spec.get(ingress.INGRESS_CLASS), kube_version)
+
     def node_image(self, spec: ClusterSpec, timeout: float) -> str:
         # The cluster's nodes pull it: nothing to build or load from here.
         return spec.get(nodeimage.IMAGE) or nodeimage.official_image(nodeimage.client_ray_version())
@@ -62,8 +75,18 @@ class KubeOperatorProvisioner(OperatorMode):
 
 def _conforms(p: KubeOperatorProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsKillNode, SupportsNodeExec
+    from provisioners.base import (
+        Provisioner,
+        SupportsIngress,
+        SupportsKillHead,
+        SupportsKillNode,
+        SupportsNodeExec,
+        SupportsOperatorUpgrade,
+    )
 
     _a: Provisioner = p
     _b: SupportsNodeExec = p
     _c: SupportsKillNode = p
+    _d: SupportsIngress = p
+    _e: SupportsKillHead = p
+    _f: SupportsOperatorUpgrade = p

@@ -304,6 +304,17 @@ class LocalProvisioner:
                 )
         return None
 
+    def kill_head(self) -> str:
+        """SIGKILL the head's process group (its `ray start`, GCS, raylet and dashboard)."""
+        if not self._procs:
+            raise RuntimeError("local: no head process to kill")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._procs[0].pid, signal.SIGKILL)
+        return "127.0.0.1"
+
+    def recovers_head(self) -> bool:
+        return False
+
     def _ray_processes(self) -> list[psutil.Process]:
         """Live processes of this run: in a process group we started, or using our temp dir."""
         return run_processes(
@@ -320,4 +331,7 @@ def _shm_entries() -> set[str]:
 
 def _conforms(p: LocalProvisioner) -> Provisioner:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
+    from provisioners.base import SupportsKillHead
+
+    _a: SupportsKillHead = p
     return p

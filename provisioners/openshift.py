@@ -20,12 +20,12 @@ from typing import Any, ClassVar
 
 from provisioners import containers, nodeimage
 from provisioners.base import RUN_ID_LABEL, ClusterSpec, InventoryItem, ProvisionError
-from provisioners.kind_operator import TOOLCHAIN_TIMEOUT, KindOperatorProvisioner
+from provisioners.kind_operator import TOOLCHAIN_TIMEOUT, KindOperatorProvisioner, offline_operator
 from provisioners.kube import openshift as scc
 from provisioners.kube.api import ref
 from provisioners.kube.clusters import ClusterProvider, KindCluster
 from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource
-from provisioners.kube.mode import KUBERAY_VERSION, OPERATOR_IMAGE, OPERATOR_INSTALL, OperatorMode
+from provisioners.kube.mode import OPERATOR_INSTALL, OperatorMode
 from provisioners.kube_operator import KUBE_CONTEXT, KUBECONFIG, KUBECTL, KubeOperatorProvisioner
 from provisioners.naming import run_name
 from provisioners.options import Option
@@ -99,14 +99,14 @@ class OpenShiftProvisioner(OperatorMode):
     def node_image(self, spec: ClusterSpec, timeout: float) -> str:
         return (self._kind if spec.get(REHEARSAL) else self._real).node_image(spec, timeout)
 
-    def operator_source(self, spec: ClusterSpec, timeout: float) -> OperatorSource | None:
+    def operator_source(
+        self, spec: ClusterSpec, timeout: float, version: str
+    ) -> OperatorSource | None:
         cluster = self._cluster
         if not isinstance(cluster, KindCluster) or spec.get(OPERATOR_INSTALL) == "none":
-            return super().operator_source(spec, timeout)
-        # The operator image built offline with the kind toolchain, as kind-operator uses it.
-        tools = cluster.prepare(timeout)
-        image = spec.get(OPERATOR_IMAGE) or tools.operator_image
-        return OperatorSource(KUBERAY_VERSION, tools.operator_manifests, image)
+            return super().operator_source(spec, timeout, version)
+        # The operator built offline, as kind-operator uses it.
+        return offline_operator(cluster, spec, timeout, version)
 
     def pod_defaults(self, spec: ClusterSpec) -> dict[str, Any]:
         return scc.run_as_user(seccomp=spec.get(REHEARSAL))

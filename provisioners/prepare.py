@@ -97,6 +97,28 @@ def _kind_node(say: Say, timeout: float) -> str:
     return node_image_with(tools, images, say, deadline - time.monotonic())
 
 
+def _kube_artifacts(say: Say, timeout: float) -> str:
+    """What kind runs add to the toolchain, each cached by its own version: Traefik, and the
+    KubeRay releases besides the toolchain's (``--ray-operator-version``, the upgrade check)."""
+    from provisioners.kube import artifacts
+    from provisioners.kube.mode import KUBERAY_VERSION, KUBERAY_VERSIONS
+    from provisioners.kube.toolchain.build import ToolchainUnavailable
+
+    _engine()
+    deadline = time.monotonic() + timeout
+    try:
+        built = [artifacts.ensure_traefik(say, timeout).image]
+        for version in KUBERAY_VERSIONS:
+            if version != KUBERAY_VERSION:
+                left = deadline - time.monotonic()
+                built.append(artifacts.ensure_kuberay(version, say, left).image)
+        return ", ".join(built)
+    except ToolchainUnavailable as exc:
+        if "not on PATH" in str(exc):
+            raise Unavailable(str(exc)) from None
+        raise ProvisionError(str(exc)) from None
+
+
 def _legacy_wheel(say: Say, timeout: float) -> str:
     from provisioners.kind_rayup import legacy_wheel
 
@@ -114,6 +136,7 @@ STEPS: tuple[Step, ...] = (
     Step("ibm-image", "the IBM rehearsal image (+ the Gen2 connector)", 900, _rehearsal_image("provisioners.ibm_rehearsal")),
     Step("kube-toolchain", "the offline Kubernetes toolchain (kind, Kubernetes, KubeRay)", 3000, _toolchain),
     Step("kind-node", "the kind node image with the Ray and operator images baked in", 1200, _kind_node),
+    Step("kube-artifacts", "the kind runs' ingress controller and other KubeRay releases", 1800, _kube_artifacts),
     Step("legacy-wheel", "Ray 2.1.0's wheel (kind-rayup's schema check)", 300, _legacy_wheel),
 )  # fmt: skip
 
@@ -121,7 +144,7 @@ STEPS: tuple[Step, ...] = (
 #: Steps that build on one another, in order; the chains themselves run side by side.
 CHAINS: tuple[tuple[str, ...], ...] = (
     ("node-image", "aws-image", "ibm-image"),
-    ("kube-toolchain", "kind-node"),
+    ("kube-toolchain", "kind-node", "kube-artifacts"),
     ("legacy-wheel",),
 )
 

@@ -309,6 +309,18 @@ class VmProvisioner(SshRayUpMode):
 
     # --- Ray on the nodes -------------------------------------------------------------------
 
+    # --- SupportsKillHead ---------------------------------------------------------------------
+
+    def kill_head(self) -> str:
+        """SIGKILL this run's Ray processes on the head machine (they carry RC_RUN_ID=<run id>):
+        the head node dies, the machine and its sshd stay, as after a crash of Ray alone."""
+        head = self.head()
+        self.target(head).run("SIG=KILL; " + MARKED_PROCS.format(run_id=self.spec.run_id), 30)
+        return head.ip
+
+    def recovers_head(self) -> bool:
+        return False
+
     def _stop_ray_on_nodes(self) -> None:
         """Stop the Ray processes this run started, on every node: `ray down` leaves the
         workers' raylets running. Only processes carrying RC_RUN_ID=<run id> are touched."""
@@ -377,6 +389,7 @@ def _conforms(p: VmProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
     from provisioners.base import (
         Provisioner,
+        SupportsKillHead,
         SupportsLauncher,
         SupportsNodeAddresses,
         SupportsNodeExec,
@@ -386,3 +399,4 @@ def _conforms(p: VmProvisioner) -> None:
     _b: SupportsLauncher = p
     _c: SupportsNodeExec = p
     _d: SupportsNodeAddresses = p
+    _e: SupportsKillHead = p

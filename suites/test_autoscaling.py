@@ -17,7 +17,9 @@ from provisioners.base import (
     ClusterSpec,
     Provisioner,
     SupportsAutoscaling,
+    SupportsPendingNodes,
 )
+from provisioners.waits import WaitTimeout, wait_for
 
 TASK_SECONDS = 6.0
 
@@ -109,6 +111,8 @@ def scenario(
     if not isinstance(ray_provisioner, SupportsAutoscaling):
         pytest.skip(f"{ray_cluster.mode}: the cluster does not autoscale")
     limits = ray_provisioner.autoscaling_limits()
+    if limits is None:
+        pytest.skip(f"{ray_cluster.mode}: this run's cluster has no autoscaler")
     budget = (
         limits.scale_up_timeout_s * 2
         + limits.scale_down_timeout_s
@@ -178,3 +182,34 @@ def test_autoscaling_removes_idle_workers(
         f"after the work ended (idle timeout {limits.idle_timeout_s:.0f}s, "
         f"{len(scenario['baseline'])} at rest); " + _seen(scenario)
     )
+
+
+def test_autoscaling_leaves_nothing_pending(
+    scenario: dict[str, Any], ray_provisioner: Provisioner, ray_spec: ClusterSpec
+) -> None:
+    """Once the idle workers are gone, no machine the autoscaler asked for is left pending."""
+    if not isinstance(ray_provisioner, SupportsPendingNodes):
+        pytest.skip(
+            "this mode cannot list machines that never became nodes (no SupportsPendingNodes)"
+        )
+    if scenario["scale_down_s"] is None:
+        pytest.fail(
+            "scale-down was not observed, so what is left pending was not either; "
+            + _seen(scenario)
+        )
+    left: list[list[str]] = [[]]
+
+    def none_pending() -> bool:
+        left[0] = ray_provisioner.pending_nodes()
+        return not left[0]
+
+    try:
+        wait_for(
+            none_pending,
+            timeout=ray_spec.timeouts.preflight,
+            what="no machine the autoscaler asked for left pending",
+            interval=1.0,
+            last_seen=lambda: "; ".join(left[0]),
+        )
+    except WaitTimeout as exc:
+        pytest.fail(f"{exc}; " + _seen(scenario), pytrace=False)

@@ -60,9 +60,22 @@ def readme_commands() -> list[Command]:
     return out
 
 
-def nightly_posargs() -> dict[str, str]:
-    """tox env -> what the workflow passes after ``--`` (``${{ matrix.mode }}`` expanded)."""
-    out: dict[str, str] = {}
+def _combinations(job: dict[str, Any]) -> list[dict[str, str]]:
+    """Matrix entries covering every value of every axis (the others at their first), then
+    each ``include``."""
+    matrix = dict(job.get("strategy", {}).get("matrix", {}))
+    include = matrix.pop("include", [])
+    axes = {k: [str(x) for x in v] for k, v in matrix.items() if isinstance(v, list)}
+    first = {k: v[0] for k, v in axes.items()}
+    out = [first]
+    for key, values in axes.items():
+        out += [{**first, key: value} for value in values[1:]]
+    return out + [{**first, **{k: str(v) for k, v in extra.items()}} for extra in include]
+
+
+def nightly_posargs() -> dict[str, list[str]]:
+    """tox env -> what each of the workflow's runs passes after ``--`` (expressions expanded)."""
+    out: dict[str, list[str]] = {}
     for job in yaml.safe_load(WORKFLOW.read_text())["jobs"].values():
         for step in job.get("steps", []):
             found = re.search(r"tox -e (\S+) -- (.*)", str(step.get("run", "")))
@@ -71,9 +84,15 @@ def nightly_posargs() -> dict[str, str]:
             env, rest = found.groups()
             for key, value in GITHUB.items():
                 rest = rest.replace(key, value)
-            envs = job["strategy"]["matrix"]["mode"] if env == "${{" else [env]
-            for name in envs:
-                out[name] = rest.replace("${{ matrix.mode }}", name)
+            for index, combination in enumerate(_combinations(job)):
+                expanded = rest.replace("${{ strategy.job-index }}", str(index))
+                for key, value in combination.items():
+                    expanded = expanded.replace(f"${{{{ matrix.{key} }}}}", value)
+                envs = [combination["mode"]] if env == "${{" else [env]
+                for name in envs:
+                    out.setdefault(name, [])
+                    if expanded not in out[name]:
+                        out[name].append(expanded)
     return out
 
 
@@ -88,10 +107,10 @@ def tox_commands(kubeconfig: Path) -> list[Command]:
         command = ini[section].get("commands", "").strip()
         if not command.startswith("pytest") or "--ray-" not in command:
             continue
-        command = command.replace("{posargs}", posargs.get(name, ""))
         command = re.sub(r"\{env:(\w+)\}", lambda m: env[m[1]], command)
-        where = f"tox.ini [{section}]" + (" + nightly.yml" if name in posargs else "")
-        out.append(Command(where, shlex.split(command)[1:]))
+        for extra in posargs.get(name, [""]):
+            where = f"tox.ini [{section}]" + (" + nightly.yml" if name in posargs else "")
+            out.append(Command(where, shlex.split(command.replace("{posargs}", extra))[1:]))
     return out
 
 

@@ -109,6 +109,40 @@ def test_bad_builtin_manifest_fails_naming_the_field(tmp_path: Path) -> None:
         validate.validate_builtin(job)
 
 
+@pytest.mark.parametrize("version", ["v1.4.0", "v1.5.0"])
+def test_run_objects_validate_offline_for_each_kuberay_release(
+    tmp_path: Path, version: str
+) -> None:
+    """The RayCluster (with its autoscaled group), Traefik and the Ingresses a kind-operator run
+    applies pass the release's own CRD and Kubernetes' schemas; a wrong field is named."""
+    import shutil
+
+    from provisioners.kube import ingress
+    from provisioners.kube.mode import go_module_dir
+
+    if shutil.which("go") is None and not Path("/usr/local/go/bin/go").exists():
+        pytest.skip("`go` is not on PATH: KubeRay's CRDs come from its module")
+    config = go_module_dir("github.com/ray-project/kuberay/ray-operator", version, 300) / "config"
+    crd = yaml.safe_load((config / "crd/bases/ray.io_rayclusters.yaml").read_text())
+    deployer = _deployer(
+        Kube(tmp_path / "k", cache_file=tmp_path / "c"),
+        tmp_path,
+        "t1",
+        size=RaySize(workers=2, autoscale_max=2),
+    )
+    rc = deployer.raycluster()
+    assert rc["spec"]["enableInTreeAutoscaling"] is True
+    validate.validate_custom(rc, crd)
+    objs = [
+        *ingress.traefik_objects(deployer, "rc-traefik:test"),
+        *ingress.route_objects(deployer, ingress.ingress_host(deployer.namespace)),
+    ]
+    validate.validate_all(objs, crds={})
+    rc["spec"]["autoscalerOptions"]["idleTimeoutSeconds"] = "soon"
+    with pytest.raises(ProvisionError, match=r"autoscalerOptions\.idleTimeoutSeconds.*'soon'"):
+        validate.validate_custom(rc, crd)
+
+
 # -- against a real kind cluster -------------------------------------------------------------
 
 

@@ -105,3 +105,20 @@ def test_rehearsal_jobs_run_their_tox_env_as_root() -> None:
             if envs & ROOT_ENVS:
                 assert envs <= ROOT_ENVS, f"job {name} mixes root and non-root envs: {envs}"
                 assert command.startswith("sudo -E "), f"job {name} runs {envs} without root"
+
+
+def test_kuberay_job_has_the_operator_version_axis_and_the_upgrade() -> None:
+    from provisioners.kube.mode import KUBERAY_VERSIONS
+
+    job = workflow()["jobs"]["kuberay"]
+    matrix = job["strategy"]["matrix"]
+    assert matrix["operator"] == list(KUBERAY_VERSIONS)
+    upgrade = {"operator": KUBERAY_VERSIONS[-1], "upgrade": f"--ray-operator-upgrade-from={KUBERAY_VERSIONS[0]}"}  # fmt: skip
+    assert upgrade in matrix["include"]
+    runs = " ".join(str(step.get("run", "")) for step in job["steps"])
+    assert "tox -e kind-operator -- --ray-operator-version=${{ matrix.operator }}" in runs
+    assert "${{ matrix.upgrade }}" in runs
+    uploads = [s for s in job["steps"] if "upload" in str(s)]
+    assert all(not s["with"]["name"].startswith("bundle-") for s in uploads), (
+        "the kuberay bundles are kind-operator's too: merged with the kind job's, one would hide the other"
+    )

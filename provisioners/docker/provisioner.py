@@ -39,6 +39,7 @@ from provisioners.base import (
     Provisioner,
     ProvisionError,
     SupportsImageRun,
+    SupportsKillHead,
     SupportsKillNode,
     SupportsNodeAddresses,
     SupportsNodeExec,
@@ -368,6 +369,20 @@ class DockerProvisioner:
     def replaces_lost_nodes(self) -> bool:
         return False
 
+    def kill_head(self) -> str:
+        """SIGKILL the head's container: the head machine lost; nothing starts another."""
+        spec = self._require_spec()
+        if not self._nodes:
+            raise RuntimeError("docker: no head container to kill")
+        container = self._connect(spec).containers.get(self._nodes[0])
+        networks = container.attrs["NetworkSettings"]["Networks"]
+        ip = next(iter(networks.values()))["IPAddress"]
+        container.kill()
+        return str(ip)
+
+    def recovers_head(self) -> bool:
+        return False
+
     def node_exec(self, node: str, argv: list[str], timeout: float) -> str:
         if node not in self._nodes:
             raise ValueError(f"docker: no node {node!r} in this run (nodes: {self._nodes})")
@@ -688,3 +703,4 @@ def _conforms(p: DockerProvisioner) -> None:
     _d: SupportsImageRun = p
     _e: SupportsKillNode = p
     _f: SupportsNodeAddresses = p
+    _g: SupportsKillHead = p

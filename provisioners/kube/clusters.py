@@ -201,6 +201,20 @@ class KindCluster:
             raise ProvisionError(str(exc)) from None
         self.progress(f"loaded {image} into {self.name} in {time.monotonic() - t0:.1f} s")
 
+    def node_address(self) -> str:
+        """The control-plane node's IP on the cluster's Docker network (reached from this host)."""
+        client = docker_client()
+        try:
+            label = {"label": f"{KIND_CLUSTER_LABEL}={self.name}"}
+            for c in client.containers.list(filters=label):
+                networks = c.attrs["NetworkSettings"]["Networks"]
+                for net_name, net in networks.items():
+                    if net.get("IPAddress") and net_name in (self.name, "kind"):
+                        return str(net["IPAddress"])
+        finally:
+            client.close()
+        raise ProvisionError(f"kind cluster {self.name}: no node container with an address")
+
     def export_logs(self, dest: Path) -> None:
         if self.tools is None or not self._exists():
             return

@@ -40,6 +40,8 @@ from provisioners.runner import Background, CommandError, CommandTimeout
 from provisioners.waits import WaitTimeout, port_accepts, wait_for
 
 GCS_PORT = 6379
+#: The worker group KubeRay's in-tree autoscaler scales (``RaySize.autoscale_max``).
+AUTOSCALE_GROUP = "autoscale"
 RAYCLUSTER_CRD = "rayclusters.ray.io"
 #: Built-in kinds a run may leave in a namespace, listed by the inventory.
 NAMESPACED_KINDS = (
@@ -52,6 +54,7 @@ NAMESPACED_KINDS = (
     ("v1", "PersistentVolumeClaim"),
     ("apps/v1", "Deployment"),
     ("batch/v1", "Job"),
+    ("networking.k8s.io/v1", "Ingress"),
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("ray.io/v1", "RayCluster"),
@@ -75,6 +78,12 @@ class RaySize:
     memory: str = "2Gi"
     shm: str = "512Mi"
     object_store_bytes: int = 200_000_000  # fits in ``shm`` with room for Ray's own files
+    #: A second worker group for KubeRay's in-tree autoscaler: 0 up to ``autoscale_max`` pods
+    #: of ``autoscale_cpus`` Ray CPUs each (more than any fixed node has, so work asking for
+    #: that many can only run on workers the autoscaler adds). 0: no autoscaler.
+    autoscale_max: int = 0
+    autoscale_cpus: int = 2
+    idle_timeout_s: int = 12
 
 
 @dataclass(frozen=True)
@@ -281,15 +290,33 @@ class KubeRayDeployer:
             minReplicas=size.workers,
             maxReplicas=max(size.workers, 1),
         )
+        spec: dict[str, Any] = {
+            "rayVersion": self.ray_version(),
+            "headGroupSpec": head,
+            "workerGroupSpecs": [worker] if size.workers else [],
+        }
+        if size.autoscale_max:
+            scaled = group("worker")
+            scaled["rayStartParams"]["num-cpus"] = str(size.autoscale_cpus)
+            scaled.update(
+                groupName=AUTOSCALE_GROUP, replicas=0, minReplicas=0, maxReplicas=size.autoscale_max
+            )
+            spec["workerGroupSpecs"].append(scaled)
+            spec["enableInTreeAutoscaling"] = True
+            spec["autoscalerOptions"] = {
+                "idleTimeoutSeconds": size.idle_timeout_s,
+                "imagePullPolicy": "IfNotPresent",  # the head's image, loaded, never pulled
+                # KubeRay's default asks 500m: more than a 2-core kind node has left.
+                "resources": {
+                    "limits": {"cpu": "500m", "memory": "512Mi"},
+                    "requests": {"cpu": "100m", "memory": "256Mi"},
+                },
+            }
         return {
             "apiVersion": "ray.io/v1",
             "kind": "RayCluster",
             "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.labels()},
-            "spec": {
-                "rayVersion": self.ray_version(),
-                "headGroupSpec": head,
-                "workerGroupSpecs": [worker] if size.workers else [],
-            },
+            "spec": spec,
         }
 
     def ray_version(self) -> str:
@@ -604,6 +631,106 @@ class KubeRayDeployer:
             )
         except (CommandError, CommandTimeout) as exc:
             raise RuntimeError(str(exc)) from None
+
+    def pending_pods(self) -> list[str]:
+        """The RayCluster's pods not yet running (Pending), each with its state."""
+        return [
+            pod_state(p) for p in self.pods() if (p.get("status") or {}).get("phase") == "Pending"
+        ]
+
+    def upgrade_operator(self, new: OperatorSource, kube_version: str, timeout: float) -> str:
+        """Apply ``new``'s CRDs, RBAC and Deployment over the running operator; wait until the
+        Deployment has rolled out and every operator pod runs ``new``'s image."""
+        if self.operator is None:
+            raise RuntimeError("no operator of this run to upgrade (--ray-operator-install none)")
+        deadline = time.monotonic() + timeout
+        old, self.operator = self.operator, new
+        objs = self.operator_objects()
+        validate.validate_all(objs, crds={}, kube_version=kube_version)
+        self._check_crd_owner(objs)
+        for o in objs:
+            self._apply(o)
+        self._wait_crd_established(_left(deadline, 60))
+        deployment = next(o for o in objs if o["kind"] == "Deployment")
+        name = deployment["metadata"]["name"]
+        selector = ",".join(
+            f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items()
+        )
+
+        def images() -> list[tuple[str, str, bool]]:
+            return [
+                (p["metadata"]["name"], c.get("image", ""), pod_ready(p))
+                for p in self.kube.pods(self.namespace, selector)
+                for c in p["spec"]["containers"]
+            ]
+
+        def rolled_out() -> bool:
+            d = self.kube.get("apps/v1", "Deployment", name, self.namespace) or {}
+            status = d.get("status") or {}
+            current = int(status.get("observedGeneration") or 0) >= int(
+                (d.get("metadata") or {}).get("generation") or 0
+            )
+            pods = images()
+            return current and bool(pods) and all(i == new.image and ok for _, i, ok in pods)
+
+        try:
+            wait_for(
+                rolled_out,
+                timeout=_left(deadline, timeout),
+                what=f"KubeRay {old.version} -> {new.version}: deployment {self.namespace}/{name} "
+                f"to run only {new.image}",
+                interval=1.0,
+                last_seen=lambda: (
+                    "; ".join(f"{n} {i} ready={ok}" for n, i, ok in images()) or "no operator pods"
+                ),
+            )
+        except WaitTimeout as exc:
+            raise RuntimeError(str(exc)) from None
+        pods = ", ".join(n for n, _, _ in images())
+        return f"KubeRay {new.version} ({new.image}) runs as {pods}"
+
+    def reconcile_probe(self, timeout: float) -> str:
+        """Delete the head Service the operator made; it must make it again (a new uid)."""
+        gone = self.kube.get("v1", "Service", self.head_service, self.namespace)
+        if gone is None:
+            raise RuntimeError(f"Service {self.namespace}/{self.head_service} is not there")
+        old_uid = str(gone["metadata"]["uid"])
+        t0 = time.monotonic()
+        self.kube.delete(gone, foreground=False)
+        seen = ["not yet made again"]
+
+        def back() -> bool:
+            svc = self.kube.get("v1", "Service", self.head_service, self.namespace)
+            if svc is None:
+                return False
+            uid = str(svc["metadata"]["uid"])
+            seen[0] = f"uid {uid}" + (" (the one deleted: not gone yet)" if uid == old_uid else "")
+            return uid != old_uid
+
+        try:
+            wait_for(
+                back,
+                timeout=timeout,
+                what=f"the operator to make Service {self.namespace}/{self.head_service} again "
+                "after it was deleted",
+                interval=1.0,
+                last_seen=lambda: (
+                    seen[0]
+                    + "; operator: "
+                    + "; ".join(
+                        pod_state(p)
+                        for p in self.kube.pods(
+                            self.namespace, "app.kubernetes.io/name=kuberay-operator"
+                        )
+                    )
+                ),
+            )
+        except WaitTimeout as exc:
+            raise RuntimeError(str(exc)) from None
+        return (
+            f"Service {self.namespace}/{self.head_service} deleted and made again by the operator "
+            f"in {time.monotonic() - t0:.1f} s"
+        )
 
     def delete_pod(self, pod: str) -> None:
         """Delete a pod at once (grace period 0): a node lost, not drained."""

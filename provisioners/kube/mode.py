@@ -16,12 +16,16 @@ from typing import Any, ClassVar
 from provisioners import runstate
 from provisioners.base import (
     CLIENT_PORT,
+    AutoscalingLimits,
     ClusterHandle,
     ClusterSpec,
     Endpoint,
+    IngressRoute,
     InventoryItem,
+    OperatorUpgrade,
     ProvisionError,
 )
+from provisioners.kube import ingress
 from provisioners.kube.api import Kube
 from provisioners.kube.clusters import ClusterProvider
 from provisioners.kube.kuberay import GCS_PORT, KubeRayDeployer, OperatorSource, RaySize
@@ -31,7 +35,9 @@ from provisioners.runner import run
 
 KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
 KUBERAY_VERSION = "v1.5.0"
-UPSTREAM_OPERATOR_IMAGE = f"quay.io/kuberay/operator:{KUBERAY_VERSION}"
+#: The ray-operator releases the Go module proxy serves (listed 2026-12-03), oldest first.
+KUBERAY_VERSIONS = ("v1.4.0", "v1.5.0")
+UPSTREAM_OPERATOR_REPO = "quay.io/kuberay/operator"
 DEFAULT_WORKERS = 2
 
 OPERATOR_INSTALL = Option.choice(
@@ -42,6 +48,28 @@ OPERATOR_INSTALL = Option.choice(
 )
 OPERATOR_IMAGE = Option.string(
     "operator-image", "KubeRay operator image (default: the mode's; see README, Kubernetes)"
+)
+OPERATOR_VERSION = Option.choice(
+    "operator-version",
+    "KubeRay release the kube modes install, built from its Go module",
+    KUBERAY_VERSIONS,
+    KUBERAY_VERSION,
+)
+
+
+def _older_release(text: str) -> str:
+    if text not in KUBERAY_VERSIONS[:-1]:
+        raise ValueError(f"expected one of {', '.join(KUBERAY_VERSIONS[:-1])}")
+    return text
+
+
+OPERATOR_UPGRADE_FROM: Option[str | None] = Option(
+    "operator-upgrade-from",
+    "kind-operator, kube-operator: create the RayCluster under this older KubeRay; the upgrade "
+    "check then upgrades the operator in place to --ray-operator-version",
+    _older_release,
+    None,
+    metavar="|".join(KUBERAY_VERSIONS[:-1]),
 )
 
 
@@ -71,7 +99,11 @@ def module_manifests(version: str, timeout: float) -> Path:
 class OperatorMode:
     """Provisioner of a RayCluster by KubeRay on a cluster from ``make_cluster``."""
 
-    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (OPERATOR_INSTALL, OPERATOR_IMAGE)
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
+        OPERATOR_INSTALL,
+        OPERATOR_IMAGE,
+        OPERATOR_VERSION,
+    )
 
     def __init__(self) -> None:
         self._spec: ClusterSpec | None = None
@@ -79,6 +111,9 @@ class OperatorMode:
         self._kube: Kube | None = None
         self._deployer: KubeRayDeployer | None = None
         self._held = False  # this provision holds the run (runstate)
+        self._ingress: IngressRoute | None = None
+        self._upgrade_to: OperatorSource | None = None  # --ray-operator-upgrade-from: the newer
+        self._kube_version = ""
 
     # -- what a mode supplies ---------------------------------------------------------
 
@@ -89,13 +124,20 @@ class OperatorMode:
         """The Ray image the pods run (made available to the cluster by ``load_image``)."""
         raise NotImplementedError
 
-    def operator_source(self, spec: ClusterSpec, timeout: float) -> OperatorSource | None:
+    def operator_source(
+        self, spec: ClusterSpec, timeout: float, version: str
+    ) -> OperatorSource | None:
+        """KubeRay ``version``: its manifests from its module, its image (``--ray-operator-image``
+        names the one of ``--ray-operator-version``, not of an older release upgraded from)."""
         if spec.get(OPERATOR_INSTALL) == "none":
             return None
-        manifests = module_manifests(KUBERAY_VERSION, timeout)
-        return OperatorSource(
-            KUBERAY_VERSION, manifests, spec.get(OPERATOR_IMAGE) or UPSTREAM_OPERATOR_IMAGE
-        )
+        manifests = module_manifests(version, timeout)
+        given = spec.get(OPERATOR_IMAGE) if version == spec.get(OPERATOR_VERSION) else None
+        return OperatorSource(version, manifests, given or f"{UPSTREAM_OPERATOR_REPO}:{version}")
+
+    def ray_size(self, spec: ClusterSpec, workers: int) -> RaySize:
+        """The RayCluster's shape (a mode may add an autoscaled group)."""
+        return RaySize(workers=workers)
 
     def pod_defaults(self, spec: ClusterSpec) -> dict[str, Any]:
         """Pod settings every pod of the run gets (OpenShift's fixed user, for one)."""
@@ -107,6 +149,12 @@ class OperatorMode:
 
     def before_deploy(self, spec: ClusterSpec, deployer: KubeRayDeployer, timeout: float) -> None:
         """Cluster set-up a mode needs before the operator and Ray pods (OpenShift's grants)."""
+
+    def deploy_ingress(
+        self, spec: ClusterSpec, deployer: KubeRayDeployer, kube_version: str, timeout: float
+    ) -> IngressRoute | None:
+        """An ingress to the head (``provisioners/kube/ingress.py``), where the mode has one."""
+        return None
 
     # -- Provisioner --------------------------------------------------------------------
 
@@ -126,10 +174,17 @@ class OperatorMode:
         workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
         # Images first: a cluster should not sit idle while they build.
         image = self.node_image(spec, _left(deadline))
-        operator = self.operator_source(spec, _left(deadline))
+        target, older = spec.get(OPERATOR_VERSION), spec.get(OPERATOR_UPGRADE_FROM)
+        if older is not None and KUBERAY_VERSIONS.index(older) >= KUBERAY_VERSIONS.index(target):
+            raise ProvisionError(
+                f"--ray-operator-upgrade-from {older} is not older than --ray-operator-version {target}"
+            )
+        operator = self.operator_source(spec, _left(deadline), older or target)
+        self._upgrade_to = self.operator_source(spec, _left(deadline), target) if older else None
         local = [image]
-        if operator is not None and operator.image != UPSTREAM_OPERATOR_IMAGE:
-            local.append(operator.image)
+        for source in (operator, self._upgrade_to):
+            if source is not None and not source.image.startswith(f"{UPSTREAM_OPERATOR_REPO}:"):
+                local.append(source.image)
         cluster.preload(local, _left(deadline))  # into the node image, where the cluster allows
         kube = self._kube = cluster.create(_left(deadline))
         namespace = run_name(spec.run_id, spec.mode)
@@ -145,7 +200,9 @@ class OperatorMode:
                 namespace=namespace,
             )
         t0 = time.monotonic()
-        version = kube.server_version(min(spec.timeouts.preflight, _left(deadline)))
+        version = self._kube_version = kube.server_version(
+            min(spec.timeouts.preflight, _left(deadline))
+        )
         spec.progress(
             f"Kubernetes {version} answers at {kube.where()} ({time.monotonic() - t0:.1f} s)"
         )
@@ -157,7 +214,7 @@ class OperatorMode:
             namespace=namespace,
             name=run_name(spec.run_id, "ray", limit=40),  # KubeRay adds suffixes to pod names
             image=image,
-            size=RaySize(workers=workers),
+            size=self.ray_size(spec, workers),
             operator=operator,
             workdir=spec.workdir,
             progress=spec.progress,
@@ -166,6 +223,7 @@ class OperatorMode:
         )
         self.before_deploy(spec, deployer, _left(deadline))
         deployer.deploy(version, deadline, spec.timeouts.node_join)
+        self._ingress = self.deploy_ingress(spec, deployer, version, _left(deadline))
         t0 = time.monotonic()
         head = deployer.pods()[0]["metadata"]["name"]
         py = deployer.exec(head, ["python", "-c", "import sys, ray; print(ray.__version__, '%d.%d' % sys.version_info[:2])"], 60)  # fmt: skip
@@ -195,6 +253,7 @@ class OperatorMode:
                 "pods": f"{kubectl} get pods -n {ns}",
                 "dashboard": f"{kubectl} port-forward -n {ns} service/{deployer.head_service} 8265",
                 "client": f"{kubectl} port-forward -n {ns} service/{deployer.head_service} {CLIENT_PORT}",
+                **(ingress.as_mapping(self._ingress) if self._ingress else {}),
                 "remove": " && ".join(remove),
             },
         )  # fmt: skip
@@ -254,6 +313,49 @@ class OperatorMode:
                     self._held = False
                     runstate.release(spec.run_id)
 
+    # -- SupportsAutoscaling, SupportsPendingNodes ----------------------------------------
+
+    def autoscaling_limits(self) -> AutoscalingLimits | None:
+        """KubeRay's in-tree autoscaler on the RayCluster's ``autoscale`` group, if it has one."""
+        deployer, spec = self._deployer, self._spec
+        if deployer is None or spec is None or not deployer.size.autoscale_max:
+            return None
+        size = deployer.size
+        return AutoscalingLimits(
+            min_workers=0,
+            max_workers=size.autoscale_max,
+            cpus_per_worker=float(size.autoscale_cpus),
+            head_cpus=float(size.cpu),
+            idle_timeout_s=float(size.idle_timeout_s),
+            # A pod scheduled, its image already on the node, Ray started: a node's join.
+            scale_up_timeout_s=spec.timeouts.node_join,
+            scale_down_timeout_s=size.idle_timeout_s + spec.timeouts.node_join,
+        )
+
+    def pending_nodes(self) -> list[str]:
+        return self._require().pending_pods()
+
+    # -- SupportsOperatorUpgrade --------------------------------------------------------
+
+    def operator_upgrade(self) -> OperatorUpgrade | None:
+        deployer, new = self._deployer, self._upgrade_to
+        if deployer is None or deployer.operator is None or new is None:
+            return None
+        return OperatorUpgrade("KubeRay", deployer.operator.version, new.version)
+
+    def upgrade_operator(self, timeout: float) -> str:
+        if self._upgrade_to is None:
+            raise RuntimeError("no operator upgrade was asked for (--ray-operator-upgrade-from)")
+        return self._require().upgrade_operator(self._upgrade_to, self._kube_version, timeout)
+
+    def reconcile_probe(self, timeout: float) -> str:
+        return self._require().reconcile_probe(timeout)
+
+    # -- SupportsIngress ----------------------------------------------------------------
+
+    def ingress_route(self) -> IngressRoute | None:
+        return self._ingress
+
     # -- SupportsNodeExec ---------------------------------------------------------------
 
     def node_names(self) -> list[str]:
@@ -279,6 +381,27 @@ class OperatorMode:
         return str((pod.get("status") or {}).get("podIP", ""))
 
     def replaces_lost_nodes(self) -> bool:
+        return True
+
+    # -- SupportsKillHead ---------------------------------------------------------------
+
+    def kill_head(self) -> str:
+        """Delete the head pod with no grace period; the operator should start a new head."""
+        pods = self._require().pods()
+        head = next(
+            (
+                p
+                for p in pods
+                if (p["metadata"].get("labels") or {}).get("ray.io/node-type") == "head"
+            ),
+            None,
+        )
+        if head is None:
+            raise RuntimeError("no head pod to delete")
+        self._require().delete_pod(head["metadata"]["name"])
+        return str((head.get("status") or {}).get("podIP", ""))
+
+    def recovers_head(self) -> bool:
         return True
 
     # -- helpers ------------------------------------------------------------------------
