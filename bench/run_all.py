@@ -177,7 +177,7 @@ class Table:
     def modes(self) -> list[str]:
         seen = {m for bench in self.benches for m in self.modes_of(bench)}
         for state in self.benches.values():  # a mode a bench failed on still gets its row
-            seen |= set(((state.get("figures") or {}).get("failed") or {}))
+            seen |= set((state.get("figures") or {}).get("failed") or {})
         return [m for m in MODE_ORDER if m in seen] + sorted(seen - set(MODE_ORDER))
 
 

@@ -46,7 +46,8 @@ def check_spread(
     # Kept in the results: the pinned tally is the proof, the SPREAD tally shows the load.
     record.append((f"spread_{where}_pinned", result["pinned"]))
     record.append((f"spread_{where}_spread_tally", result["spread"]))
-    record.append((f"spread_{where}_nodes", result["alive"]))  # hostname, IP, head: the labels
+    # Hostname, IP, head: the labels; with the nodes an autoscaler added for the load.
+    record.append((f"spread_{where}_nodes", result["alive"] + result["joined"]))
     record.append((f"spread_{where}_load", load_figures(result["load"])))
     alive = {n["node_id"]: f"{n['hostname']}/{n['ip']}" for n in result["alive"]}
     assert len(alive) == cluster.expected_nodes, (
@@ -66,7 +67,7 @@ def check_spread(
     assert total == cluster.expected_nodes * result["iterations"], (
         f"{where}: tally {result['pinned']} sums to {total}"
     )
-    check_load(result, alive, where)
+    check_load(result, {n["node_id"] for n in result["alive"] + result["joined"]}, where)
 
 
 def load_figures(load: dict[str, Any]) -> dict[str, Any]:
@@ -74,8 +75,8 @@ def load_figures(load: dict[str, Any]) -> dict[str, Any]:
     return {k: load[k] for k in ("tasks", "done", "seconds", "tasks_per_s")}
 
 
-def check_load(result: dict[str, Any], alive: dict[str, str], where: str) -> None:
-    """Every SPREAD task came back, from a node that is alive."""
+def check_load(result: dict[str, Any], listed: set[str], where: str) -> None:
+    """Every SPREAD task came back, from a node the cluster lists."""
     load, tally = result["load"], result["spread"]
     assert load["done"] == load["tasks"], (
         f"{where}: {load['done']} of {load['tasks']} SPREAD tasks finished in "
@@ -83,8 +84,10 @@ def check_load(result: dict[str, Any], alive: dict[str, str], where: str) -> Non
         f"submitted) before the counter's {load['deadline_s']:g} s deadline "
         f"({DEADLINE_SHARE:.0%} of --ray-job-timeout); tally so far {tally}"
     )
-    strangers = {nid: n for nid, n in tally.items() if nid not in alive}
-    assert not strangers, f"{where}: SPREAD tasks ran on nodes not alive at the start: {strangers}"
+    strangers = {nid: n for nid, n in tally.items() if nid not in listed}
+    assert not strangers, (
+        f"{where}: SPREAD tasks ran on nodes the cluster does not list: {strangers}"
+    )
     assert sum(tally.values()) == load["done"], (
         f"{where}: tally {tally} sums to {sum(tally.values())}, not the {load['done']} tasks done"
     )

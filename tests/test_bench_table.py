@@ -8,7 +8,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from run_all import render  # noqa: E402
+from run_all import render
 
 HOST = {"date": "2026-12-03 21:00 UTC", "nproc": 2, "cpu": "cpu", "memory_gib": 23.4}
 HOST |= {"kernel": "6.1", "python": "3.11.2"}

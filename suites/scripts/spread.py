@@ -87,6 +87,16 @@ def spread_load(tasks: int, deadline: float) -> dict:
     }
 
 
+def node(n: dict) -> dict:
+    return {
+        "node_id": n["NodeID"],
+        "hostname": n["NodeManagerHostname"],
+        "ip": n["NodeManagerAddress"],
+        # Ray gives its head this resource; the report marks that node.
+        "head": "node:__internal_head__" in n.get("Resources", {}),
+    }
+
+
 def main() -> None:
     address = sys.argv[1] if len(sys.argv) > 1 else None
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
@@ -112,17 +122,14 @@ def main() -> None:
             if node_id != target:
                 misplaced.append([target, node_id])
     loaded = spread_load(SPREAD_TASKS, deadline)
+    # An autoscaling cluster may add nodes for the load: the cluster lists them too.
+    started = {n["NodeID"] for n in alive}
+    joined = [
+        n for n in ray.nodes() if n["NodeID"] in loaded["tally"] and n["NodeID"] not in started
+    ]
     result = {
-        "alive": [
-            {
-                "node_id": n["NodeID"],
-                "hostname": n["NodeManagerHostname"],
-                "ip": n["NodeManagerAddress"],
-                # Ray gives its head this resource; the report marks that node.
-                "head": "node:__internal_head__" in n.get("Resources", {}),
-            }
-            for n in alive
-        ],
+        "alive": [node(n) for n in alive],
+        "joined": [node(n) for n in joined],
         "pinned": dict(pinned),
         "where": where_seen,
         "misplaced": misplaced,
