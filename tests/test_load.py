@@ -64,10 +64,10 @@ def test_load_past_its_deadline_fails_saying_how_far_it_got(
     pytester: pytest.Pytester, local_cluster: ClusterHandle
 ) -> None:
     suites_in(pytester)
-    # A million tasks cannot finish in the counter's 22.5 s (75% of the job timeout) here.
+    # A million tasks cannot finish in the counter's 30 s (75% of the job timeout) here.
     result = run_subprocess(
         pytester,
-        *external(local_cluster, local_cluster.access["ray client"], "--ray-job-timeout=30"),
+        *external(local_cluster, local_cluster.access["ray client"], "--ray-job-timeout=40"),
         "-k",
         "from_outside",
         "--ray-spread-tasks=1000000",
@@ -76,7 +76,7 @@ def test_load_past_its_deadline_fails_saying_how_far_it_got(
     result.stdout.fnmatch_lines(
         [
             "*outside: * of 1000000 SPREAD tasks finished in *tasks/s; * submitted) before the "
-            "counter's 22.5 s deadline (75% of --ray-job-timeout)*"
+            "counter's 30 s deadline (75% of --ray-job-timeout)*"
         ]
     )
 
@@ -141,14 +141,15 @@ def test_sessions_through_a_forward_of_one_at_a_time_fail_naming_them(
             "--ray-spread-tasks=3",
         )
     result.assert_outcomes(failed=1, deselected=2)
+    # The one session the forward carried may finish or run out of time; the others are refused.
     result.stdout.fnmatch_lines(
         [
-            f"E   AssertionError: 2 of 3 Ray Client sessions at once through "
+            f"E   AssertionError: ? of 3 Ray Client sessions at once through "
             f"ray://127.0.0.1:{forward} failed:",
             "*session ?: `*` exited 1",
         ]
     )
-    result.stdout.fnmatch_lines(["*ConnectionError*"])
+    result.stdout.fnmatch_lines(["*ConnectionError: ray client connection timeout*"])
 
 
 LOAD = {"tasks": 4, "submitted": 4, "done": 4, "seconds": 2.0, "tasks_per_s": 2.0}
@@ -168,11 +169,10 @@ LOAD = {"tasks": 4, "submitted": 4, "done": 4, "seconds": 2.0, "tasks_per_s": 2.
             {"a": 3, "z": 1},
             "x: SPREAD tasks ran on nodes the cluster does not list: {'z': 1}",
         ),
-        (LOAD, {"a": 3}, "x: tally {'a': 3} sums to 3, not the 4 tasks done"),
     ],
-    ids=["unfinished", "stranger", "lost"],
+    ids=["unfinished", "stranger"],
 )
-def test_load_check_fails_on_missing_strange_or_lost_tasks(
+def test_load_check_fails_on_unfinished_or_strange_tasks(
     load: dict[str, Any], tally: dict[str, int], message: str
 ) -> None:
     with pytest.raises(AssertionError) as failed:
