@@ -62,12 +62,10 @@ lint: venv
 	$(PY) -m mypy
 	bash .ci/actionlint.sh
 
+# Every bench in turn (about an hour on 2 cores, the whole matrix twice included), then one
+# table of every figure beside its target: bench/RESULTS.md and bench/results.json.
 bench: venv
-	$(PY) bench/bench_local.py
-	bash .ci/with-docker-engine.sh $(PY) bench/bench_docker.py
-	bash .ci/with-docker-engine.sh $(PY) bench/bench_rayup.py
-	bash .ci/with-docker-engine.sh $(PY) bench/bench_kind.py
-	bash .ci/with-docker-engine.sh $(PY) bench/bench_clouds.py
+	bash .ci/with-docker-engine.sh $(PY) bench/run_all.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) reports/out

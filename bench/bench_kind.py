@@ -19,8 +19,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_rayup import ready_and_teardown, spec, timed
+from bench_rayup import ready_and_teardown, spec, timed, timing
+from figures import save
 
 from fixtures.offline import run_offline
 from provisioners.base import ClusterSpec
@@ -66,6 +68,7 @@ def main() -> int:
         run_id=base.run_id,
         workdir=base.workdir,
         workers=workers,
+        options=base.options,
         progress=progress,
     )
     kind_ready, kind_down = ready_and_teardown(KindOperatorProvisioner(), kind_spec)
@@ -87,6 +90,10 @@ def main() -> int:
         print(f"  {key:<26} {value:7.1f} s = {value / base_s:5.2f}x docker {which}")
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     print(f"results: {workdir / 'results.json'}")
+    kind = timing(kind_ready, kind_down, docker_ready, docker_down)
+    kind["phases_s"] = {k: round(results[k], 1) for k in PHASES if k in results}
+    modes = {"docker": timing(docker_ready, docker_down, None, None), "kind-operator": kind}
+    save("bench_kind", modes, nodes=args.nodes)
     return 0
 
 

@@ -19,8 +19,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from figures import save
 
 from fixtures.offline import run_offline
 from provisioners.autoscale import AutoscaleProvisioner
@@ -126,7 +130,35 @@ def main() -> int:
     ratio("autoscale down", results["autoscale_down_s"], docker_down, "teardown")
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     print(f"results: {workdir / 'results.json'}")
+    modes = {
+        "vm": timing(vm_ready, vm_down, docker_ready, docker_down),
+        "autoscale": {
+            "provision_s": round(results["autoscale_head_s"], 1),
+            "scale_up_s": round(results["autoscale_up_s"], 1),
+            "scale_down_s": round(results["autoscale_down_s"], 1),
+        },
+    }
+    if docker_ready is not None and docker_down is not None:
+        modes["docker"] = timing(docker_ready, docker_down, None, None)
+        modes["autoscale"] |= {
+            "scale_up_vs_docker": round(results["autoscale_up_s"] / docker_ready, 2),
+            "scale_down_vs_docker": round(results["autoscale_down_s"] / docker_down, 2),
+        }
+    save("bench_rayup", modes, nodes=args.nodes)
     return 0
+
+
+def timing(
+    ready: float, down: float, base_ready: float | None, base_down: float | None
+) -> dict[str, Any]:
+    """A mode's provision and teardown seconds, and their ratios to docker's when given."""
+    out: dict[str, Any] = {"provision_s": round(ready, 1), "teardown_s": round(down, 1)}
+    if base_ready and base_down:
+        out |= {
+            "provision_vs_docker": round(ready / base_ready, 2),
+            "teardown_vs_docker": round(down / base_down, 2),
+        }
+    return out
 
 
 if __name__ == "__main__":

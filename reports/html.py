@@ -71,6 +71,7 @@ details { margin: .3em 0; }
 .bars .bar { flex: none; height: .7em; background: #57ab5a; min-width: 1px; }
 .bars div > span[title] { overflow-wrap: anywhere; }
 .bars .head { font-weight: 700; }
+.load { font-size: .8em; margin: .3em 0 0; }
 pre.why { margin: .3em 0 0; padding: .3em; font-size: .8em; background: #fff6f5; }
 """
 
@@ -336,6 +337,34 @@ def _spread_bars(cases: list[Result]) -> str:
     return "".join(charts)
 
 
+#: A load's figures (suites/test_spread.py): tasks asked and done, seconds, tasks/s.
+LOAD_SUFFIX = "_load"
+
+
+def _loads(cases: list[Result]) -> str:
+    """One line per recorded load: how many tasks came back and the throughput."""
+    lines = []
+    for r in cases:
+        for key, load in r.properties.items():
+            if not key.endswith(LOAD_SUFFIX) or not isinstance(load, dict):
+                continue
+            try:
+                done, tasks, rate = (
+                    int(load["done"]),
+                    int(load["tasks"]),
+                    float(load["tasks_per_s"]),
+                )
+            except (KeyError, TypeError, ValueError):
+                continue  # not a load's figures: the tooltip still lists it
+            who = key.removesuffix(LOAD_SUFFIX).removeprefix("spread_")
+            label = f"{load['sessions']} sessions at once" if "sessions" in load else f"load, {who}"
+            lines.append(
+                f'<div class="load" data-load="{_e(key)}">{_e(label)}: {done:,} of {tasks:,} '
+                f"tasks, {rate:,.1f} tasks/s</div>"
+            )
+    return "".join(lines)
+
+
 def _head_first(nodes: dict[str, dict[str, Any]]) -> Callable[[str], tuple[bool, str]]:
     def key(node_id: str) -> tuple[bool, str]:
         node = nodes.get(node_id, {})
@@ -390,7 +419,7 @@ def _cell(
     return (
         f'<td class="o-{_e(outcome)}" {attrs} data-outcome="{_e(outcome)}" title="{_e(tip)}">'
         f'<span class="label">{LABELS.get(outcome, outcome.upper())}</span>'
-        f'<span class="dur">{_secs(duration)}</span>{body}{_spread_bars(cases)}</td>'
+        f'<span class="dur">{_secs(duration)}</span>{body}{_loads(cases)}{_spread_bars(cases)}</td>'
     )
 
 

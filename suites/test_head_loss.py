@@ -62,6 +62,7 @@ def test_head_loss_cluster_recovers(
     ray_spec: ClusterSpec,
     ray_run_in_cluster: Any,
     ray_spread_iterations: int,
+    ray_spread_tasks: int,
     request: pytest.FixtureRequest,
 ) -> None:
     """After the head is killed, a new head and every worker come back and the counter passes."""
@@ -106,7 +107,9 @@ def test_head_loss_cluster_recovers(
     except WaitTimeout as exc:
         pytest.fail(str(exc), pytrace=False)
     request.node.user_properties.append(("head_loss_recovery_s", round(time.monotonic() - t0, 1)))
-    output = ray_run_in_cluster(spread_source(ray_spread_iterations))
+    output = ray_run_in_cluster(
+        spread_source(ray_spread_iterations, ray_spread_tasks, ray_spec.timeouts.job)
+    )
     check_spread(parse_result(output), ray_cluster, "after-head-loss", request.node.user_properties)
 
 

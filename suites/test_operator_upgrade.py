@@ -113,8 +113,12 @@ def test_operator_upgrade_counter_passes_after(
     ray_cluster: ClusterHandle,
     ray_run_in_cluster: Any,
     ray_spread_iterations: int,
+    ray_spread_tasks: int,
+    ray_spec: ClusterSpec,
     request: pytest.FixtureRequest,
 ) -> None:
     """After the upgrade every node still runs work sent from inside the cluster."""
-    output = ray_run_in_cluster(spread_source(ray_spread_iterations))
+    output = ray_run_in_cluster(
+        spread_source(ray_spread_iterations, ray_spread_tasks, ray_spec.timeouts.job)
+    )
     check_spread(parse_result(output), ray_cluster, "after-upgrade", request.node.user_properties)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -377,8 +378,20 @@ def modes(*specs: str) -> list[str]:
 
 
 def run(pytester: pytest.Pytester, *args: str, **kwargs: Any) -> pytest.RunResult:
-    """An in-process inner run (the plugin loads by its entry point, as for a user)."""
-    return pytester.runpytest(*args, **kwargs)
+    """An in-process inner run (the plugin loads by its entry point, as for a user).
+
+    The inner run collects its own copy of ``suites/``: the checkout's, imported by a test
+    module of this process, is set aside meanwhile (else "import file mismatch").
+    """
+    ours = {n: m for n, m in sys.modules.items() if n == "suites" or n.startswith("suites.")}
+    for name in ours:
+        del sys.modules[name]
+    try:
+        return pytester.runpytest(*args, **kwargs)
+    finally:
+        for name in [n for n in sys.modules if n == "suites" or n.startswith("suites.")]:
+            del sys.modules[name]
+        sys.modules.update(ours)
 
 
 def run_subprocess(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

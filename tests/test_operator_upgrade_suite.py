@@ -75,7 +75,8 @@ class KeepsNodes(FakeProvisioner):
         return "RESULT " + json.dumps({
             "iterations": 3,
             "pinned": {n["node_id"]: 3 for n in nodes},
-            "spread": {},
+            "spread": {n["node_id"]: 1 for n in nodes},
+            "joined": [], "load": {"tasks": 2, "submitted": 2, "done": 2, "seconds": 1.0, "tasks_per_s": 2.0, "deadline_s": 9.0},
             "misplaced": [],
             "alive": [{"node_id": n["node_id"], "hostname": n["node_name"], "ip": n["node_ip"]} for n in nodes],
         })
