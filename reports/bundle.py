@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reports import junit
-from reports.certify import PROFILE, TARGET_FILE, certify_problems, opened
+from reports.certify import PROFILE, TARGET_FILE, opened
 from reports.html import LABELS, render_html
 from reports.manifest import MANIFEST_FILE, sha256_file, verify_manifest, write_manifest
 from reports.model import (
@@ -30,6 +30,8 @@ from reports.model import (
     write_json,
     write_text_atomic,
 )
+from reports.rules import evaluate
+from reports.submission import NotCertified, lay_out
 from reports.verdict import NOT_RUN, not_applicable, verdicts
 
 #: Exit status when an input cannot be read at all (1 means "read it, and it does not verify").
@@ -302,7 +304,15 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--certify",
         action="store_true",
-        help="Also check target.yaml is complete and every profile check ran and passed",
+        help="Check the certification rules (reports/rules.yaml), printing each with PASS or FAIL",
+    )
+    sb = sub.add_parser(
+        "submission",
+        help="Lay out a certified archive as a submission (DIR/vX.Y/<product>/PRODUCT.yaml, ...)",
+    )
+    sb.add_argument("archive", type=Path, help="The archive a certification run wrote")
+    sb.add_argument(
+        "out", type=Path, help="The submissions directory (a k8s-conformance-like tree)"
     )
     m = sub.add_parser("merge", help="Merge several runs' bundles into a new one")
     m.add_argument("out", type=Path, help="New bundle directory (must be absent or empty)")
@@ -333,16 +343,39 @@ def _parser() -> argparse.ArgumentParser:
 
 def _verify(bundle: Path, certify: bool) -> int:
     with opened(bundle) as d:
-        if certify and not (d / TARGET_FILE).is_file():
+        if not certify:
+            problems = verify_manifest(d)
+            return _verdict(problems, f"{bundle}: does not verify", f"{bundle}: OK")
+        if not (d / TARGET_FILE).is_file():
             raise BundleError(
                 f"{bundle}: not a certification bundle (it has no {TARGET_FILE}; "
                 "`pytest --ray-certify target.yaml` makes one)"
             )
-        problems = verify_manifest(d)
-        if certify and not problems:
-            problems = certify_problems(d)
-    failed = f"{bundle}: does not {'certify' if certify else 'verify'}"
-    return _verdict(problems, failed, f"{bundle}: OK{' (certified)' if certify else ''}")
+        findings = evaluate(d)
+    # Every rule, passed or not: the reviewer sees what was checked, not only what failed.
+    for finding in findings:
+        sys.stdout.write("".join(f"{line}\n" for line in finding.lines()))
+    failed = [f.rule.id for f in findings if not f.passed]
+    if failed:
+        sys.stdout.write(
+            f"{bundle}: does not certify ({len(failed)} of {len(findings)} rules failed: "
+            f"{', '.join(failed)})\n"
+        )
+        return 1
+    sys.stdout.write(f"{bundle}: OK (certified: {len(findings)}/{len(findings)} rules)\n")
+    return 0
+
+
+def _submission(archive: Path, out: Path) -> int:
+    try:
+        dest = lay_out(archive, out)
+    except NotCertified as exc:
+        sys.stderr.write(f"{exc}; `verify {archive} --certify` says why\n")
+        return 1
+    sys.stdout.write(f"submission of {archive.name}: {dest}\n")
+    for path in sorted(dest.iterdir()):
+        sys.stdout.write(f"  {path.name}\n")
+    return 0
 
 
 def _compare(previous: Path, current: Path, allow_skipped: Sequence[str]) -> int:
@@ -371,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(args.bundle, args.certify)
         if args.command == "compare":
             return _compare(args.previous, args.current, args.allow_skipped)
+        if args.command == "submission":
+            return _submission(args.archive, args.out)
         if args.command == "merge":
             merged = merge(args.out, args.bundles, lambda msg: sys.stderr.write(msg + "\n"))
             sys.stdout.write(

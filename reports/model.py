@@ -17,6 +17,11 @@ HTML_FILE = "report.html"
 #: One ``<mode>.json`` per mode: written by whichever process ran the mode (an xdist worker or
 #: the main process), read by the results writer on the controller at the end of the session.
 MODE_RECORD_DIR = "modes"
+#: The run's progress lines (``[ray-conformance] MODE (+S s): ...``), from every process.
+PROGRESS_FILE = "progress.log"
+#: The progress phrases that tell a mode's provision and teardown (``provisioned in 12.3 s``).
+PROVISIONED_IN = "provisioned in"
+TORN_DOWN_IN = "torn down in"
 
 #: Every outcome a (check, mode) can have, worst first: a matrix cell that folds several cases
 #: (a check parametrized beyond its mode) shows the worst of them.
