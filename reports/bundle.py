@@ -17,10 +17,13 @@ from reports.html import LABELS, render_html
 from reports.manifest import MANIFEST_FILE, sha256_file, verify_manifest, write_manifest
 from reports.model import (
     HTML_FILE,
+    OF_MODE,
+    RAY_KEY,
     RESULTS_FILE,
     BundleError,
     Result,
     Results,
+    column,
     first_line,
     is_safe_relpath,
     load_results,
@@ -32,12 +35,14 @@ from reports.model import (
 )
 from reports.rules import evaluate
 from reports.submission import NotCertified, lay_out
-from reports.verdict import NOT_RUN, not_applicable, verdicts
+from reports.verdict import NOT_CONFORMANT, NOT_RUN, not_applicable, ray_grid, verdicts
 
 #: Exit status when an input cannot be read at all (1 means "read it, and it does not verify").
 EXIT_UNREADABLE = 2
 #: Widest check title in the text matrix; longer ones are cut.
 MAX_TITLE = 60
+#: How a merged environment value says its sources differed.
+MIXED = "mixed: "
 
 
 def write_report(report_dir: Path, results: Results) -> None:
@@ -54,6 +59,8 @@ class Source:
     dir: Path
     results: Results
     digest: str  # sha256 of its results.json
+    #: Evidence that moves to another path in the merged bundle: new path -> path in ``dir``.
+    moves: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def merge(out: Path, bundles: Sequence[Path], warn: Callable[[str], object]) -> Results:
@@ -75,6 +82,10 @@ def merge(out: Path, bundles: Sequence[Path], warn: Callable[[str], object]) -> 
 
 
 def _merge(out: Path, sources: list[Source], warn: Callable[[str], object]) -> Results:
+    # Runs on more than one Ray release: every column becomes mode@ray (the matrix then is
+    # mode x Ray version), and each run's evidence moves under ray-<version>/ so none collide.
+    if len(_rays(sources)) > 1:
+        sources = [_by_ray(src) for src in sources]
     by_key: dict[tuple[str, str, str], tuple[Path, Result]] = {}
     records: dict[str, tuple[Source, dict[str, Any]]] = {}
     for src in sources:
@@ -120,7 +131,7 @@ def _merge(out: Path, sources: list[Source], warn: Callable[[str], object]) -> R
     )
     out.mkdir(parents=True, exist_ok=True)
     for src, record in records.values():
-        _copy_evidence(src.dir, out, record)
+        _copy_evidence(src, out, record)
     junit.merged(out, [(src.dir, src.results) for src in sources])
     write_report(out, merged)
     write_manifest(out, merged.run_id)
@@ -131,17 +142,55 @@ def _merge(out: Path, sources: list[Source], warn: Callable[[str], object]) -> R
 EVIDENCE = ("diagnostics", "screenshot")
 
 
-def _copy_evidence(src: Path, out: Path, record: dict[str, Any]) -> None:
+def _copy_evidence(src: Source, out: Path, record: dict[str, Any]) -> None:
     for key in EVIDENCE:
         rel = str(record.get(key) or "")
-        if not is_safe_relpath(rel) or not (src / rel).exists():
+        origin = src.moves.get(rel, rel)
+        if not is_safe_relpath(rel) or not is_safe_relpath(origin):
             continue  # a reason ("no screenshot: ..."), or a path outside the bundle
+        if not (src.dir / origin).exists():
+            continue
         dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if (src / rel).is_dir():
-            shutil.copytree(src / rel, dest, dirs_exist_ok=True)
+        if (src.dir / origin).is_dir():
+            shutil.copytree(src.dir / origin, dest, dirs_exist_ok=True)
         else:
-            shutil.copy2(src / rel, dest)
+            shutil.copy2(src.dir / origin, dest)
+
+
+def run_ray(results: Results) -> str:
+    """The Ray release a run's client used; "" for a merge of runs on several."""
+    ray = str(results.environment.get("ray") or "")
+    return "" if ray.startswith(MIXED) else ray
+
+
+def _rays(sources: list[Source]) -> set[str]:
+    found = {run_ray(src.results) for src in sources}
+    found |= {str(m.get(RAY_KEY) or "") for src in sources for m in src.results.modes}
+    return found - {""}
+
+
+def _by_ray(src: Source) -> Source:
+    """``src`` with its columns named ``mode@ray`` and its evidence under ``ray-<ray>/``."""
+    ray = run_ray(src.results)
+    if not ray:  # a merged bundle: its columns say their Ray already
+        return src
+    moves: dict[str, str] = {}
+    records = []
+    for m in src.results.modes:
+        record = {**m, "mode": column(str(m["mode"]), ray), OF_MODE: m["mode"], RAY_KEY: ray}
+        for key in EVIDENCE:
+            rel = str(m.get(key) or "")
+            if is_safe_relpath(rel) and (src.dir / rel).exists():
+                record[key] = f"ray-{ray}/{rel}"
+                moves[record[key]] = rel
+        records.append(record)
+    results = dataclasses.replace(
+        src.results,
+        modes=records,
+        results=[dataclasses.replace(r, mode=column(r.mode, ray)) for r in src.results.results],
+    )
+    return dataclasses.replace(src, results=results, moves=moves)
 
 
 def _combined_exit(codes: list[int]) -> int:
@@ -155,7 +204,7 @@ def _combined_env(envs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in dict.fromkeys(k for env in envs for k in env):
         values = list(dict.fromkeys(str(env.get(key)) for env in envs))
-        out[key] = envs[0].get(key) if len(values) == 1 else "mixed: " + " | ".join(values)
+        out[key] = envs[0].get(key) if len(values) == 1 else MIXED + " | ".join(values)
     return out
 
 
@@ -183,6 +232,7 @@ def render_text(results: Results) -> str:
         "",
         *(f"{v.mode}: {v.line}" for v in found),
     ]
+    out += render_grid(results)
     if modes:
         out += ["", line("check", modes)]
         for check in checks:
@@ -214,6 +264,20 @@ def render_text(results: Results) -> str:
         what = n.checks[0] if len(n.checks) == 1 else f"{len(n.checks)} checks"
         out.append(f"{LABELS.get(n.outcome, n.outcome)} {what} [{n.mode}]: {first}".rstrip())
     return "\n".join(out) + "\n"
+
+
+def render_grid(results: Results) -> list[str]:
+    """Mode x Ray version, one verdict per cell, for a merge of runs on several Ray releases."""
+    rays, rows = ray_grid(results)
+    if not rays:
+        return []
+    first = max([len("mode x Ray"), *(len(mode) for mode, _ in rows)]) + 2
+    width = max([len(NOT_CONFORMANT), *map(len, rays)]) + 2
+    lines = ["", "mode x Ray".ljust(first) + "".join(r.ljust(width) for r in rays)]
+    for mode, cells in rows:
+        words = [cells[r].word if r in cells else "-" for r in rays]
+        lines.append((mode.ljust(first) + "".join(w.ljust(width) for w in words)).rstrip())
+    return [line.rstrip() for line in lines]
 
 
 def render_summary(results: Results, detail: bool = False) -> str:
@@ -284,7 +348,8 @@ def regressions(
             out.append(f"{r.nodeid} [{r.mode}]: passed, now {after.outcome} {first}".rstrip())
     for mode in current.mode_names():
         cases = [r for r in current.results if r.mode == mode]
-        if cases and mode not in allow_skipped and all(r.outcome == "skipped" for r in cases):
+        allowed = {mode, str(current.record(mode).get(OF_MODE) or mode)} & set(allow_skipped)
+        if cases and not allowed and all(r.outcome == "skipped" for r in cases):
             why = first_line(str(current.record(mode).get("reason") or cases[0].message))
             out.append(f"mode {mode}: all {len(cases)} checks skipped ({why})")
     return out

@@ -23,6 +23,17 @@ PROGRESS_FILE = "progress.log"
 PROVISIONED_IN = "provisioned in"
 TORN_DOWN_IN = "torn down in"
 
+#: In a merge of runs on more than one Ray release, each column is a mode on one release,
+#: ``<mode>@<ray>``, and its record says both (``of_mode``, ``ray``): the matrix is mode x Ray.
+OF_MODE = "of_mode"
+RAY_KEY = "ray"
+
+
+def column(mode: str, ray: str) -> str:
+    """The merged matrix's column of ``mode`` on Ray ``ray``."""
+    return f"{mode}@{ray}"
+
+
 #: Every outcome a (check, mode) can have, worst first: a matrix cell that folds several cases
 #: (a check parametrized beyond its mode) shows the worst of them.
 OUTCOMES = ("error", "failed", "skipped", "xfailed", "passed")
