@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reports import junit
-from reports.certify import PROFILE, TARGET_FILE, opened
+from reports.certify import PROFILE, TARGET_FILE, opened, policy, tox_suffix
 from reports.html import LABELS, render_html
 from reports.manifest import MANIFEST_FILE, sha256_file, verify_manifest, write_manifest
 from reports.model import (
@@ -170,26 +171,34 @@ def _rays(sources: list[Source]) -> set[str]:
     return found - {""}
 
 
+def by_ray(results: Results) -> Results:
+    """``results`` with each column named ``mode@ray``; as they are when already so named, or
+    when they do not say one Ray (a merge of runs on several)."""
+    ray = run_ray(results)
+    if not ray or any(m.get(OF_MODE) for m in results.modes):
+        return results
+    return dataclasses.replace(
+        results,
+        modes=[
+            {**m, "mode": column(str(m["mode"]), ray), OF_MODE: m["mode"], RAY_KEY: ray}
+            for m in results.modes
+        ],
+        results=[dataclasses.replace(r, mode=column(r.mode, ray)) for r in results.results],
+    )
+
+
 def _by_ray(src: Source) -> Source:
     """``src`` with its columns named ``mode@ray`` and its evidence under ``ray-<ray>/``."""
-    ray = run_ray(src.results)
-    if not ray:  # a merged bundle: its columns say their Ray already
+    results = by_ray(src.results)
+    if results is src.results:
         return src
     moves: dict[str, str] = {}
-    records = []
-    for m in src.results.modes:
-        record = {**m, "mode": column(str(m["mode"]), ray), OF_MODE: m["mode"], RAY_KEY: ray}
+    for record in results.modes:
         for key in EVIDENCE:
-            rel = str(m.get(key) or "")
+            rel = str(record.get(key) or "")
             if is_safe_relpath(rel) and (src.dir / rel).exists():
-                record[key] = f"ray-{ray}/{rel}"
+                record[key] = f"ray-{record[RAY_KEY]}/{rel}"
                 moves[record[key]] = rel
-        records.append(record)
-    results = dataclasses.replace(
-        src.results,
-        modes=records,
-        results=[dataclasses.replace(r, mode=column(r.mode, ray)) for r in src.results.results],
-    )
     return dataclasses.replace(src, results=results, moves=moves)
 
 
@@ -379,6 +388,15 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument(
         "out", type=Path, help="The submissions directory (a k8s-conformance-like tree)"
     )
+    r = sub.add_parser(
+        "releases",
+        help="The supported Ray releases (reports/rules.yaml), newest first, with each one's tox env",
+    )
+    r.add_argument(
+        "--json",
+        action="store_true",
+        help='For CI matrices: [{"ray": "2.60.0", "tox": ""}, {"ray": "2.59.0", "tox": "-ray2.59"}]',
+    )
     m = sub.add_parser("merge", help="Merge several runs' bundles into a new one")
     m.add_argument("out", type=Path, help="New bundle directory (must be absent or empty)")
     m.add_argument(
@@ -431,6 +449,17 @@ def _verify(bundle: Path, certify: bool) -> int:
     return 0
 
 
+def _releases(as_json: bool) -> int:
+    found = [{"ray": v, "tox": tox_suffix(v)} for v in policy().ray_releases]
+    if as_json:
+        sys.stdout.write(json.dumps(found) + "\n")
+        return 0
+    for entry in found:
+        lock = " (requirements.lock)" if not entry["tox"] else ""
+        sys.stdout.write(f"Ray {entry['ray']}{lock}: tox -e <mode>{entry['tox']}\n")
+    return 0
+
+
 def _submission(archive: Path, out: Path) -> int:
     try:
         dest = lay_out(archive, out)
@@ -446,6 +475,10 @@ def _submission(archive: Path, out: Path) -> int:
 def _compare(previous: Path, current: Path, allow_skipped: Sequence[str]) -> int:
     with opened(previous) as before, opened(current) as after:
         prev, cur = load_results(before), load_results(after)
+    if any(m.get(OF_MODE) for m in [*prev.modes, *cur.modes]):
+        # One side is a mode x Ray matrix: compare the other's columns as mode@ray too (the
+        # first night of the Ray axis still compares with the night before it).
+        prev, cur = by_ray(prev), by_ray(cur)
     _, line = compared_modes(prev, cur)
     sys.stdout.write(line + "\n")
     found = regressions(prev, cur, allow_skipped)
@@ -471,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _compare(args.previous, args.current, args.allow_skipped)
         if args.command == "submission":
             return _submission(args.archive, args.out)
+        if args.command == "releases":
+            return _releases(args.json)
         if args.command == "merge":
             merged = merge(args.out, args.bundles, lambda msg: sys.stderr.write(msg + "\n"))
             sys.stdout.write(

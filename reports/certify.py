@@ -112,6 +112,14 @@ def policy(path: Path = RULES_FILE) -> Policy:
 MAX_FLAKE_RETRIES = policy().max_flake_retries
 
 
+def tox_suffix(release: str) -> str:
+    """What a mode's tox env name gets to run on ``release``: "" for the lock's (the newest
+    supported), else its ``-rayX.Y`` factor (``tox -e docker-ray2.59``)."""
+    if release == policy().ray_releases[0]:
+        return ""
+    return "-ray" + ".".join(release.split(".")[:2])
+
+
 class TargetError(ValueError):
     """A ``target.yaml`` that is missing, malformed or incomplete; the message names the field."""
 

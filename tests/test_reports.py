@@ -725,6 +725,23 @@ def test_merge_of_runs_on_two_ray_releases_is_a_mode_by_ray_matrix(
     ]
 
 
+def test_compare_reads_a_plain_previous_run_as_its_ray_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The first night with the Ray axis compares with a night that had none.
+    previous = make_bundle(
+        tmp_path / "p", "p", [result("test_ok", "docker", "passed")], {"docker": "torn-down"}
+    )
+    tonight = tmp_path / "matrix"
+    assert main(["merge", str(tonight), *map(str, ray_shards(tmp_path, "n", "passed"))]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(previous), str(tonight), "--allow-skipped", "kind-rayup"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "compared modes: docker@2.60.0 (only in the current run: kind-rayup@2.60.0, "
+        "docker@2.59.0, kind-rayup@2.59.0)"
+    )
+
+
 def test_merge_of_runs_on_one_ray_release_keeps_plain_mode_columns(tmp_path: Path) -> None:
     a, b = shards(tmp_path)
     assert main(["merge", str(tmp_path / "out"), str(a), str(b)]) == 0
