@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -12,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from reports import junit
-from reports.certify import PROFILE, TARGET_FILE, certify_problems, opened
+from reports.certify import PROFILE, TARGET_FILE, opened, policy, tox_suffix
 from reports.html import LABELS, render_html
 from reports.manifest import MANIFEST_FILE, sha256_file, verify_manifest, write_manifest
 from reports.model import (
     HTML_FILE,
+    OF_MODE,
+    RAY_KEY,
     RESULTS_FILE,
     BundleError,
     Result,
     Results,
+    column,
     first_line,
     is_safe_relpath,
     load_results,
@@ -30,12 +34,16 @@ from reports.model import (
     write_json,
     write_text_atomic,
 )
-from reports.verdict import NOT_RUN, not_applicable, verdicts
+from reports.rules import evaluate
+from reports.submission import NotCertified, lay_out
+from reports.verdict import NOT_CONFORMANT, NOT_RUN, not_applicable, ray_grid, verdicts
 
 #: Exit status when an input cannot be read at all (1 means "read it, and it does not verify").
 EXIT_UNREADABLE = 2
 #: Widest check title in the text matrix; longer ones are cut.
 MAX_TITLE = 60
+#: How a merged environment value says its sources differed.
+MIXED = "mixed: "
 
 
 def write_report(report_dir: Path, results: Results) -> None:
@@ -52,6 +60,8 @@ class Source:
     dir: Path
     results: Results
     digest: str  # sha256 of its results.json
+    #: Evidence that moves to another path in the merged bundle: new path -> path in ``dir``.
+    moves: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def merge(out: Path, bundles: Sequence[Path], warn: Callable[[str], object]) -> Results:
@@ -73,6 +83,10 @@ def merge(out: Path, bundles: Sequence[Path], warn: Callable[[str], object]) -> 
 
 
 def _merge(out: Path, sources: list[Source], warn: Callable[[str], object]) -> Results:
+    # Runs on more than one Ray release: every column becomes mode@ray (the matrix then is
+    # mode x Ray version), and each run's evidence moves under ray-<version>/ so none collide.
+    if len(_rays(sources)) > 1:
+        sources = [_by_ray(src) for src in sources]
     by_key: dict[tuple[str, str, str], tuple[Path, Result]] = {}
     records: dict[str, tuple[Source, dict[str, Any]]] = {}
     for src in sources:
@@ -118,7 +132,7 @@ def _merge(out: Path, sources: list[Source], warn: Callable[[str], object]) -> R
     )
     out.mkdir(parents=True, exist_ok=True)
     for src, record in records.values():
-        _copy_evidence(src.dir, out, record)
+        _copy_evidence(src, out, record)
     junit.merged(out, [(src.dir, src.results) for src in sources])
     write_report(out, merged)
     write_manifest(out, merged.run_id)
@@ -129,17 +143,63 @@ def _merge(out: Path, sources: list[Source], warn: Callable[[str], object]) -> R
 EVIDENCE = ("diagnostics", "screenshot")
 
 
-def _copy_evidence(src: Path, out: Path, record: dict[str, Any]) -> None:
+def _copy_evidence(src: Source, out: Path, record: dict[str, Any]) -> None:
     for key in EVIDENCE:
         rel = str(record.get(key) or "")
-        if not is_safe_relpath(rel) or not (src / rel).exists():
+        origin = src.moves.get(rel, rel)
+        if not is_safe_relpath(rel) or not is_safe_relpath(origin):
             continue  # a reason ("no screenshot: ..."), or a path outside the bundle
+        if not (src.dir / origin).exists():
+            continue
         dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if (src / rel).is_dir():
-            shutil.copytree(src / rel, dest, dirs_exist_ok=True)
+        if (src.dir / origin).is_dir():
+            shutil.copytree(src.dir / origin, dest, dirs_exist_ok=True)
         else:
-            shutil.copy2(src / rel, dest)
+            shutil.copy2(src.dir / origin, dest)
+
+
+def run_ray(results: Results) -> str:
+    """The Ray release a run's client used; "" for a merge of runs on several."""
+    ray = str(results.environment.get("ray") or "")
+    return "" if ray.startswith(MIXED) else ray
+
+
+def _rays(sources: list[Source]) -> set[str]:
+    found = {run_ray(src.results) for src in sources}
+    found |= {str(m.get(RAY_KEY) or "") for src in sources for m in src.results.modes}
+    return found - {""}
+
+
+def by_ray(results: Results) -> Results:
+    """``results`` with each column named ``mode@ray``; as they are when already so named, or
+    when they do not say one Ray (a merge of runs on several)."""
+    ray = run_ray(results)
+    if not ray or any(m.get(OF_MODE) for m in results.modes):
+        return results
+    return dataclasses.replace(
+        results,
+        modes=[
+            {**m, "mode": column(str(m["mode"]), ray), OF_MODE: m["mode"], RAY_KEY: ray}
+            for m in results.modes
+        ],
+        results=[dataclasses.replace(r, mode=column(r.mode, ray)) for r in results.results],
+    )
+
+
+def _by_ray(src: Source) -> Source:
+    """``src`` with its columns named ``mode@ray`` and its evidence under ``ray-<ray>/``."""
+    results = by_ray(src.results)
+    if results is src.results:
+        return src
+    moves: dict[str, str] = {}
+    for record in results.modes:
+        for key in EVIDENCE:
+            rel = str(record.get(key) or "")
+            if is_safe_relpath(rel) and (src.dir / rel).exists():
+                record[key] = f"ray-{record[RAY_KEY]}/{rel}"
+                moves[record[key]] = rel
+    return dataclasses.replace(src, results=results, moves=moves)
 
 
 def _combined_exit(codes: list[int]) -> int:
@@ -153,7 +213,7 @@ def _combined_env(envs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in dict.fromkeys(k for env in envs for k in env):
         values = list(dict.fromkeys(str(env.get(key)) for env in envs))
-        out[key] = envs[0].get(key) if len(values) == 1 else "mixed: " + " | ".join(values)
+        out[key] = envs[0].get(key) if len(values) == 1 else MIXED + " | ".join(values)
     return out
 
 
@@ -181,6 +241,7 @@ def render_text(results: Results) -> str:
         "",
         *(f"{v.mode}: {v.line}" for v in found),
     ]
+    out += render_grid(results)
     if modes:
         out += ["", line("check", modes)]
         for check in checks:
@@ -212,6 +273,20 @@ def render_text(results: Results) -> str:
         what = n.checks[0] if len(n.checks) == 1 else f"{len(n.checks)} checks"
         out.append(f"{LABELS.get(n.outcome, n.outcome)} {what} [{n.mode}]: {first}".rstrip())
     return "\n".join(out) + "\n"
+
+
+def render_grid(results: Results) -> list[str]:
+    """Mode x Ray version, one verdict per cell, for a merge of runs on several Ray releases."""
+    rays, rows = ray_grid(results)
+    if not rays:
+        return []
+    first = max([len("mode x Ray"), *(len(mode) for mode, _ in rows)]) + 2
+    width = max([len(NOT_CONFORMANT), *map(len, rays)]) + 2
+    lines = ["", "mode x Ray".ljust(first) + "".join(r.ljust(width) for r in rays)]
+    for mode, cells in rows:
+        words = [cells[r].word if r in cells else "-" for r in rays]
+        lines.append((mode.ljust(first) + "".join(w.ljust(width) for w in words)).rstrip())
+    return [line.rstrip() for line in lines]
 
 
 def render_summary(results: Results, detail: bool = False) -> str:
@@ -282,7 +357,8 @@ def regressions(
             out.append(f"{r.nodeid} [{r.mode}]: passed, now {after.outcome} {first}".rstrip())
     for mode in current.mode_names():
         cases = [r for r in current.results if r.mode == mode]
-        if cases and mode not in allow_skipped and all(r.outcome == "skipped" for r in cases):
+        allowed = {mode, str(current.record(mode).get(OF_MODE) or mode)} & set(allow_skipped)
+        if cases and not allowed and all(r.outcome == "skipped" for r in cases):
             why = first_line(str(current.record(mode).get("reason") or cases[0].message))
             out.append(f"mode {mode}: all {len(cases)} checks skipped ({why})")
     return out
@@ -302,7 +378,24 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--certify",
         action="store_true",
-        help="Also check target.yaml is complete and every profile check ran and passed",
+        help="Check the certification rules (reports/rules.yaml), printing each with PASS or FAIL",
+    )
+    sb = sub.add_parser(
+        "submission",
+        help="Lay out a certified archive as a submission (DIR/vX.Y/<product>/PRODUCT.yaml, ...)",
+    )
+    sb.add_argument("archive", type=Path, help="The archive a certification run wrote")
+    sb.add_argument(
+        "out", type=Path, help="The submissions directory (a k8s-conformance-like tree)"
+    )
+    r = sub.add_parser(
+        "releases",
+        help="The supported Ray releases (reports/rules.yaml), newest first, with each one's tox env",
+    )
+    r.add_argument(
+        "--json",
+        action="store_true",
+        help='For CI matrices: [{"ray": "2.60.0", "tox": ""}, {"ray": "2.59.0", "tox": "-ray2.59"}]',
     )
     m = sub.add_parser("merge", help="Merge several runs' bundles into a new one")
     m.add_argument("out", type=Path, help="New bundle directory (must be absent or empty)")
@@ -333,21 +426,59 @@ def _parser() -> argparse.ArgumentParser:
 
 def _verify(bundle: Path, certify: bool) -> int:
     with opened(bundle) as d:
-        if certify and not (d / TARGET_FILE).is_file():
+        if not certify:
+            problems = verify_manifest(d)
+            return _verdict(problems, f"{bundle}: does not verify", f"{bundle}: OK")
+        if not (d / TARGET_FILE).is_file():
             raise BundleError(
                 f"{bundle}: not a certification bundle (it has no {TARGET_FILE}; "
                 "`pytest --ray-certify target.yaml` makes one)"
             )
-        problems = verify_manifest(d)
-        if certify and not problems:
-            problems = certify_problems(d)
-    failed = f"{bundle}: does not {'certify' if certify else 'verify'}"
-    return _verdict(problems, failed, f"{bundle}: OK{' (certified)' if certify else ''}")
+        findings = evaluate(d)
+    # Every rule, passed or not: the reviewer sees what was checked, not only what failed.
+    for finding in findings:
+        sys.stdout.write("".join(f"{line}\n" for line in finding.lines()))
+    failed = [f.rule.id for f in findings if not f.passed]
+    if failed:
+        sys.stdout.write(
+            f"{bundle}: does not certify ({len(failed)} of {len(findings)} rules failed: "
+            f"{', '.join(failed)})\n"
+        )
+        return 1
+    sys.stdout.write(f"{bundle}: OK (certified: {len(findings)}/{len(findings)} rules)\n")
+    return 0
+
+
+def _releases(as_json: bool) -> int:
+    found = [{"ray": v, "tox": tox_suffix(v)} for v in policy().ray_releases]
+    if as_json:
+        sys.stdout.write(json.dumps(found) + "\n")
+        return 0
+    for entry in found:
+        lock = " (requirements.lock)" if not entry["tox"] else ""
+        sys.stdout.write(f"Ray {entry['ray']}{lock}: tox -e <mode>{entry['tox']}\n")
+    return 0
+
+
+def _submission(archive: Path, out: Path) -> int:
+    try:
+        dest = lay_out(archive, out)
+    except NotCertified as exc:
+        sys.stderr.write(f"{exc}; `verify {archive} --certify` says why\n")
+        return 1
+    sys.stdout.write(f"submission of {archive.name}: {dest}\n")
+    for path in sorted(dest.iterdir()):
+        sys.stdout.write(f"  {path.name}\n")
+    return 0
 
 
 def _compare(previous: Path, current: Path, allow_skipped: Sequence[str]) -> int:
     with opened(previous) as before, opened(current) as after:
         prev, cur = load_results(before), load_results(after)
+    if any(m.get(OF_MODE) for m in [*prev.modes, *cur.modes]):
+        # One side is a mode x Ray matrix: compare the other's columns as mode@ray too (the
+        # first night of the Ray axis still compares with the night before it).
+        prev, cur = by_ray(prev), by_ray(cur)
     _, line = compared_modes(prev, cur)
     sys.stdout.write(line + "\n")
     found = regressions(prev, cur, allow_skipped)
@@ -371,6 +502,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(args.bundle, args.certify)
         if args.command == "compare":
             return _compare(args.previous, args.current, args.allow_skipped)
+        if args.command == "submission":
+            return _submission(args.archive, args.out)
+        if args.command == "releases":
+            return _releases(args.json)
         if args.command == "merge":
             merged = merge(args.out, args.bundles, lambda msg: sys.stderr.write(msg + "\n"))
             sys.stdout.write(

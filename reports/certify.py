@@ -1,36 +1,47 @@
 """Certification: the product file (``target.yaml``), the profile a target must pass, the archive.
 
 A vendor runs ``pytest --ray-certify target.yaml`` and submits one archive; a reviewer (or a bot)
-runs ``python -m reports verify <archive> --certify``. Both sides read the rules from here, so
-the bot does not trust the bundle's own idea of what had to pass.
+runs ``python -m reports verify <archive> --certify``, which checks the written rules
+(``rules.yaml``, their code in ``reports/rules.py``). Both sides read the profile, the supported
+Ray releases and the flake allowance from here, so the bot never trusts the bundle's own idea of
+what had to pass.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
+import shlex
 import tarfile
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from reports import schema
-from reports.model import BundleError, Results, first_line, load_results
+from reports.model import BundleError, Results, first_line
 from reports.secrets import refuse_secrets
 
 TARGET_FILE = "target.yaml"
-#: The product file's fields, every one required and a non-empty string (the conformance
-#: program's ``PRODUCT.yaml``, plus what a Ray reviewer needs: mode, Ray and platform versions).
+#: The product file's fields, every one required: CNCF's ``PRODUCT.yaml`` (the Kubernetes
+#: conformance program's), then what a Ray reviewer needs: the mode, Ray, KubeRay and platform.
+#: Each field's form is the published schema's (``reports/schemas/target.schema.json``).
 TARGET_FIELDS = (
     "vendor",
-    "product",
-    "product_version",
-    "website",
-    "contact",
+    "name",
+    "version",
+    "website_url",
+    "documentation_url",
+    "type",
+    "description",
+    "contact_email_address",
     "mode",
     "ray_version",
+    "kuberay_version",
     "platform_version",
 )
 #: Where a certification run puts what only it records: tool versions, the commands run.
@@ -55,20 +66,67 @@ PROFILE = (
     "test_inventory_sees_the_running_cluster",
     "test_teardown_leaves_nothing_behind",
 )
-#: Known-flake retries (``known_flake_retries``) a profile check may need and still certify:
-#: one retry is Ray's bug showing; more is a platform on which Ray Client is not dependable.
-MAX_FLAKE_RETRIES = 1
+
+#: A Ray release as PyPI names it: X.Y.Z.
+RELEASE = re.compile(r"\d+\.\d+\.\d+")
+#: The written rules (``reports/rules.yaml``): the supported Ray releases, the flake allowance
+#: and each rule's id and sentence. ``reports/rules.py`` holds the code of each rule.
+RULES_FILE = Path(__file__).with_name("rules.yaml")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One certification rule: its id and the sentence a reviewer reads."""
+
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What ``rules.yaml`` says: the supported releases (newest first), the allowance, the rules."""
+
+    ray_releases: tuple[str, ...]
+    max_flake_retries: int
+    rules: tuple[Rule, ...]
+
+
+@functools.cache
+def policy(path: Path = RULES_FILE) -> Policy:
+    """``rules.yaml``, checked for its shape (a broken file is this project's bug: it raises)."""
+    data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    releases = tuple(str(v) for v in data["ray_releases"])
+    allowance = int(data["max_flake_retries"])
+    if not releases or not all(RELEASE.fullmatch(v) for v in releases):
+        raise ValueError(f"{path}: ray_releases must be X.Y.Z versions, got {releases}")
+    values = {"ray_releases": ", ".join(releases), "max_flake_retries": allowance}
+    rules = tuple(
+        Rule(str(r["id"]), " ".join(str(r["rule"]).split()).format(**values)) for r in data["rules"]
+    )
+    ids = [r.id for r in rules]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: rule ids must be unique, got {ids}")
+    return Policy(releases, allowance, rules)
+
+
+#: Known-flake retries (``known_flake_retries``) a profile check may need and still certify.
+MAX_FLAKE_RETRIES = policy().max_flake_retries
+
+
+def tox_suffix(release: str) -> str:
+    """What a mode's tox env name gets to run on ``release``: "" for the lock's (the newest
+    supported), else its ``-rayX.Y`` factor (``tox -e docker-ray2.59``)."""
+    if release == policy().ray_releases[0]:
+        return ""
+    return "-ray" + ".".join(release.split(".")[:2])
 
 
 class TargetError(ValueError):
     """A ``target.yaml`` that is missing, malformed or incomplete; the message names the field."""
 
 
-def load_target(path: Path) -> dict[str, str]:
-    """The product file's fields, or `TargetError` naming every field that is wrong, at once.
-
-    The rules are the published schema's (``reports/schemas/target.schema.json``).
-    """
+def read_target(path: Path) -> dict[str, Any]:
+    """The product file as a mapping, fields unchecked; `TargetError` when it is no mapping."""
     try:
         data: Any = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except OSError as exc:
@@ -81,6 +139,15 @@ def load_target(path: Path) -> dict[str, str]:
         raise TargetError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise TargetError(f"{path}: expected a mapping of {', '.join(TARGET_FIELDS)}")
+    return data
+
+
+def load_target(path: Path) -> dict[str, str]:
+    """The product file's fields, or `TargetError` naming every field that is wrong, at once.
+
+    The rules are the published schema's (``reports/schemas/target.schema.json``).
+    """
+    data = read_target(path)
     problems = target_problems(data)
     if problems:
         raise TargetError(f"{path}: " + "; ".join(problems))
@@ -98,6 +165,8 @@ def target_problems(data: dict[str, Any]) -> list[str]:
             unknown += sorted(set(data) - set(TARGET_FIELDS))
         elif data.get(field) is None or str(data.get(field)).strip() == "":
             missing.append(field)
+        elif error.validator in ("pattern", "enum"):
+            wrong.append(f"field {field!r} must be {_expected(field)}, not {data[field]!r}")
         else:
             wrong.append(f"field {field!r} must be a string, not {type(data[field]).__name__}")
     absent = [name for name in TARGET_FIELDS if name in missing]  # field order, each once
@@ -108,12 +177,21 @@ def target_problems(data: dict[str, Any]) -> list[str]:
         if absent
         else []
     )
-    out += wrong
+    out += list(dict.fromkeys(wrong))
     out += [
         f"unknown field {name!r} (known: {', '.join(TARGET_FIELDS)})"
         for name in dict.fromkeys(unknown)
     ]
     return out
+
+
+def _expected(field: str) -> str:
+    """What a field must be, in words: its schema definition's description."""
+    published = schema.document(schema.TARGET)
+    prop = published["properties"][field]
+    ref = str(prop.get("$ref", ""))
+    found = published["$defs"][ref.rsplit("/", 1)[-1]] if ref else prop
+    return str(found["description"])
 
 
 def archive_path(report_dir: Path, mode: str, run_id: str) -> Path:
@@ -157,42 +235,48 @@ def opened(path: Path) -> Iterator[Path]:
         yield tops[0]
 
 
-def certify_problems(bundle: Path) -> list[str]:
-    """What keeps the bundle from certifying its target, one line each; empty when it does."""
+def used_programs(commands_log: Path) -> set[str]:
+    """The programs the run's logged command lines started (``run`` and ``Background``)."""
+    used: set[str] = set()
     try:
-        target = load_target(bundle / TARGET_FILE)
-    except TargetError as exc:
-        return [str(exc).replace(str(bundle / TARGET_FILE), TARGET_FILE)]
-    results = load_results(bundle)
-    return _version_problems(results, target) + profile_problems(results, target["mode"])
+        lines = commands_log.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return used
+    for line in lines:
+        _, sep, command = line.partition(": ")
+        try:
+            argv = shlex.split(command) if sep else []
+        except ValueError:
+            continue
+        if argv:
+            used.add(Path(argv[0]).name)
+    return used
 
 
-def _version_problems(results: Results, target: dict[str, str]) -> list[str]:
-    # The product file states the Ray the platform runs; the cluster the run met must agree.
-    record = next((m for m in results.modes if m.get("mode") == target["mode"]), {})
-    seen = (record.get("handle") or {}).get("ray_version")
-    if seen and str(seen) != target["ray_version"]:
-        return [
-            f"{TARGET_FILE}: ray_version {target['ray_version']!r}, but the cluster ran Ray {seen}"
-        ]
-    return []
+def profile_missing(results: Results, mode: str) -> list[str]:
+    """A line for each profile check that did not run on ``mode``."""
+    ran = {r.check for r in results.results if r.mode == mode}
+    return [f"{check} [{mode}]: did not run" for check in PROFILE if check not in ran]
+
+
+def profile_failures(results: Results, mode: str) -> list[str]:
+    """A line for each profile case on ``mode`` that did not pass within the flake allowance."""
+    problems: list[str] = []
+    for r in results.results:
+        if r.mode != mode or r.check not in PROFILE:
+            continue
+        retries = r.properties.get("known_flake_retries") or []
+        if r.outcome != "passed":
+            why = first_line(r.message)
+            problems.append(f"{r.nodeid}: {r.outcome}" + (f" ({why})" if why else ""))
+        elif len(retries) > MAX_FLAKE_RETRIES:
+            problems.append(
+                f"{r.nodeid}: {len(retries)} known-flake retries ({', '.join(map(str, retries))}),"
+                f" more than the {MAX_FLAKE_RETRIES} a certified check may need"
+            )
+    return problems
 
 
 def profile_problems(results: Results, mode: str) -> list[str]:
     """Every profile check must have run on ``mode``, passed, within the flake allowance."""
-    problems: list[str] = []
-    for check in PROFILE:
-        cases = [r for r in results.results if r.check == check and r.mode == mode]
-        if not cases:
-            problems.append(f"{check} [{mode}]: did not run")
-        for r in cases:
-            retries = r.properties.get("known_flake_retries") or []
-            if r.outcome != "passed":
-                first = first_line(r.message)
-                problems.append(f"{r.nodeid}: {r.outcome} {first}".rstrip())
-            elif len(retries) > MAX_FLAKE_RETRIES:
-                problems.append(
-                    f"{r.nodeid}: {len(retries)} known-flake retries ({', '.join(map(str, retries))}),"
-                    f" more than the {MAX_FLAKE_RETRIES} a certified check may need"
-                )
-    return problems
+    return profile_missing(results, mode) + profile_failures(results, mode)

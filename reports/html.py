@@ -17,7 +17,15 @@ import pytest
 
 from reports.certify import PROFILE
 from reports.model import Result, Results, first_line, is_safe_relpath, notes, title_of, worst
-from reports.verdict import NOT_RUN, RAN, Verdict, not_applicable, provision_failed, verdicts
+from reports.verdict import (
+    NOT_RUN,
+    RAN,
+    Verdict,
+    not_applicable,
+    provision_failed,
+    ray_grid,
+    verdicts,
+)
 
 LABELS = {
     "passed": "PASS",
@@ -89,6 +97,7 @@ def render_html(results: Results, base_dir: Path | None = None) -> str:
         f"<h1>{_e(title)}</h1>",
         _meta(results),
         '<section class="verdicts">',
+        _grid(results),
         *(_banner(v, results) for v in found),
         _collection_banner(results),
         "</section>",
@@ -107,6 +116,30 @@ def _meta(results: Results) -> str:
     shown = [f"{k} {env[k]}" for k in ("ray", "python") if env.get(k)]
     line = " · ".join([f"started {results.started}", *shown])
     return f'<p class="meta">{_e(line)}</p>'
+
+
+def _grid(results: Results) -> str:
+    """Mode x Ray version, a verdict per cell, when the runs merged here used several Rays."""
+    rays, rows = ray_grid(results)
+    if not rays:
+        return ""
+    head = "".join(f"<th>Ray {_e(r)}</th>" for r in rays)
+    body = "".join(
+        f'<tr><th class="row">{_e(mode)}</th>'
+        + "".join(
+            f'<td class="{cells[r].css}" data-mode="{_e(mode)}" data-ray="{_e(r)}">'
+            f"{_e(cells[r].word)}</td>"
+            if r in cells
+            else '<td class="o-none">-</td>'
+            for r in rays
+        )
+        + "</tr>"
+        for mode, cells in rows
+    )
+    return (
+        f'<table class="matrix grid"><thead><tr><th>mode &times; Ray</th>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 def _banner(v: Verdict, results: Results) -> str:

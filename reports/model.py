@@ -17,6 +17,22 @@ HTML_FILE = "report.html"
 #: One ``<mode>.json`` per mode: written by whichever process ran the mode (an xdist worker or
 #: the main process), read by the results writer on the controller at the end of the session.
 MODE_RECORD_DIR = "modes"
+#: The run's progress lines (``[ray-conformance] MODE (+S s): ...``), from every process.
+PROGRESS_FILE = "progress.log"
+#: The progress phrases that tell a mode's provision and teardown (``provisioned in 12.3 s``).
+PROVISIONED_IN = "provisioned in"
+TORN_DOWN_IN = "torn down in"
+
+#: In a merge of runs on more than one Ray release, each column is a mode on one release,
+#: ``<mode>@<ray>``, and its record says both (``of_mode``, ``ray``): the matrix is mode x Ray.
+OF_MODE = "of_mode"
+RAY_KEY = "ray"
+
+
+def column(mode: str, ray: str) -> str:
+    """The merged matrix's column of ``mode`` on Ray ``ray``."""
+    return f"{mode}@{ray}"
+
 
 #: Every outcome a (check, mode) can have, worst first: a matrix cell that folds several cases
 #: (a check parametrized beyond its mode) shows the worst of them.

@@ -21,8 +21,15 @@ RESULTS = "results.schema.json"
 
 
 @functools.cache
+def document(name: str) -> dict[str, Any]:
+    """The published schema itself, parsed."""
+    found: dict[str, Any] = json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+    return found
+
+
+@functools.cache
 def validator(name: str) -> Any:
-    schema = json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+    schema = document(name)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)

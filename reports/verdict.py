@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reports.certify import PROFILE, profile_problems
-from reports.model import Result, Results, first_line, title_of
+from reports.model import OF_MODE, RAY_KEY, Result, Results, first_line, title_of
 
 CONFORMANT = "CONFORMANT"
 NOT_CONFORMANT = "NOT CONFORMANT"
@@ -106,3 +106,20 @@ def not_applicable(result: Result, record: dict[str, Any]) -> bool:
         and record.get("status") in RAN
         and not provision_failed(record)
     )
+
+
+def ray_grid(results: Results) -> tuple[list[str], list[tuple[str, dict[str, Verdict]]]]:
+    """A merge of runs on several Ray releases as mode x Ray: the releases (newest first), then
+    each mode with its verdict on each release it ran on. Empty when every run used one Ray.
+    """
+    rows: dict[str, dict[str, Verdict]] = {}
+    for v in verdicts(results):
+        record = results.record(v.mode)
+        if record.get(OF_MODE) and record.get(RAY_KEY):
+            rows.setdefault(str(record[OF_MODE]), {})[str(record[RAY_KEY])] = v
+    rays = sorted({r for row in rows.values() for r in row}, key=_release_key, reverse=True)
+    return rays, list(rows.items())
+
+
+def _release_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else -1 for p in version.split("."))

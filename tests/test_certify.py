@@ -15,18 +15,22 @@ from harness_fakes import LEAK_SUITE, events, modes, run, write_fakes
 
 from fixtures.picture import chromium
 from reports.bundle import main
-from reports.certify import PROFILE, PROFILE_MARKER, TARGET_FIELDS
+from reports.certify import PROFILE, PROFILE_MARKER, TARGET_FIELDS, policy
 
 REPO = Path(__file__).resolve().parents[1]
 
 TARGET = {
     "vendor": "Example Corp",
-    "product": "Example Ray Service",
-    "product_version": "1.2",
-    "website": "https://example.invalid/ray",
-    "contact": "ray-team@example.invalid",
+    "name": "Example Ray Service",
+    "version": "1.2",
+    "website_url": "https://example.invalid/ray",
+    "documentation_url": "https://example.invalid/ray/docs",
+    "type": "hosted platform",
+    "description": "Ray clusters on Example Corp's machines.",
+    "contact_email_address": "ray-team@example.invalid",
     "mode": "fake",
     "ray_version": "2.60.0",
+    "kuberay_version": "none",
     "platform_version": "example 7",
 }
 
@@ -114,7 +118,11 @@ def test_certification_run_writes_one_archive_that_verifies_and_certifies(
         assert f"{top}/{member}" in names
     capsys.readouterr()  # the inner run's own output
     assert main(["verify", str(archive), "--certify"]) == 0
-    assert capsys.readouterr().out == f"{archive}: OK (certified)\n"
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out[-1] == f"{archive}: OK (certified: {len(policy().rules)}/{len(policy().rules)} rules)"
+    )
+    assert [line.split(":")[0] for line in out[:-1]] == [f"PASS {r.id}" for r in policy().rules]
     assert main(["summary", str(archive)]) == 0
     assert f"mode fake: torn-down; {len(PROFILE)} total, {len(PROFILE)} passed" in (
         capsys.readouterr().out
@@ -148,9 +156,11 @@ def test_a_skipped_or_missing_profile_check_fails_certification(
     capsys.readouterr()
     assert main(["verify", str(archive)]) == 0  # intact ...
     assert main(["verify", str(archive), "--certify"]) == 1  # ... but not certified
-    err = capsys.readouterr().err
-    assert f"{PROFILE[1]}[fake]: failed certification: a profile check may not be skipped" in err
-    assert f"{PROFILE[-1]} [fake]: did not run" in err
+    out = capsys.readouterr().out
+    assert f"::{PROFILE[1]}[fake]: failed (certification: a profile check may not be skipped" in out
+    assert f"  {PROFILE[-1]} [fake]: did not run" in out
+    assert "does not certify (2 of" in out
+    assert "rules failed: profile-ran, profile-passed)" in out
 
 
 def test_more_known_flake_retries_than_allowed_fail_a_profile_check(
@@ -330,7 +340,6 @@ def test_a_target_claiming_another_ray_version_does_not_certify(
     result.assert_outcomes(passed=len(PROFILE))
     capsys.readouterr()
     assert main(["verify", str(report_dir), "--certify"]) == 1
-    assert (
-        "  target.yaml: ray_version '2.9.0', but the cluster ran Ray 2.60.0"
-        in capsys.readouterr().err.splitlines()
-    )
+    out = capsys.readouterr().out.splitlines()
+    assert "  target.yaml: ray_version '2.9.0', but the cluster ran Ray 2.60.0" in out
+    assert "  target.yaml: ray_version '2.9.0' is not one of 2.60.0, 2.59.0" in out

@@ -24,12 +24,16 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = Path(__file__).with_name("vendor_example")
 TARGET = """\
 vendor: Example Corp
-product: Example Ray Service
-product_version: "0.1.0"
-website: https://example.invalid/ray
-contact: ray-team@example.invalid
+name: Example Ray Service
+version: "0.1.0"
+website_url: https://example.invalid/ray
+documentation_url: https://example.invalid/ray/docs
+type: distribution
+description: Ray on this machine, started by the example vendor's own mode.
+contact_email_address: ray-team@example.invalid
 mode: example
 ray_version: "{ray}"
+kuberay_version: none
 platform_version: "this machine"
 """
 
@@ -118,8 +122,8 @@ def test_example_vendor_certifies_through_its_entry_point(tmp_path: Path) -> Non
         text=True,
         timeout=120,
     )
-    assert verify.returncode == 0, verify.stderr
-    assert verify.stdout == f"{archive}: OK (certified)\n"
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.stdout.splitlines()[-1].startswith(f"{archive}: OK (certified: ")
 
     cases = len(PROFILE) + 1  # the port-forward check runs once per port
     assert f"mode example: torn-down; {cases} total, {cases} passed, 0 failed, 0 skipped" in (

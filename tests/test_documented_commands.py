@@ -36,7 +36,13 @@ PATH_FLAGS = (
     "--ray-kubectl",
 )
 #: What the workflow's expressions and variables stand for in a run here.
-GITHUB = {"${{ env.RUN_ID }}": "nightly-0", '"$RUNNER_TEMP/ibm.yaml"': "$RUNNER_TEMP/ibm.yaml"}
+GITHUB = {
+    "${{ env.RUN_ID }}": "n12345678901",  # n and an 11-digit github.run_id
+    '"$RUNNER_TEMP/ibm.yaml"': "$RUNNER_TEMP/ibm.yaml",
+    # The `releases` job's axis, on the lock's Ray (its env has no -rayX.Y suffix).
+    "${{ matrix.ray.tox }}": "",
+    "${{ matrix.ray.ray }}": "2.60.0",
+}
 
 
 @dataclass(frozen=True)
@@ -78,21 +84,15 @@ def nightly_posargs() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for job in yaml.safe_load(WORKFLOW.read_text())["jobs"].values():
         for step in job.get("steps", []):
-            found = re.search(r"tox -e (\S+) -- (.*)", str(step.get("run", "")))
-            if not found:
-                continue
-            env, rest = found.groups()
-            for key, value in GITHUB.items():
-                rest = rest.replace(key, value)
             for index, combination in enumerate(_combinations(job)):
-                expanded = rest.replace("${{ strategy.job-index }}", str(index))
-                for key, value in combination.items():
-                    expanded = expanded.replace(f"${{{{ matrix.{key} }}}}", value)
-                envs = [combination["mode"]] if env == "${{" else [env]
-                for name in envs:
-                    out.setdefault(name, [])
-                    if expanded not in out[name]:
-                        out[name].append(expanded)
+                line = str(step.get("run", "")).replace("${{ strategy.job-index }}", str(index))
+                for key, value in [*GITHUB.items(), *combination.items()]:
+                    line = line.replace(key if key.startswith(("$", '"')) else f"${{{{ matrix.{key} }}}}", value)  # fmt: skip
+                found = re.search(r"tox -e (\S+) -- (.*)", line)
+                if found:
+                    env, rest = found.groups()
+                    if rest not in out.setdefault(env, []):
+                        out[env].append(rest)
     return out
 
 
@@ -103,7 +103,7 @@ def tox_commands(kubeconfig: Path) -> list[Command]:
     env = {"KUBECONFIG": str(kubeconfig), "RAY_CONFORMANCE_ADDRESS": "ray://127.0.0.1:9"}
     out = []
     for section in ini.sections():
-        name = section.removeprefix("testenv:")
+        name = re.sub(r"\{[^}]*\}", "", section.removeprefix("testenv:"))  # the lock's Ray
         command = ini[section].get("commands", "").strip()
         if not command.startswith("pytest") or "--ray-" not in command:
             continue

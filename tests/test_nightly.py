@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import configparser
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import tomllib
 import yaml
+
+from reports.certify import policy, tox_suffix
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
@@ -22,16 +27,37 @@ def registered_modes() -> list[str]:
     return list(project["entry-points"]["ray_conformance.provisioners"])
 
 
-def tox_envs() -> dict[str, list[str]]:
-    """Each tox env -> the modes its pytest command selects (``--ray-modes a,b``)."""
+def tox_ini() -> configparser.ConfigParser:
     ini = configparser.ConfigParser(interpolation=None)
     ini.read(REPO / "tox.ini")
+    return ini
+
+
+def expand(name: str) -> list[str]:
+    """A generative tox name (``docker{,-ray2.59}``) as the env names it stands for."""
+    found = re.search(r"\{([^{}]*)\}", name)
+    if found is None:
+        return [name]
+    head, tail = name[: found.start()], name[found.end() :]
+    return [n for alt in found.group(1).split(",") for n in expand(head + alt + tail)]
+
+
+def tox_envs() -> dict[str, list[str]]:
+    """Each tox env -> the modes its pytest command selects (``--ray-modes a,b``)."""
+    ini = tox_ini()
     out = {}
     for section in ini.sections():
         if section.startswith("testenv:"):
             found = re.search(r"--ray-modes[ =](\S+)", ini[section].get("commands", ""))
-            out[section.removeprefix("testenv:")] = found.group(1).split(",") if found else []
+            for env in expand(section.removeprefix("testenv:")):
+                out[env] = found.group(1).split(",") if found else []
     return out
+
+
+def ray_factors() -> dict[str, str]:
+    """Each ``rayX.Y`` factor of tox.ini -> the Ray release its env installs over the lock."""
+    pre = tox_ini()["testenv"]["commands_pre"]
+    return dict(re.findall(r"^\s*(ray[\d.]+): pip install \"ray\[default\]==([\d.]+)\"", pre, re.M))
 
 
 def workflow() -> dict[str, Any]:
@@ -83,7 +109,7 @@ def test_matrix_job_merges_every_bundle_and_fails_on_regressions() -> None:
     jobs = workflow()["jobs"]
     mode_jobs = {name for name, job in jobs.items() if envs_run_by(job)}
     matrix = jobs["matrix"]
-    assert set(matrix["needs"]) == mode_jobs
+    assert set(matrix["needs"]) == mode_jobs | {"releases"}
     assert matrix["if"] == "always()"
     runs = "\n".join(str(step.get("run", "")) for step in matrix["steps"])
     assert "python -m reports merge" in runs
@@ -122,3 +148,47 @@ def test_kuberay_job_has_the_operator_version_axis_and_the_upgrade() -> None:
     assert all(not s["with"]["name"].startswith("bundle-") for s in uploads), (
         "the kuberay bundles are kind-operator's too: merged with the kind job's, one would hide the other"
     )
+
+
+def test_each_supported_ray_release_but_the_locks_is_a_tox_factor_of_every_mode_env() -> None:
+    releases = policy().ray_releases
+    lock = re.search(r"^ray==(\S+)", (REPO / "requirements.lock").read_text(), re.M)
+    assert lock is not None
+    assert lock.group(1) == releases[0], "requirements.lock must pin the newest supported Ray"
+    assert ray_factors() == {tox_suffix(v).removeprefix("-"): v for v in releases[1:]}
+    envs = tox_envs()
+    for mode in registered_modes():
+        for release in releases:
+            env = mode + tox_suffix(release)
+            assert envs.get(env) == [mode], f"tox.ini has no [testenv:{env}] running {mode}"
+
+
+def test_every_mode_job_on_a_hosted_runner_runs_on_every_supported_ray() -> None:
+    jobs = workflow()["jobs"]
+    done = subprocess.run(
+        [sys.executable, "-m", "reports", "releases", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    # What the `releases` job hands the matrices, computed here the way it computes it.
+    assert json.loads(done.stdout) == [
+        {"ray": v, "tox": tox_suffix(v)} for v in policy().ray_releases
+    ]
+    releases_job = "\n".join(str(step.get("run", "")) for step in jobs["releases"]["steps"])
+    assert "python -m reports releases --json" in releases_job
+    axis = "${{ fromJSON(needs.releases.outputs.ray) }}"
+    # kuberay's axis is the operator's, on the lock's Ray; the clouds run on the platform's Ray.
+    matrix_jobs = [
+        n for n, job in jobs.items() if "ray" in job.get("strategy", {}).get("matrix", {})
+    ]
+    assert sorted(matrix_jobs) == ["kind", "plain", "rehearsal"]
+    for name in matrix_jobs:
+        job = jobs[name]
+        assert job["needs"] == "releases"
+        assert job["strategy"]["matrix"]["ray"] == axis
+        runs = [str(step.get("run", "")) for step in job["steps"]]
+        assert any("tox -e ${{ matrix.mode }}${{ matrix.ray.tox }}" in r for r in runs), name
+        names = [s["with"]["name"] for s in job["steps"] if "upload" in str(s.get("uses"))]
+        assert names == ["bundle-${{ matrix.mode }}-ray${{ matrix.ray.ray }}"], name

@@ -243,14 +243,21 @@ def test_writer_under_xdist_matches_a_serial_run(pytester: pytest.Pytester) -> N
     assert main(["verify", str(report_dir)]) == 0
 
 
-def make_bundle(path: Path, run_id: str, results: list[Result], modes: dict[str, str]) -> Path:
+def make_bundle(
+    path: Path,
+    run_id: str,
+    results: list[Result],
+    modes: dict[str, str],
+    ray: str = "2.60.0",
+    records: dict[str, dict[str, Any]] | None = None,
+) -> Path:
     doc = Results(
         run_id=run_id,
         started=f"2025-01-0{len(run_id)}T00:00:00+00:00",
         finished=f"2025-01-0{len(run_id)}T01:00:00+00:00",
         exit_status=0 if all(r.outcome == "passed" for r in results) else 1,
-        environment={"python": "CPython 3.11.9", "ray": "2.60.0", "platform": run_id},
-        modes=[{"mode": m, "status": s} for m, s in modes.items()],
+        environment={"python": "CPython 3.11.9", "ray": ray, "platform": run_id},
+        modes=[{"mode": m, "status": s, **(records or {}).get(m, {})} for m, s in modes.items()],
         results=results,
     )
     write_report(path, doc)
@@ -647,3 +654,98 @@ def test_a_failed_teardown_is_a_red_row_with_its_reason() -> None:
     assert cell is not None
     assert "LimitExceeded: teardown (--ray-teardown-timeout) took over 5 s" in cell.group(0)
     assert "1 left behind" in cell.group(0)
+
+
+def ray_shards(tmp_path: Path, night: str, docker_on_2_59: str) -> list[Path]:
+    """One night of the nightly matrix: docker and kind-rayup on Ray 2.60.0 and on 2.59.0."""
+    out = []
+    for ray, docker in (("2.60.0", "passed"), ("2.59.0", docker_on_2_59)):
+        for mode, outcome in (("docker", docker), ("kind-rayup", "skipped")):
+            path = tmp_path / night / f"{mode}-{ray}"
+            path.mkdir(parents=True)
+            record = {}
+            if mode == "docker":  # the same evidence path in both Ray runs
+                (path / "diagnostics" / "docker").mkdir(parents=True)
+                (path / "diagnostics" / "docker" / "ray-status.txt").write_text(f"Ray {ray}")
+                record = {"diagnostics": "diagnostics/docker", "handle": {"ray_version": ray}}
+            checks = [result(c, mode, outcome) for c in ("test_ok", "test_two")]
+            status = "torn-down" if mode == "docker" else "skipped"
+            out.append(
+                make_bundle(
+                    path, f"{night}{mode}{ray}", checks, {mode: status}, ray, {mode: record}
+                )
+            )
+    return out
+
+
+def test_merge_of_runs_on_two_ray_releases_is_a_mode_by_ray_matrix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    merged = tmp_path / "matrix"
+    assert main(["merge", str(merged), *map(str, ray_shards(tmp_path, "n1", "failed"))]) == 0
+    doc = read(merged / "results.json")
+    assert [m["mode"] for m in doc["modes"]] == [
+        "docker@2.60.0",
+        "kind-rayup@2.60.0",
+        "docker@2.59.0",
+        "kind-rayup@2.59.0",
+    ]
+    assert {(m["of_mode"], m["ray"]) for m in doc["modes"]} == {
+        (mode, ray) for mode in ("docker", "kind-rayup") for ray in ("2.60.0", "2.59.0")
+    }
+    assert doc["environment"]["ray"] == "mixed: 2.60.0 | 2.59.0"
+    # Both runs' diagnostics of the same mode survive, each under its Ray release.
+    for ray in ("2.60.0", "2.59.0"):
+        assert (merged / f"ray-{ray}/diagnostics/docker/ray-status.txt").read_text() == f"Ray {ray}"
+    html = (merged / "report.html").read_text()
+    assert 'href="ray-2.59.0/diagnostics/docker"' in html
+    assert '<td class="v-not-conformant" data-mode="docker" data-ray="2.59.0">' in html
+    assert main(["verify", str(merged)]) == 0
+    capsys.readouterr()
+    assert main(["show", str(merged)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("mode x Ray  2.60.0          2.59.0")
+    assert lines[start + 1 : start + 3] == [
+        "docker      INCOMPLETE      NOT CONFORMANT",
+        "kind-rayup  NOT RUN         NOT RUN",
+    ]
+
+    # The next night compares column by column: docker on 2.59.0 now passes, nothing regressed;
+    # kind-rayup skips by design on every Ray, and is let through by its mode's name.
+    tonight = tmp_path / "matrix2"
+    assert main(["merge", str(tonight), *map(str, ray_shards(tmp_path, "n2", "passed"))]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(merged), str(tonight), "--allow-skipped", "kind-rayup"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "compared modes: docker@2.60.0, kind-rayup@2.60.0, docker@2.59.0, kind-rayup@2.59.0"
+    )
+    assert main(["compare", str(tonight), str(merged), "--allow-skipped", "kind-rayup"]) == 1
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "  suites/test_x.py::test_ok[docker] [docker@2.59.0]: passed, now failed",
+        "  suites/test_x.py::test_two[docker] [docker@2.59.0]: passed, now failed",
+    ]
+
+
+def test_compare_reads_a_plain_previous_run_as_its_ray_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The first night with the Ray axis compares with a night that had none.
+    previous = make_bundle(
+        tmp_path / "p", "p", [result("test_ok", "docker", "passed")], {"docker": "torn-down"}
+    )
+    tonight = tmp_path / "matrix"
+    assert main(["merge", str(tonight), *map(str, ray_shards(tmp_path, "n", "passed"))]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(previous), str(tonight), "--allow-skipped", "kind-rayup"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "compared modes: docker@2.60.0 (only in the current run: kind-rayup@2.60.0, "
+        "docker@2.59.0, kind-rayup@2.59.0)"
+    )
+
+
+def test_merge_of_runs_on_one_ray_release_keeps_plain_mode_columns(tmp_path: Path) -> None:
+    a, b = shards(tmp_path)
+    assert main(["merge", str(tmp_path / "out"), str(a), str(b)]) == 0
+    doc = read(tmp_path / "out" / "results.json")
+    assert sorted(m["mode"] for m in doc["modes"]) == ["docker", "local"]
+    assert "mode &times; Ray" not in (tmp_path / "out" / "report.html").read_text()

@@ -15,12 +15,16 @@ from reports.schema import RESULTS, SCHEMA_DIR, TARGET, errors
 REPO = Path(__file__).resolve().parents[1]
 GOOD_TARGET = {
     "vendor": "Example Corp",
-    "product": "Example Ray Service",
-    "product_version": 1.2,  # YAML reads an unquoted 1.2 as a number: taken as its text
-    "website": "https://example.invalid/ray",
-    "contact": "ray-team@example.invalid",
+    "name": "Example Ray Service",
+    "version": 1.2,  # YAML reads an unquoted 1.2 as a number: taken as its text
+    "website_url": "https://example.invalid/ray",
+    "documentation_url": "https://example.invalid/ray/docs",
+    "type": "hosted platform",
+    "description": "Ray clusters on Example Corp's machines.",
+    "contact_email_address": "ray-team@example.invalid",
     "mode": "fake",
     "ray_version": "2.60.0",
+    "kuberay_version": "none",
     "platform_version": "example 7",
 }
 
@@ -41,16 +45,24 @@ def test_the_target_schema_requires_exactly_the_fields_the_reader_returns() -> N
 
 def test_a_target_names_every_wrong_field_at_once(tmp_path: Path) -> None:
     path = tmp_path / "target.yaml"
-    fields = {**GOOD_TARGET, "vendor": "  ", "website": ["a", "b"], "colour": "blue"}
-    del fields["contact"]
+    fields = {
+        **GOOD_TARGET,
+        "vendor": "  ",
+        "name": ["a", "b"],
+        "website_url": "example.invalid/ray",
+        "type": "cloud",
+        "colour": "blue",
+    }
+    del fields["contact_email_address"]
     path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in fields.items()))
     with pytest.raises(TargetError) as caught:
         load_target(path)
     assert str(caught.value) == (
-        f"{path}: fields 'vendor', 'contact' are missing or empty; "
-        "field 'website' must be a string, not list; unknown field 'colour' (known: "
-        + ", ".join(TARGET_FIELDS)
-        + ")"
+        f"{path}: fields 'vendor', 'contact_email_address' are missing or empty; "
+        "field 'name' must be a string, not list; "
+        "field 'type' must be one of distribution, hosted platform, installer, not 'cloud'; "
+        "field 'website_url' must be an http:// or https:// URL, not 'example.invalid/ray'; "
+        "unknown field 'colour' (known: " + ", ".join(TARGET_FIELDS) + ")"
     )
 
 
