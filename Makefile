@@ -40,13 +40,18 @@ test: venv
 prepare: venv
 	$(PY) -m provisioners prepare
 
+TEST_WORKERS ?= 2
+SUITE_WORKERS ?= 3
+
 test-run:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy  # includes the static check that every built-in mode conforms (_conforms)
 	bash .ci/actionlint.sh  # the nightly workflow, by actionlint built from its Go module
 	$(PY) -m provisioners prepare
-	$(PY) -m pytest tests $(ARGS)
+	# Side by side: the harness's test files on two workers, the modes on three (each mode on
+	# one worker, --dist loadgroup); most of their time is waiting on clusters, not the CPU.
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 	# testpaths: the suites, on every mode this machine can run (AWS rehearsed on moto, IBM on
 	# the VPC stand-in with the connector's fix, OpenShift's rules rehearsed on a kind cluster).
 	# --ray-image-build: the node image is built here (cached), so no test asks a registry;
@@ -54,7 +59,7 @@ test-run:
 	# --ray-head-loss: the head-loss checks are opt-in (a plain run never kills its head).
 	# --ray-operator-upgrade-from: kind-operator's RayCluster starts under KubeRay v1.4.0 and the
 	# upgrade check moves it to v1.5.0 in place.
-	$(PY) -m pytest --ray-image-build --ray-no-egress --ray-head-loss --ray-operator-upgrade-from=v1.4.0 --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
+	$(PY) -m pytest -n $(SUITE_WORKERS) --ray-image-build --ray-no-egress --ray-head-loss --ray-operator-upgrade-from=v1.4.0 --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .
