@@ -59,7 +59,9 @@ test-run:
 	# --ray-head-loss: the head-loss checks are opt-in (a plain run never kills its head).
 	# --ray-operator-upgrade-from: kind-operator's RayCluster starts under KubeRay v1.4.0 and the
 	# upgrade check moves it to v1.5.0 in place.
-	$(PY) -m pytest -n $(SUITE_WORKERS) --ray-image-build --ray-no-egress --ray-head-loss --ray-operator-upgrade-from=v1.4.0 --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
+	# --ray-client-sessions 4: three modes side by side on 2 cores; the default 8 at once is
+	# measured one mode at a time by bench/bench_load.py.
+	$(PY) -m pytest -n $(SUITE_WORKERS) --ray-client-sessions=4 --ray-image-build --ray-no-egress --ray-head-loss --ray-operator-upgrade-from=v1.4.0 --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
 
 lint: venv
 	$(PY) -m ruff check .

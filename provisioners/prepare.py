@@ -10,12 +10,15 @@ no Go) is reported in one line and left out: the modes that need it are then SKI
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from provisioners import runner
 from provisioners.base import ProvisionError
 from provisioners.containers import docker_client, engine_problem
 from provisioners.runner import CommandError
@@ -168,9 +171,11 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     failed: list[str] = []
 
+    stopping = threading.Event()
+
     def run_chain(chain: tuple[str, ...]) -> None:
         for step in STEPS:
-            if step.name not in chain or step.name not in chosen:
+            if step.name not in chain or step.name not in chosen or stopping.is_set():
                 continue
             if not _run_step(step):
                 failed.append(step.name)
@@ -178,14 +183,34 @@ def main(argv: list[str]) -> int:
 
     # The chains share nothing, so they build side by side: the Kubernetes build is CPU-bound
     # (go), the images mostly wait on downloads and the engine.
-    with ThreadPoolExecutor(max_workers=len(CHAINS)) as pool:
-        list(pool.map(run_chain, CHAINS))
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    pool = ThreadPoolExecutor(max_workers=len(CHAINS))
+    try:
+        for future in [pool.submit(run_chain, chain) for chain in CHAINS]:
+            future.result()
+    except KeyboardInterrupt:
+        # Only this thread hears the signal: stop the next steps and end the running commands.
+        stopping.set()
+        killed = runner.kill_running()
+        pool.shutdown(wait=True, cancel_futures=True)
+        sys.stderr.write(
+            f"prepare: interrupted after {time.monotonic() - started:.0f} s; "
+            f"{len(killed)} running build command(s) ended; prepare again to finish\n"
+        )
+        return 130
+    finally:
+        pool.shutdown(wait=True)
+        signal.signal(signal.SIGTERM, previous)
     total = time.monotonic() - started
     if failed:
         sys.stderr.write(f"prepare: {', '.join(failed)} failed ({total:.0f} s in all)\n")
         return 1
     sys.stderr.write(f"prepare: done in {total:.1f} s\n")
     return 0
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _run_step(step: Step) -> bool:

@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,21 @@ from provisioners.runstate import RUN_ENV
 from provisioners.waits import wait_for
 
 log = logging.getLogger("ray_conformance.run")
+
+#: Process groups of the commands running now, from any thread: an interrupt reaches only the
+#: main thread, which ends the others' commands with :func:`kill_running`.
+_running: set[int] = set()
+_running_lock = threading.Lock()
+
+
+def kill_running() -> list[int]:
+    """SIGKILL the process group of every command :func:`run_full` is running; their pids."""
+    with _running_lock:
+        pids = sorted(_running)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    return pids
 
 
 class CommandError(RuntimeError):
@@ -105,6 +121,8 @@ def run_full(
         raise CommandError(
             f"{what}: cannot start {argv[0]}: {exc.strerror or exc}", returncode=-1, output=""
         ) from None
+    with _running_lock:
+        _running.add(proc.pid)
     try:
         out, err = proc.communicate(stdin, timeout=max(0.1, timeout))
     except subprocess.TimeoutExpired:
@@ -121,6 +139,9 @@ def run_full(
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
+    finally:
+        with _running_lock:
+            _running.discard(proc.pid)
     done = Completed(tuple(argv), proc.returncode, out, err or "", time.monotonic() - t0)
     _append_log(log_file, line, out, err)
     if check and proc.returncode != 0:

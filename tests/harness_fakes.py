@@ -243,11 +243,13 @@ NODES = [
 
 
 def json_server(routes):
-    """A loopback HTTP server answering GET <path> with routes[path] as JSON (a fake dashboard)."""
+    """A loopback HTTP server answering GET <path> with routes[path] as JSON (a fake dashboard);
+    a callable route is called at each request (what the cluster shows at that moment)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            body = json.dumps(routes[self.path.split("?")[0]]).encode()
+            route = routes[self.path.split("?")[0]]
+            body = json.dumps(route() if callable(route) else route).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -6,14 +6,17 @@ wrong, before anything is provisioned and before a report directory exists; no t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
 from harness_fakes import events, literal, modes, run, write_fakes
+from test_certify import TARGET
 
 from reports.certify import TARGET_FIELDS
 
-COMPLETE_TARGET = "".join(f"{name}: x\n" for name in TARGET_FIELDS).replace("mode: x", "mode: fake")
+#: Every field well-formed (URLs, the type, an e-mail address, versions), as tests/test_certify.py's.
+COMPLETE_TARGET = "".join(f"{k}: {json.dumps(v)}\n" for k, v in TARGET.items())
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,10 @@ def test_external_suites_pass_and_leave_cluster_running(
     result = pytester.runpytest_subprocess(
         "-rs", "--ray-modes=external",
         f"--ray-address={access['ray client']}", f"--ray-dashboard-url={access['dashboard']}",
-        "--ray-expect-nodes=1", "--ray-spread-iterations=1",
+        # Two sessions at once: this test is about the mode (the load's own: tests/test_load.py).
+        "--ray-expect-nodes=1", "--ray-spread-iterations=1", "--ray-client-sessions=2",
     )  # fmt: skip
-    result.assert_outcomes(passed=5, skipped=2)
+    result.assert_outcomes(passed=6, skipped=2)
     result.stdout.fnmatch_lines(["*external: this run did not create the cluster*"])
     # The harness deleted nothing: the cluster still answers.
     host, port = access["dashboard"].removeprefix("http://").rsplit(":", 1)

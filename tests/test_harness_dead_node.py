@@ -118,14 +118,16 @@ def test_dead_worker_fails_node_checks_once_fast_naming_it(
     )  # fmt: skip
     elapsed = time.monotonic() - t0
 
-    # Both spread checks and the dashboard's node list need the nodes.
-    result.assert_outcomes(errors=3, deselected=2)
+    # The spread checks (outside, inside, sessions at once) and the dashboard's node list need
+    # the nodes.
+    result.assert_outcomes(errors=4, deselected=2)
     assert elapsed < 2 * NODE_TIMEOUT, f"the run took {elapsed:.0f} s"
     dead = cluster.dead
     named = f"  DEAD {dead.node_id[:12]} at {dead.ip} ({dead.hostname}) since ??:??:??*"
     for check in (
         "test_spread_from_outside_every_node_runs_work",
         "test_spread_from_inside_every_node_runs_work",
+        "test_spread_client_sessions_at_once_all_run_the_counter",
         "test_dashboard_nodes_match_expected",
     ):
         result.stdout.fnmatch_lines(

@@ -7,21 +7,21 @@ the harness names the dead head fast, and fail naming what did not come back oth
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
 import pytest
 from harness_fakes import LEAK_SUITE, REPO, modes, run, write_fakes
+from test_certify import TARGET
 
 HEAD_LOSS_FAKES = '''
 import contextlib
 import json
-import threading
 import time
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from fakemod import FakeProvisioner
+from fakemod import FakeProvisioner, json_server
 from provisioners.base import Endpoint
 
 OLD_HEAD = {"node_id": "0ld0" * 14, "node_ip": "10.0.0.1", "node_name": "head", "is_head_node": True}
@@ -47,24 +47,10 @@ class _Headed(FakeProvisioner):
 
     def provision(self, spec):
         fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                path = self.path.split("?")[0]
-                data = {"ray_version": "2.60.0"} if path == "/api/version" else {
-                    "data": {"result": {"result": fake.nodes()}}
-                }
-                body = json.dumps(data).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = json_server({
+            "/api/version": {"ray_version": "2.60.0"},
+            "/api/v0/nodes": lambda: {"data": {"result": {"result": fake.nodes()}}},
+        })
         return replace(super().provision(spec), expected_nodes=2)
 
     @contextlib.contextmanager
@@ -234,9 +220,6 @@ def test_head_that_still_answers_fails(pytester: pytest.Pytester) -> None:
 
 def test_certification_never_kills_the_head(pytester: pytest.Pytester) -> None:
     target = pytester.path / "target.yaml"
-    target.write_text(
-        "vendor: v\nproduct: p\nproduct_version: '1'\nwebsite: https://v.invalid\n"
-        "contact: c@v.invalid\nmode: fake\nray_version: 2.60.0\nplatform_version: '1'\n"
-    )
+    target.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in TARGET.items()))
     result = run(pytester, *_modes("RecoveringHead"), "--ray-head-loss", f"--ray-certify={target}")
     result.stderr.fnmatch_lines(["*--ray-head-loss cannot be combined with --ray-certify*"])

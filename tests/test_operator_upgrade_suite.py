@@ -14,11 +14,9 @@ from harness_fakes import REPO, modes, run, write_fakes
 UPGRADE_FAKES = '''
 import contextlib
 import json
-import threading
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from fakemod import FakeProvisioner
+from fakemod import FakeProvisioner, json_server
 from provisioners.base import Endpoint, OperatorUpgrade
 
 BEFORE = [
@@ -37,24 +35,10 @@ class KeepsNodes(FakeProvisioner):
     def provision(self, spec):
         self.listed = BEFORE
         fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                path = self.path.split("?")[0]
-                data = {"ray_version": "2.60.0"} if path == "/api/version" else {
-                    "data": {"result": {"result": fake.listed}}
-                }
-                body = json.dumps(data).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = json_server({
+            "/api/version": {"ray_version": "2.60.0"},
+            "/api/v0/nodes": lambda: {"data": {"result": {"result": fake.listed}}},
+        })
         return replace(super().provision(spec), expected_nodes=2)
 
     @contextlib.contextmanager

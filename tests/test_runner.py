@@ -1,0 +1,99 @@
+"""Commands run in other threads end with an interrupt too (the signal reaches only the main thread)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import psutil
+import pytest
+from harness_fakes import REPO
+
+from provisioners import runner
+from provisioners.runner import CommandError, kill_running, run_full
+from provisioners.waits import wait_for
+
+
+def test_kill_running_ends_a_command_another_thread_waits_on_and_its_children() -> None:
+    outcome: dict[str, str] = {}
+
+    def work() -> None:
+        try:
+            run_full(["sh", "-c", "sleep 60 & sleep 60"], 120, what="sleeper")
+        except CommandError as exc:
+            outcome["error"] = str(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    wait_for(lambda: bool(runner._running), timeout=10, what="the command to start")
+    [group] = runner._running
+    t0 = time.monotonic()
+    assert kill_running() == [group]
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - t0 < 10
+    assert outcome["error"].startswith("sleeper exited -9")
+    # The background sleep went with its session (a zombie awaiting init's reaping is gone).
+    assert _alive_in_group(group) == []
+    assert not runner._running
+
+
+def _alive_in_group(group: int) -> list[int]:
+    out = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.pid) == group and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return out
+
+
+PREPARE_WITH_A_SLOW_STEP = textwrap.dedent(
+    """
+    import sys
+    from provisioners import prepare
+    from provisioners.runner import run_full
+
+    def slow(say, timeout):
+        say("building")
+        run_full(["sleep", "60"], timeout)
+        return "never"
+
+    prepare.STEPS = (prepare.Step("slow", "a step that takes a minute", 120, slow),)
+    prepare.CHAINS = (("slow",),)
+    sys.exit(prepare.main([]))
+    """
+)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_prepare_interrupted_ends_its_build_commands_and_exits_130(signum: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PREPARE_WITH_A_SLOW_STEP],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "a step that takes a minute" in line, line
+        assert "building" in proc.stderr.readline()
+        time.sleep(0.5)  # the sleep has started
+        t0 = time.monotonic()
+        proc.send_signal(signum)
+        rest = proc.stderr.read()
+        proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert time.monotonic() - t0 < 15, "prepare waited for its build past the interrupt"
+    assert proc.returncode == 130, rest
+    assert "prepare: interrupted after" in rest
+    assert "1 running build command(s) ended" in rest
