@@ -41,7 +41,7 @@ prepare: venv
 	$(PY) -m provisioners prepare
 
 TEST_WORKERS ?= 2
-SUITE_WORKERS ?= 3
+SUITE_WORKERS ?= 2
 
 test-run:
 	$(PY) -m ruff check .
@@ -49,8 +49,8 @@ test-run:
 	$(PY) -m mypy  # includes the static check that every built-in mode conforms (_conforms)
 	bash .ci/actionlint.sh  # the nightly workflow, by actionlint built from its Go module
 	$(PY) -m provisioners prepare
-	# Side by side: the harness's test files on two workers, the modes on three (each mode on
-	# one worker, --dist loadgroup); most of their time is waiting on clusters, not the CPU.
+	# Side by side: the harness's test files on two workers, the modes on two (each mode on one
+	# worker, --dist loadgroup). Three modes at once on 2 cores starved a local `ray start`.
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 	# testpaths: the suites, on every mode this machine can run (AWS rehearsed on moto, IBM on
 	# the VPC stand-in with the connector's fix, OpenShift's rules rehearsed on a kind cluster).
@@ -59,7 +59,7 @@ test-run:
 	# --ray-head-loss: the head-loss checks are opt-in (a plain run never kills its head).
 	# --ray-operator-upgrade-from: kind-operator's RayCluster starts under KubeRay v1.4.0 and the
 	# upgrade check moves it to v1.5.0 in place.
-	# --ray-client-sessions 4: three modes side by side on 2 cores; the default 8 at once is
+	# --ray-client-sessions 4: two modes side by side on 2 cores; the default 8 at once is
 	# measured one mode at a time by bench/bench_load.py.
 	$(PY) -m pytest -n $(SUITE_WORKERS) --ray-client-sessions=4 --ray-image-build --ray-no-egress --ray-head-loss --ray-operator-upgrade-from=v1.4.0 --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal $(ARGS)
 

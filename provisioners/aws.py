@@ -39,6 +39,7 @@ from provisioners.base import (
     ProvisionError,
     listing,
 )
+from provisioners.iptables import iptables
 from provisioners.launcher import CLUSTER_YAML, LAUNCHER_CONFIG, Machine, SshRayUpMode
 from provisioners.launcher import config as launcher_config
 from provisioners.launcher.ssh import SshTarget
@@ -223,7 +224,7 @@ class AwsProvisioner(SshRayUpMode):
             return missing
         problem = containers.engine_problem(spec.get(containers.DOCKER_HOST))
         missing += [f"aws rehearsal: {problem}"] if problem else []
-        if shutil.which("iptables") is None or os.geteuid() != 0:
+        if iptables() is None or os.geteuid() != 0:
             missing.append(
                 "aws rehearsal: needs root and iptables (a rule keeps instances from reaching "
                 "this host)"

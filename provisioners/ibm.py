@@ -44,6 +44,7 @@ from provisioners.base import (
 from provisioners.ibm_probe import COMPAT_DIR, CONNECTOR_CLASS, probe
 from provisioners.ibm_rehearsal import Stage
 from provisioners.ibm_standin import ZONE
+from provisioners.iptables import iptables
 from provisioners.launcher import CLUSTER_YAML, GCS_PORT, LAUNCHER_CONFIG, Machine, SshRayUpMode
 from provisioners.launcher import config as launcher_config
 from provisioners.launcher.ssh import SshTarget
@@ -231,7 +232,7 @@ class IbmProvisioner(SshRayUpMode):
         if spec.get(REHEARSAL):
             problem = containers.engine_problem(spec.get(containers.DOCKER_HOST))
             missing += [f"ibm rehearsal: {problem}"] if problem else []
-            if shutil.which("iptables") is None or os.geteuid() != 0:
+            if iptables() is None or os.geteuid() != 0:
                 missing.append("ibm rehearsal: needs root and iptables (a rule keeps instances from reaching this host)")  # fmt: skip
             missing += (
                 ["ibm rehearsal: `docker` CLI not on PATH"] if not shutil.which("docker") else []

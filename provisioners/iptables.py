@@ -29,6 +29,17 @@ NO_EGRESS = Option.switch(
 )
 
 
+def iptables() -> str | None:
+    """The iptables binary: on PATH, or in the sbin dirs a clean shell's PATH lacks (a kept
+    cluster's removal command runs there)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return shutil.which("iptables", path=path)
+
+
+def _iptables() -> str:
+    return iptables() or "iptables"
+
+
 class CountedRule:
     """Add, check, remove and count one iptables rule given by :meth:`spec` (chain first)."""
 
@@ -38,10 +49,10 @@ class CountedRule:
         raise NotImplementedError
 
     def add(self) -> None:
-        run(["iptables", "-w", "5", "-I", *self.spec()], 30, what=f"iptables: add {self.comment}")
+        run([_iptables(), "-w", "5", "-I", *self.spec()], 30, what=f"iptables: add {self.comment}")
 
     def present(self) -> bool:
-        done = run_full(["iptables", "-w", "5", "-C", *self.spec()], 30, check=False)
+        done = run_full([_iptables(), "-w", "5", "-C", *self.spec()], 30, check=False)
         return done.returncode == 0
 
     def remove(self) -> None:
@@ -49,7 +60,7 @@ class CountedRule:
 
         def gone() -> bool:
             if self.present():
-                run_full(["iptables", "-w", "5", "-D", *self.spec()], 30, check=False)
+                run_full([_iptables(), "-w", "5", "-D", *self.spec()], 30, check=False)
             return not self.present()
 
         wait_for(gone, timeout=30, what=f"iptables rule {self.comment} to be gone", interval=0.1)
@@ -57,7 +68,7 @@ class CountedRule:
     def hits(self) -> int:
         """Packets the rule dropped so far (0 when it is absent)."""
         chain = self.spec()[0]
-        out = run(["iptables", "-w", "5", "-nvxL", chain], 30, what="iptables: read counters")
+        out = run([_iptables(), "-w", "5", "-nvxL", chain], 30, what="iptables: read counters")
         return sum(
             int(line.split()[0])
             for line in out.splitlines()
@@ -91,31 +102,72 @@ class EgressRule(CountedRule):
 NO_UPSTREAM_DNS = ["127.0.0.1"]
 
 
+#: The cloud metadata address. Ray's dashboard asks it which cloud it runs on whenever the
+#: cluster was started by `ray start` (usage_lib.get_cluster_config_to_report, called even with
+#: RAY_USAGE_STATS_ENABLED=0): refused at once on this machine, counted, and said, not a breach.
+METADATA_ADDRESS = "169.254.169.254/32"
+
+
+@dataclass(frozen=True)
+class MetadataRule(CountedRule):
+    """Refuse (TCP reset) what containers on ``bridge`` send to the cloud metadata address."""
+
+    bridge: str
+    comment: str
+
+    def spec(self) -> list[str]:
+        return [
+            "DOCKER-USER", "-i", self.bridge, "-d", METADATA_ADDRESS, "-p", "tcp",
+            "-m", "comment", "--comment", self.comment, "-j", "REJECT", "--reject-with", "tcp-reset",
+        ]  # fmt: skip
+
+
 class EgressLock:
-    """A run network's :class:`EgressRule`: noted before it is added, counted when removed."""
+    """A run network's :class:`EgressRule` (and :class:`MetadataRule` above it): noted before
+    they are added, counted when removed."""
 
     def __init__(self, run_id: str, mode: str, progress: Callable[[str], None]) -> None:
         self.run_id = run_id
         self.mode = mode
         self.progress = progress
         self.rule: EgressRule | None = None
+        self.metadata: MetadataRule | None = None
         self.hits = 0  # packets it dropped, summed over removals
+        self.metadata_hits = 0
 
     @staticmethod
     def missing(mode: str) -> list[str]:
         """Why this machine cannot add the rule ({NO_EGRESS.flag} was asked for)."""
-        if shutil.which("iptables") is None or os.geteuid() != 0:
+        if iptables() is None or os.geteuid() != 0:
             return [f"{mode}: {NO_EGRESS.flag} needs root and iptables (its rule keeps containers off the network)"]  # fmt: skip
         return []
 
     def add(self, network_id: str) -> None:
-        rule = EgressRule(f"br-{network_id[:12]}", run_name(self.run_id, self.mode, "egress"))
+        bridge = f"br-{network_id[:12]}"
+        rule = EgressRule(bridge, run_name(self.run_id, self.mode, "egress"))
         runstate.note(self.run_id, self.mode, "iptables-rule", spec=rule.spec())
         rule.add()
         self.rule = rule
+        metadata = MetadataRule(bridge, run_name(self.run_id, self.mode, "metadata"))
+        runstate.note(self.run_id, self.mode, "iptables-rule", spec=metadata.spec())
+        metadata.add()  # inserted first: checked before the drop
+        self.metadata = metadata
+
+    def _rules(self) -> list[CountedRule]:
+        return [r for r in (self.metadata, self.rule) if r is not None]
 
     def remove(self) -> None:
-        """Read the counter, then delete the rule; say so when anything tried to get out."""
+        """Read the counters, then delete the rules; say so when anything tried to get out."""
+        if self.metadata is not None:
+            asked = self.metadata.hits()
+            self.metadata_hits += asked
+            self.metadata.remove()
+            self.metadata = None
+            if asked:
+                self.progress(
+                    f"Ray asked the cloud metadata address {METADATA_ADDRESS} {asked} time(s) "
+                    "(its dashboard's cloud detection); refused on this machine"
+                )
         if self.rule is None:
             return
         hits = self.rule.hits()
@@ -128,10 +180,19 @@ class EgressLock:
                 f"(dropped by {run_name(self.run_id, self.mode, 'egress')})"
             )
 
+    def removal_command(self) -> str | None:
+        """The shell command that deletes the rules (a kept cluster's removal), by their specs."""
+        rules = self._rules()
+        if not rules:
+            return None
+        return " && ".join(shlex.join([_iptables(), "-w", "5", "-D", *r.spec()]) for r in rules)
+
     def inventory(self) -> list[InventoryItem]:
-        items = []
-        if self.rule is not None and self.rule.present():
-            items.append(InventoryItem("iptables-rule", shlex.join(self.rule.spec()), self.run_id))
+        items = [
+            InventoryItem("iptables-rule", shlex.join(rule.spec()), self.run_id)
+            for rule in self._rules()
+            if rule.present()
+        ]
         if self.hits:
             # Not a leftover but a breach: reported where a clean run must show nothing.
             items.append(

@@ -279,15 +279,20 @@ def _ray_cluster(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
 
 
 def _iptables_rule(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
+    from provisioners.iptables import iptables
+
     spec = [str(a) for a in entry["spec"]]
-    if shutil.which("iptables") is None:
-        return []
-    if run_full(["iptables", "-w", "5", "-C", *spec], 30, check=False).returncode != 0:
+    binary = iptables()
+    if binary is None:  # not looked at is not "gone"
+        return [
+            _unreachable(run_id, entry, "iptables is not installed here: cannot check the rule")
+        ]
+    if run_full([binary, "-w", "5", "-C", *spec], 30, check=False).returncode != 0:
         return []
 
     def remove() -> None:
-        while run_full(["iptables", "-w", "5", "-C", *spec], 30, check=False).returncode == 0:
-            run(["iptables", "-w", "5", "-D", *spec], 30, what="iptables -D")
+        while run_full([binary, "-w", "5", "-C", *spec], 30, check=False).returncode == 0:
+            run([binary, "-w", "5", "-D", *spec], 30, what="iptables -D")
 
     return [Leftover(run_id, str(entry.get("mode") or ""), "iptables-rule", shlex.join(spec),
                      remove=remove, order=65)]  # fmt: skip

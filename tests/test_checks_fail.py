@@ -407,3 +407,19 @@ def test_node_loss_checks_fail_when_ray_never_reports_or_replaces(
         "E *.WaitTimeout: timed out after 1 s waiting for 2 alive nodes again, one of them new;"
         " last seen: *",
     )
+
+
+def test_spread_allows_an_autoscalers_nodes_only_up_to_its_max() -> None:
+    """Nodes an autoscaler added for an earlier load may still be alive, never more than it may add."""
+    from provisioners.base import ClusterHandle
+
+    cluster = ClusterHandle("m", 1, "2.60.0", "3.11", "h:6379")
+    alive = [{"node_id": n, "hostname": n, "ip": "10.0.0.1"} for n in ("aaaa", "bbbb", "cccc")]
+    load = {"tasks": 3, "submitted": 3, "done": 3, "seconds": 1.0, "tasks_per_s": 3.0}
+    result = {"alive": alive, "joined": [], "load": load, "misplaced": [], "iterations": 1,
+              "pinned": {"aaaa": 1, "bbbb": 1, "cccc": 1}, "spread": {"aaaa": 3}}  # fmt: skip
+    check_spread(result, cluster, "outside", [], 2)
+    with pytest.raises(AssertionError, match=r"3 alive node\(s\), expected 1 \(\+ up to 1 autoscaled\)"):  # fmt: skip
+        check_spread(result, cluster, "outside", [], 1)
+    with pytest.raises(AssertionError, match=r"3 alive node\(s\), expected 1: "):
+        check_spread(result, cluster, "outside", [])

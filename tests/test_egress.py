@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from provisioners import runstate
-from provisioners.iptables import EgressLock, EgressRule
+from provisioners.iptables import EgressLock, EgressRule, MetadataRule
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("iptables") is None, reason="needs root and iptables"
@@ -39,11 +39,17 @@ def test_egress_lock_is_noted_added_counted_and_removed() -> None:
             "br-0123456789ab",
         ]
         # Noted before it was added: a sweep after a crash finds it.
-        assert [n["spec"] for n in runstate.notes(run_id, "iptables-rule")] == [lock.rule.spec()]
-        assert [i.kind for i in lock.inventory()] == ["iptables-rule"]
-        rule = lock.rule
+        assert lock.metadata == MetadataRule("br-0123456789ab", f"rc-{run_id}-docker-metadata")
+        assert lock.metadata.present()
+        assert [n["spec"] for n in runstate.notes(run_id, "iptables-rule")] == [
+            lock.rule.spec(),
+            lock.metadata.spec(),
+        ]
+        assert [i.kind for i in lock.inventory()] == ["iptables-rule", "iptables-rule"]
+        rule, metadata = lock.rule, lock.metadata
         lock.remove()
         assert not rule.present()
+        assert not metadata.present()
         assert lock.inventory() == []
         assert said == []  # nothing tried to get out
     finally:

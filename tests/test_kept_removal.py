@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from leftovers import REPO, clean_shell, labeled, plant, processes, secrets_found, sweep
+from leftovers import REPO, clean_shell, labeled, plant, processes, rules, secrets_found, sweep
 
 from provisioners import runstate
 from provisioners.containers import engine_problem
+from provisioners.iptables import iptables
 from provisioners.launcher.cli import config_caches
+from provisioners.runner import run_full
 
 MODES = ("local", "docker", "vm", "kind-operator")
 
@@ -85,6 +87,9 @@ def test_kept_clusters_are_removed_as_printed_and_nothing_leaks_a_secret(tmp_pat
         assert config_caches(private_tmp, cluster), f"no ray-config cache in {private_tmp}"
         assert private_tmp.stat().st_mode & 0o077 == 0
 
+        # docker's and vm's egress and metadata rules, read from the run's notes while they exist.
+        noted = rules(run_id)
+        assert len(noted) == 4, noted
         for mode in MODES:
             remove = records[mode]["handle"]["access"]["remove"]
             assert remove in done.stdout, f"{mode}: the removal command was not printed as recorded"
@@ -96,6 +101,10 @@ def test_kept_clusters_are_removed_as_printed_and_nothing_leaks_a_secret(tmp_pat
             assert processes(run_id, mode) == set(), f"{mode}: `{remove}` left processes"
             assert not runstate.private_path(run_id, mode).exists()
         assert not Path(f"/tmp/rc-{run_id}").exists()  # local's temp dir
+        binary = iptables()
+        assert binary is not None
+        still = [r for r in noted if run_full([binary, "-w", "5", "-C", *r], 30, check=False).returncode == 0]  # fmt: skip
+        assert still == [], f"the removal commands as printed left firewall rules: {still}"
         left = sweep("--dry-run", "--run-id", run_id)
         assert left.stdout.strip() == f"nothing left of {run_id}", left.stdout
     finally:

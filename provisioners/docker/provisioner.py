@@ -434,10 +434,12 @@ class DockerProvisioner:
         # Absolute: the command must run as printed in a clean shell.
         docker = shutil.which("docker") or "docker"
         docker_cli = shlex.join([docker, "-H", host]) if host else shlex.quote(docker)
-        return (
+        command = (
             f"{docker_cli} rm -f {' '.join(self._ids)} && "
             f"{docker_cli} network rm {self._network_id}"
         )
+        rule = self._egress.removal_command() if self._egress is not None else None
+        return f"{command} && {rule}" if rule else command
 
     def _require_spec(self) -> ClusterSpec:
         if self._spec is None:
