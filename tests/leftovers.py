@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psutil
@@ -133,3 +133,24 @@ def clean_shell(command: str, timeout: float = 600) -> subprocess.CompletedProce
         ["/bin/sh", "-c", command], env=env, cwd="/", capture_output=True, text=True,
         timeout=timeout, check=False,
     )  # fmt: skip
+
+
+def run_argv(
+    mode: str, run_id: str, report: Path, flags: Sequence[str], *selection: str
+) -> list[str]:
+    """A real run of one mode as a person starts it, with its own run id and report dir."""
+    return [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--ray-modes={mode}",
+        f"--ray-run-id={run_id}", f"--ray-report-dir={report}", *flags, *selection,
+    ]  # fmt: skip
+
+
+def start_run(
+    argv: Sequence[str], output: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``argv`` started from the checkout in a session of its own, its output into ``output``."""
+    with output.open("wb") as out:
+        return subprocess.Popen(
+            argv, cwd=REPO, env={**os.environ, **(env or {})}, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip

@@ -13,12 +13,21 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from leftovers import REPO, labeled, listed, plant, processes, rules, secrets_found, sweep
+from leftovers import (
+    labeled,
+    listed,
+    plant,
+    processes,
+    rules,
+    run_argv,
+    secrets_found,
+    start_run,
+    sweep,
+)
 
 from provisioners import runstate
 from provisioners.base import RUN_ID_LABEL
@@ -117,16 +126,10 @@ def test_sigkill_mid_provision_then_sweep_removes_exactly_what_it_left(
     run_id = f"t-kill-{secrets.token_hex(3)}"
     report = tmp_path / "report"
     output = tmp_path / "pytest.out"
-    argv = [
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--ray-modes={mode}",
-        f"--ray-run-id={run_id}", f"--ray-report-dir={report}", *flags,
-        "suites/test_teardown_leak.py", "-k", "inventory_sees",
-    ]  # fmt: skip
-    with output.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, cwd=REPO, env={**os.environ, **plant(tmp_path)}, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    argv = run_argv(
+        mode, run_id, report, flags, "suites/test_teardown_leak.py", "-k", "inventory_sees"
+    )
+    proc = start_run(argv, output, plant(tmp_path))
     try:
         try:
             wait_for(

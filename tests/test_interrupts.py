@@ -15,13 +15,12 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from leftovers import REPO, labeled, processes, rules, sweep
+from leftovers import labeled, processes, rules, run_argv, start_run, sweep
 
 from provisioners.base import RUN_ID_LABEL
 from provisioners.containers import docker_client, engine_problem
@@ -94,22 +93,18 @@ def test_an_interrupted_run_tears_down_reports_and_leaves_nothing(
     run_id = f"t-int-{secrets.token_hex(3)}"
     report = tmp_path / "report"
     output = tmp_path / "pytest.out"
-    argv = [
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--ray-modes={mode}",
-        f"--ray-run-id={run_id}", f"--ray-report-dir={report}", *flags,
+    argv = run_argv(
+        mode, run_id, report, flags,
         # A few seconds of checks to be interrupted in (the counter from inside takes longest).
         "suites/test_preflight.py", "suites/test_spread.py", "suites/test_teardown_leak.py",
         "-k", "ray_version or spread_from_inside or inventory_sees",
-    ]  # fmt: skip
+    )  # fmt: skip
     moments: dict[str, Callable[[], bool]] = {
         "provision": lambda: half_way(run_id),
         "checks": lambda: "ready in " in output.read_text(errors="replace"),
         "teardown": lambda: "tearing down" in output.read_text(errors="replace"),
     }
-    with output.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    proc = start_run(argv, output)
     try:
         try:
             wait_for(

@@ -326,6 +326,10 @@ class KubeRayDeployer:
 
     def _ray_pod(self, pod: dict[str, Any]) -> None:
         """Settings of a pod running Ray (head, worker, the Job's driver)."""
+        # The pod's pause container as PID 1 reaps exited processes: Ray (PID 1 otherwise) does
+        # not, and the head's Ray Client proxier fails new sessions on a zombie's cmdline()
+        # (psutil.ZombieProcess in start_specific_server, seen after a few sessions here).
+        pod["shareProcessNamespace"] = True
         if self.ray_service_account:
             pod["serviceAccountName"] = self.ray_service_account
         self._apply_pod_defaults(pod)
