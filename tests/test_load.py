@@ -8,12 +8,16 @@ time. The report's load lines and the load check's own rules are checked offline
 from __future__ import annotations
 
 import contextlib
+import re
 import selectors
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +27,7 @@ from provisioners.base import ClusterHandle, ClusterSpec
 from provisioners.local import LocalProvisioner
 from reports.html import _loads
 from reports.model import Result
-from suites.test_spread import check_load
+from suites.test_spread import check_load, check_together, parse_result, spread_source
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +218,32 @@ def test_spread_options_reject_zero(pytester: pytest.Pytester) -> None:
         result = pytester.runpytest("-p", "fixtures.plugin", f"{flag}=0")
         result.stderr.fnmatch_lines([f"*{flag} '0': must be at least 1*"])
         assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_sessions_that_never_meet_fail_naming_what_each_saw(
+    local_cluster: ClusterHandle, tmp_path: Path
+) -> None:
+    # Two sessions due, one comes: it waits its barrier out, runs the counter, and says so.
+    source = spread_source(1, 2, job_timeout=60, barrier_s=2)
+    script = tmp_path / "spread.py"
+    script.write_text(source)
+    address = local_cluster.access["ray client"]
+    barrier = tmp_path / "connected"
+    barrier.mkdir()
+    run = subprocess.run(
+        [sys.executable, str(script), address, str(barrier), "2", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = parse_result(run.stdout)
+    with pytest.raises(AssertionError) as apart:
+        check_together([result], 2, address)
+    assert re.match(
+        rf"the 2 sessions were never all connected at once through {re.escape(address)}: "
+        r"session 1 saw 1 connected after 2\.\d s$",
+        str(apart.value).splitlines()[0],
+    ), str(apart.value)
+    # The same result meets a count of one: the check passes when they were all there.
+    check_together([result], 1, address)

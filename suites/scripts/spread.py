@@ -8,12 +8,13 @@ Default scheduling packs small tasks onto the head, and SPREAD is uneven on a fr
 (seen: 99/1/0 over three nodes), so proof that every node runs work comes from one task
 pinned to each alive node per round. Then the load: SPREAD_TASKS tasks with the SPREAD
 strategy, up to WINDOW of them in flight, tallied per node and timed from the first submission
-to the last result (tasks/s). DEADLINE_S bounds everything after ``ray.init``: past it the script
-stops waiting and the result says how far it got.
+to the last result (tasks/s). DEADLINE_S bounds the work after ``ray.init`` (and after the
+barrier): past it the script stops waiting and the result says how far it got.
 
 With a barrier directory and a session count after the address (``spread.py ADDRESS DIR N I``)
 this is session I of N opened at once: it marks itself connected in DIR and runs the counter
-only once all N are connected, so the sessions are open side by side, not one after another.
+only once all N are connected (waiting BARRIER_S at most), so the sessions are open side by
+side, not one after another.
 """
 
 import collections
@@ -29,6 +30,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 ITERATIONS = 3
 SPREAD_TASKS = 30
 DEADLINE_S = 120
+BARRIER_S = 60
 TIMEOUT_S = 120
 #: Tasks in flight at most. Ray Client queues every submission before any later call, so with
 #: no bound a large load would hold ray.wait back past the deadline; 2000 keep every CPU busy.
@@ -54,14 +56,13 @@ def load() -> str:
 
 
 def wait_for_all_sessions(barrier: str, sessions: int, me: str) -> dict:
-    """Mark this session connected; return once all are (at most DEADLINE_S / 2), with what it saw."""
+    """Mark this session connected; return once all are (at most BARRIER_S), with what it saw."""
     # A retried session (a known Ray Client flake) marks the same file again: counted once.
     open(os.path.join(barrier, f"connected-{me}"), "w").close()
     t0 = time.monotonic()
     while True:
         seen = len([n for n in os.listdir(barrier) if n.startswith("connected-")])
-        # Half the deadline: a session that waited in vain still has time to report.
-        if seen >= sessions or time.monotonic() - t0 > DEADLINE_S / 2:
+        if seen >= sessions or time.monotonic() - t0 > BARRIER_S:
             return {"sessions": sessions, "connected": seen, "waited_s": time.monotonic() - t0}
         time.sleep(0.1)
 
@@ -111,10 +112,10 @@ def node(n: dict) -> dict:
 def main() -> None:
     address = sys.argv[1] if len(sys.argv) > 1 else None
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    deadline = time.monotonic() + DEADLINE_S
     barrier = None
     if len(sys.argv) > 4:
         barrier = wait_for_all_sessions(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    deadline = time.monotonic() + DEADLINE_S
     alive = [n for n in ray.nodes() if n["Alive"]]
     pinned: collections.Counter = collections.Counter()
     where_seen = {}
