@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import glob
 import json
+import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -417,3 +419,33 @@ def events(pytester: pytest.Pytester, *kinds: str) -> list[tuple[str, str]]:
 def literal(text: str) -> str:
     """An fnmatch pattern matching ``text`` exactly (``[``, ``*`` and ``?`` escaped)."""
     return glob.escape(text)
+
+
+def uv(*args: str | Path, cwd: Path | None = None) -> None:
+    subprocess.run([sys.executable, "-m", "uv", *map(str, args)], check=True, cwd=cwd, timeout=300)
+
+
+def venv_over_project(venv: Path) -> Path:
+    """A new venv with this project's locked env laid under it; its python.
+
+    The project's environment is laid under the new one with a ``.pth`` (what
+    ``--system-site-packages`` does for a base interpreter): what is installed into the new one
+    comes first, everything else is the project's, without re-installing the lock (the network
+    and minutes).
+    """
+    # The interpreter this project's venv was made from (a venv's own python is a link to it).
+    base = getattr(sys, "_base_executable", sys.executable)
+    uv("venv", "--offline", "--python", base, venv)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    project_site = sysconfig.get_paths()["purelib"]
+    # addsitedir, not a bare path: the project env's own .pth files (its editable install) count.
+    Path(site, "_ray_conformance_env.pth").write_text(
+        f"import site; site.addsitedir({project_site!r})\n"
+    )
+    return python

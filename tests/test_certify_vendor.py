@@ -13,10 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
+from harness_fakes import uv, venv_over_project
 
 from reports.certify import PROFILE
 
@@ -38,38 +38,16 @@ platform_version: "this machine"
 """
 
 
-def _uv(*args: str | Path, cwd: Path | None = None) -> None:
-    subprocess.run([sys.executable, "-m", "uv", *map(str, args)], check=True, cwd=cwd, timeout=300)
-
-
 def vendor_env(tmp_path: Path) -> Path:
     """A new venv holding the example package; this project's locked env underneath it.
 
-    The project's environment is laid under the new one with a ``.pth`` (what
-    ``--system-site-packages`` does for a base interpreter): re-installing the lock would need
-    the network and minutes, and the point is the vendor's package and entry point, which are
-    installed into the new environment for real (a wheel built by uv, not an editable path).
-    ``--offline``: the build backend (setuptools) comes from uv's cache, filled when this
-    project was installed the same way.
+    The point is the vendor's package and entry point, installed into the new environment for
+    real (a wheel built by uv, not an editable path). ``--offline``: the build backend
+    (setuptools) comes from uv's cache, filled when this project was installed the same way.
     """
-    venv = tmp_path / "venv"
-    # The interpreter this project's venv was made from (a venv's own python is a link to it).
-    base = getattr(sys, "_base_executable", sys.executable)
-    _uv("venv", "--offline", "--python", base, venv)
-    python = venv / "bin" / "python"
-    site = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    project_site = sysconfig.get_paths()["purelib"]
-    # addsitedir, not a bare path: the project env's own .pth files (its editable install) count.
-    Path(site, "_ray_conformance_env.pth").write_text(
-        f"import site; site.addsitedir({project_site!r})\n"
-    )
+    python = venv_over_project(tmp_path / "venv")
     source = shutil.copytree(EXAMPLE, tmp_path / "vendor_example")  # the build writes beside it
-    _uv(
+    uv(
         "pip",
         "install",
         "--offline",
