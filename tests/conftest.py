@@ -9,6 +9,7 @@ that cannot happen says so with ``@pytest.mark.offline_pull_refused``.
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,14 @@ from fixtures.offline import offline
 from provisioners import runstate
 
 pytest_plugins = ["pytester"]
+
+# The interrupt tests deliver Ctrl-C as a terminal does. Started in the background by a
+# non-interactive shell (`cmd &`), this process inherits SIGINT ignored; Python then sets no
+# KeyboardInterrupt handler, and every run it starts inherits the ignoring (the cold trial ran
+# so: each SIGINT test saw a run that never stopped). A handler, unlike SIG_IGN, is reset to
+# the default in the runs it starts.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PULL_REFUSED = "offline_pull_refused"
 
