@@ -17,8 +17,10 @@ SCRIPT = Path(__file__).parent / "scripts" / "spread.py"
 #: eight forks in the same instant lost three of eight here. The barrier still holds every
 #: session open at the same time before any sends work.
 SESSION_STAGGER_S = 1.0
-#: Share of --ray-job-timeout the counter may spend after connecting (its DEADLINE_S): past it
-#: the script reports how far it got instead of being killed at the job's time limit.
+#: Share of --ray-job-timeout after which the counter stops (its DEADLINE_S, from the script's
+#: start, a session's wait for its peers not counted): past it the script reports how far it
+#: got instead of being killed at the job's time limit. The rest is for Ray's import, connect
+#: and shutdown (more than 10 s of 40 on a busy 2-core machine, seen in a cold trial).
 DEADLINE_SHARE = 0.75
 #: Share of --ray-job-timeout a session at once waits for its peers (its BARRIER_S), on top of
 #: its own time limit: a peer retrying Ray's known flake connects late (three retries on

