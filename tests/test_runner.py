@@ -103,3 +103,26 @@ def test_prepare_interrupted_ends_its_build_commands_and_exits_130(signum: signa
     assert proc.returncode == 130, rest
     assert "prepare: interrupted after" in rest
     assert "1 running build command(s) ended" in rest
+
+
+def test_prepare_runs_an_optional_step_only_when_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from provisioners import prepare
+
+    built: list[str] = []
+
+    def step(name: str, default: bool) -> prepare.Step:
+        def build(_say: prepare.Say, _timeout: float) -> str:
+            built.append(name)
+            return name
+
+        return prepare.Step(name, name, 5, build, default)
+
+    monkeypatch.setattr(prepare, "STEPS", (step("always", True), step("extra", False)))
+    monkeypatch.setattr(prepare, "CHAINS", (("always", "extra"),))
+    assert prepare.main([]) == 0
+    assert built == ["always"]
+    assert prepare.main(["--only", "extra"]) == 0
+    assert built == ["always", "extra"]
+    assert "ready in" in capsys.readouterr().err
