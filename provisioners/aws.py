@@ -436,6 +436,11 @@ class AwsProvisioner(SshRayUpMode):
         host = head.ip if remote_port == CLIENT_PORT else "127.0.0.1"
         return self.require_launcher().tunnel(self.target(head), host, remote_port)
 
+    def collect_diagnostics(self, dest: Path) -> None:
+        super().collect_diagnostics(dest)
+        if self.stage is not None:  # the rehearsal's cloud API and client, by their logs
+            self.stage.save_service_logs(dest)
+
     def access(self) -> dict[str, str]:
         out = super().access()
         path = self.require_launcher().config_path

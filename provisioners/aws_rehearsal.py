@@ -20,11 +20,10 @@ from typing import Any, ClassVar
 
 import boto3
 from botocore.config import Config
+from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
 from provisioners import rehearsal, runstate
-from provisioners.base import ProvisionError
 from provisioners.rehearsal import Instance, Layout
-from provisioners.waits import WaitTimeout, urlopen_ok, wait_for
 
 #: moto's default VPC and the addresses of the run's own helpers, outside its four default /20s
 #: (172.31.0.0-172.31.63.255), so they never take an address moto gives an instance.
@@ -139,26 +138,22 @@ class Stage(rehearsal.Stage):
         with self._client() as client:
             image = build_image(client, node_image, self.progress, timeout, self.run_id)
             self.create_networks(client)
-            env = aws_env(self.region, self.endpoint)
-            self.run_helper(
-                client, image, ["/opt/moto/bin/moto_server", "-H", "0.0.0.0", "-p", str(MOTO_PORT)],
-                "moto", MOTO_IP, env={"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
-            )  # fmt: skip
-            self.run_helper(
-                client, image, ["sleep", "infinity"], "client", CLIENT_IP, env=env,
-                # The config and log (workdir), the key and Ray's temp files (private), at the
-                # host's paths, for the `ray` commands run in it.
-                volumes={str(p): {"bind": str(p), "mode": "rw"}
-                         for p in (self.workdir, runstate.private_dir(self.run_id, self.mode))},
-            )  # fmt: skip
-        try:
-            wait_for(
-                lambda: urlopen_ok(f"{self.endpoint}/moto-api/", timeout=2),
-                timeout=max(1.0, deadline - time.monotonic()), what=f"moto at {self.endpoint}",
-                interval=0.25,
-            )  # fmt: skip
-        except WaitTimeout as exc:
-            raise ProvisionError(f"aws rehearsal: {exc}") from None
+        env = aws_env(self.region, self.endpoint)
+        self.run_helper(
+            image, ["/opt/moto/bin/moto_server", "-H", "0.0.0.0", "-p", str(MOTO_PORT)],
+            "moto", MOTO_IP, max(1.0, deadline - time.monotonic()),
+            # werkzeug's line once the socket is bound
+            wait=LogMessageWaitStrategy("Running on").with_poll_interval(0.25),
+            env={"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
+        )  # fmt: skip
+        self.run_helper(
+            image, ["sleep", "infinity"], "client", CLIENT_IP, max(1.0, deadline - time.monotonic()),
+            env=env,
+            # The config and log (workdir), the key and Ray's temp files (private), at the
+            # host's paths, for the `ray` commands run in it.
+            volumes={str(p): {"bind": str(p), "mode": "rw"}
+                     for p in (self.workdir, runstate.private_dir(self.run_id, self.mode))},
+        )  # fmt: skip
         profile = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
         instance_env = {"RC_SSH_USER": ssh_user, "RC_AUTHORIZED_KEY": public_key, "RC_PROFILE": profile}  # fmt: skip
         self.start_loop(image, {**instance_env, **env}, ec2_listing(self.client("ec2")))

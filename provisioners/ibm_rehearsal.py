@@ -20,11 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
 from provisioners import rehearsal
-from provisioners.base import ProvisionError
-from provisioners.ibm_standin import Cloud
+from provisioners.ibm_standin import READY_LINE, Cloud
 from provisioners.rehearsal import Instance, Layout
-from provisioners.waits import WaitTimeout, urlopen_ok, wait_for
 
 SUBNET = "10.240.0.0/16"
 INSTANCES = "10.240.0.0/24"  # the stand-in's zone subnet: instances get .4 onwards
@@ -107,25 +107,19 @@ class Stage(rehearsal.Stage):
         with self._client() as client:
             image = build_image(client, node_image, self.progress, timeout, self.run_id)
             self.create_networks(client)
-            self.run_helper(
-                client, image,
-                ["/opt/ray/bin/python", "/opt/rc/ibm_standin.py", "--port", str(STANDIN_PORT),
-                 "--api-key", self.api_key, "--subnet", INSTANCES, "--floating", FLOATING],
-                "standin", STANDIN_IP,
-                volumes={str(STANDIN_SCRIPT): {"bind": "/opt/rc/ibm_standin.py", "mode": "ro"}},
-            )  # fmt: skip
-            self.run_helper(
-                client, image, ["sleep", "infinity"], "client", CLIENT_IP, floating=True,
-                volumes={str(p): {"bind": str(p), "mode": "rw"} for p in {self.workdir, *mounts}},
-            )  # fmt: skip
-        try:
-            wait_for(
-                lambda: urlopen_ok(f"{self.endpoint}/healthz", timeout=2),
-                timeout=max(1.0, deadline - time.monotonic()),
-                what=f"the VPC stand-in at {self.endpoint}", interval=0.25,
-            )  # fmt: skip
-        except WaitTimeout as exc:
-            raise ProvisionError(f"ibm rehearsal: {exc}") from None
+        self.run_helper(
+            image,
+            ["/opt/ray/bin/python", "/opt/rc/ibm_standin.py", "--port", str(STANDIN_PORT),
+             "--api-key", self.api_key, "--subnet", INSTANCES, "--floating", FLOATING],
+            "standin", STANDIN_IP, max(1.0, deadline - time.monotonic()),
+            wait=LogMessageWaitStrategy(READY_LINE).with_poll_interval(0.25),
+            volumes={str(STANDIN_SCRIPT): {"bind": "/opt/rc/ibm_standin.py", "mode": "ro"}},
+        )  # fmt: skip
+        self.run_helper(
+            image, ["sleep", "infinity"], "client", CLIENT_IP, max(1.0, deadline - time.monotonic()),
+            floating=True,
+            volumes={str(p): {"bind": str(p), "mode": "rw"} for p in {self.workdir, *mounts}},
+        )  # fmt: skip
         vpc = vpc_client(self.endpoint, self.api_key, self.endpoint)
         self.start_loop(image, {"RC_SSH_USER": "root", "RC_PROFILE": ""}, vpc_listing(vpc))
         self.progress(f"VPC stand-in at {self.endpoint} on {self.network} ({INSTANCES}; floating {FLOATING})")  # fmt: skip

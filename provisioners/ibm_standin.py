@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import itertools
 import json
+import sys
 import threading
 import time
 import urllib.parse
@@ -379,6 +380,10 @@ def serve(api_key: str) -> Iterator[StandIn]:
         thread.join(10)
 
 
+#: What the stand-in prints once its socket is bound.
+READY_LINE = "ibm-standin: serving on"
+
+
 def main() -> None:
     """``python ibm_standin.py --port P --api-key K --subnet CIDR --floating CIDR`` (in a container)."""
     import argparse
@@ -391,6 +396,8 @@ def main() -> None:
     parser.add_argument("--floating", default=FLOATING_CIDR)
     args = parser.parse_args()
     server = StandIn(Cloud(args.api_key, args.subnet, args.floating), args.host, args.port)
+    sys.stdout.write(f"{READY_LINE} {server.base}\n")  # bound: the rehearsal waits for it
+    sys.stdout.flush()
     server.serve_forever()
 
 

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import docker
 import docker.errors
 import docker.types
+from testcontainers.core.waiting_utils import WaitStrategy
 
 from provisioners import containers, nodeimage, runstate
 from provisioners.base import InventoryError, InventoryItem, ProvisionError, listing
@@ -43,6 +44,7 @@ from provisioners.launcher.cli import Launcher
 from provisioners.launcher.ssh import SshTarget
 from provisioners.naming import run_name
 from provisioners.runner import CommandError, run
+from provisioners.services import Service
 from provisioners.waits import WaitTimeout, wait_for
 
 #: Label naming the cloud instance a container stands for.
@@ -398,8 +400,8 @@ class Stage:
     """One run's rehearsal: networks, drop rules, helper containers, the instance loop.
 
     A cloud subclasses it with its :data:`LAYOUT` and a ``start`` that builds its image, calls
-    :meth:`create_networks`, starts its API stand-in and the client with :meth:`run_helper`,
-    and the loop with :meth:`start_loop`.
+    :meth:`create_networks`, starts its API stand-in and the client with :meth:`run_helper`
+    (testcontainers, :mod:`provisioners.services`), and the loop with :meth:`start_loop`.
     """
 
     LAYOUT: ClassVar[Layout]
@@ -428,6 +430,7 @@ class Stage:
         self.client_container = run_name(run_id, mode, "client")
         self.rules: list[DropRule] = []
         self.loop: InstanceLoop | None = None
+        self.services: list[Service] = []
         self.rule_hits = 0
 
     @contextlib.contextmanager
@@ -470,25 +473,38 @@ class Stage:
 
     def run_helper(
         self,
-        client: docker.DockerClient,
         image: str,
         command: list[str],
         name: str,
         ip: str,
+        timeout: float,
         *,
+        wait: WaitStrategy | None = None,
         env: Mapping[str, str] | None = None,
         volumes: Mapping[str, Mapping[str, str]] | None = None,
         floating: bool = False,
-    ) -> None:
-        """A container of the run on its network at ``ip`` (and on the floating one)."""
-        box = client.containers.run(
-            image, command, name=run_name(self.run_id, self.mode, name), detach=True,
-            labels=self.labels, environment=dict(env or {}), volumes=dict(volumes or {}),
-            networking_config={self.network: client.api.create_endpoint_config(ipv4_address=ip)},
-            network=self.network,
+    ) -> Service:
+        """A service container of the run on its network at ``ip`` (and on the floating one),
+        ready by ``wait`` (default: running) within ``timeout``."""
+        service = Service(
+            image, command, name=run_name(self.run_id, self.mode, name), labels=self.labels,
+            docker_host=self.docker_host, env=env, volumes=volumes, network=self.network, ip=ip,
+            wait=wait,
         )  # fmt: skip
+        self.services.append(service)
+        try:
+            service.start_within(timeout)
+        except ProvisionError as exc:
+            raise ProvisionError(f"{self.CLOUD} rehearsal: {exc}") from None
         if floating and self.LAYOUT.floating:
-            client.networks.get(self.floating_network).connect(box)
+            with self._client() as client:
+                client.networks.get(self.floating_network).connect(service.get_wrapped_container())
+        return service
+
+    def save_service_logs(self, dest: Path) -> None:
+        """The service containers' logs (the cloud's API, the client) for a failure report."""
+        for service in self.services:
+            service.save_log(dest / "services")
 
     def start_loop(
         self, image: str, env: dict[str, str], listing: Callable[[], list[Instance]]
@@ -524,6 +540,10 @@ class Stage:
         """Stop the loop, remove every container and network, then the drop rules."""
         if self.loop is not None:
             self.loop.stop()
+        for service in self.services:
+            with contextlib.suppress(*containers.ENGINE_ERRORS):
+                service.stop()
+        # The instances, and whatever a half-done start left: found by the run's labels.
         with contextlib.suppress(*containers.ENGINE_ERRORS), self._client() as client:
             containers.remove(client, self.run_id, self.mode)
         for rule in self.rules:

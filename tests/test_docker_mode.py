@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from provisioners import nodeimage
+from provisioners import nodeimage, services
 from provisioners.base import (
     RUN_ID_LABEL,
     ClusterSpec,
@@ -40,6 +41,7 @@ from provisioners.naming import is_dns_label, run_name
 from provisioners.nodeimage import ensure_node_image, import_tree
 from provisioners.options import Option, OptionError, declared
 from provisioners.runner import run
+from provisioners.services import Service
 
 DEAD_SOCKET = "unix:///tmp/ray-conformance-no-engine.sock"
 
@@ -332,25 +334,21 @@ def test_no_egress_drops_and_counts_what_a_node_sends_off_its_network(
     egress rule drops it, counts it, and the leak check then reports the attempt."""
     spec = dataclasses.replace(make_spec(tmp_path, options={NO_EGRESS: True}), workers=0)
     provisioner.provision(spec)
-    client = docker_client(timeout=60)
-    outside = client.networks.create(
-        run_name(spec.run_id, "outside"), labels={RUN_ID_LABEL: spec.run_id}
-    )
-    target = client.containers.run(
-        provisioner._image, ["python3", "-m", "http.server", "8000"], detach=True,
-        network=outside.name, labels={RUN_ID_LABEL: spec.run_id},
-    )  # fmt: skip
-    try:
-        target.reload()
-        ip = target.attrs["NetworkSettings"]["Networks"][outside.name]["IPAddress"]
-        probe = f"import socket; s = socket.socket(); s.settimeout(3); print(s.connect_ex(('{ip}', 8000)))"
-        head = provisioner.node_names()[0]
-        assert provisioner.node_exec(head, ["python", "-c", probe], 30).strip() != "0"
-        provisioner.teardown()
-        [blocked] = [i for i in provisioner.inventory() if i.kind == "blocked-connection"]
-        assert blocked.detail == "containers tried to reach past this machine"
-        assert int(blocked.name.split()[0]) > 0
-    finally:
-        target.remove(force=True)
-        outside.remove()
-        client.close()
+    labels = {RUN_ID_LABEL: spec.run_id}
+    with services.network(labels) as outside:
+        target = Service(
+            provisioner._image, ["python3", "-m", "http.server", "8000"],
+            name=run_name(spec.run_id, "outside"), labels=labels, network=outside.name,
+            env={"PYTHONUNBUFFERED": "1"}, wait=LogMessageWaitStrategy("Serving HTTP"),
+        )  # fmt: skip
+        try:
+            ip = target.start_within(60).address(outside.name)
+            probe = f"import socket; s = socket.socket(); s.settimeout(3); print(s.connect_ex(('{ip}', 8000)))"
+            head = provisioner.node_names()[0]
+            assert provisioner.node_exec(head, ["python", "-c", probe], 30).strip() != "0"
+            provisioner.teardown()
+            [blocked] = [i for i in provisioner.inventory() if i.kind == "blocked-connection"]
+            assert blocked.detail == "containers tried to reach past this machine"
+            assert int(blocked.name.split()[0]) > 0
+        finally:
+            target.stop()

@@ -20,11 +20,12 @@ import pytest
 import yaml
 from leftovers import REPO, labeled, sweep
 
-from provisioners import nodeimage
+from provisioners import nodeimage, services
 from provisioners.base import RUN_ID_LABEL
 from provisioners.containers import docker_client, engine_problem
 from provisioners.launcher import generate_key
 from provisioners.launcher.ssh import SshTarget, wait_for_ssh
+from provisioners.services import Service
 from provisioners.vm import BOOTSTRAP_FILES, SSHD_COMMAND
 
 
@@ -36,22 +37,19 @@ def user_host(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     image = nodeimage.ensure_node_image(print, 1800, force_build=True)
     key = generate_key(tmp_path / "user-key")
     owner = f"t-host-{secrets.token_hex(3)}"  # not a run's: the vm runs must leave it alone
-    client = docker_client(timeout=60)
-    net = client.networks.create(f"rc-{owner}-net", labels={RUN_ID_LABEL: owner})
-    box = client.containers.run(
-        image, ["bash", "-c", SSHD_COMMAND], name=f"rc-{owner}", detach=True,
-        network=net.name, shm_size="400m", labels={RUN_ID_LABEL: owner},
-        environment={"RC_AUTHORIZED_KEY": Path(f"{key}.pub").read_text().strip()},
-    )  # fmt: skip
-    try:
-        box.reload()
-        ip = box.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
-        wait_for_ssh([SshTarget(ip, "root", key)], 60)
-        yield ip, key, str(box.id)
-    finally:
-        box.remove(force=True)
-        net.remove()
-        client.close()
+    with services.network({RUN_ID_LABEL: owner}) as net:
+        host = Service(
+            image, ["bash", "-c", SSHD_COMMAND], name=f"rc-{owner}", labels={RUN_ID_LABEL: owner},
+            network=net.name, shm_size="400m",
+            env={"RC_AUTHORIZED_KEY": Path(f"{key}.pub").read_text().strip()},
+        )  # fmt: skip
+        try:
+            host.start_within(60)
+            ip = host.address(net.name)
+            wait_for_ssh([SshTarget(ip, "root", key)], 60)
+            yield ip, key, host.get_container_id()
+        finally:
+            host.stop()
 
 
 def _vm_run(

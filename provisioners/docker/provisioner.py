@@ -1,10 +1,11 @@
 """Mode ``docker``: a Ray head and workers as containers on a user bridge network of one engine.
 
-Library choice: the docker SDK (``docker``), not testcontainers. testcontainers starts its reaper
-(Ryuk) from a Docker Hub image, which our machines cannot pull, and disabling it leaves a thin
-wrapper over the same SDK; the SDK also gives labels, shm size, networks, exec and archives
-directly. Everything carries the run-id and mode labels (``containers.labels``) so teardown and
-the leak inventory find what a half-done provision created even when its id was never returned.
+Library choice: the docker SDK (``docker``), not testcontainers (which runs the run's service
+containers, ``provisioners/services.py``): the nodes are the cluster under test, and the mode
+manages their shm size, networks, egress rules, restarts, exec and archives itself, all of them
+SDK calls a testcontainers wrapper would only pass through. Everything carries the run-id and
+mode labels (``containers.labels``) so teardown and the leak inventory find what a half-done
+provision created even when its id was never returned.
 """
 
 from __future__ import annotations
