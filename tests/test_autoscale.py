@@ -56,6 +56,9 @@ def test_head_that_dies_half_way_is_reported_and_cleaned(
     fake.write_text(
         "#!/bin/bash\n"
         "sleep 300 &\n"  # a leftover process of this run's group
+        # ... once it runs as `sleep`: a forked child not yet exec'd still shows this
+        # script's command line (seen on a busy machine in a cold trial).
+        "until grep -qa '^sleep' /proc/$!/cmdline; do :; done\n"
         "echo 'ValueError: the GCS failed to start' >&2\n"
         "exit 1\n"
     )
