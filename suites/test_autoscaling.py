@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from fixtures.clients import in_cluster
 from provisioners.base import (
     AutoscalingLimits,
     ClusterHandle,
@@ -119,11 +120,14 @@ def scenario(
         + 2 * limits.max_workers * TASK_SECONDS
         + 120
     )
-    output = ray_provisioner.run_in_cluster(_scenario_source(limits), timeout=budget)
+    # Module-scoped (one round for every check), so the retries are recorded by the first check.
+    retried: list[str] = []
+    output = in_cluster(ray_provisioner, _scenario_source(limits), budget, retried)
     for line in reversed(output.splitlines()):
         if line.startswith("RESULT "):
             result: dict[str, Any] = json.loads(line[len("RESULT ") :])
             result["limits"] = limits
+            result["known_flake_retries"] = retried
             return result
     raise AssertionError(f"the autoscaling scenario printed no RESULT line:\n{output[-3000:]}")
 
@@ -138,6 +142,10 @@ def test_autoscaling_adds_workers_for_queued_work(
 ) -> None:
     """Work queued beyond the head's CPUs brings new workers, no more than max_workers."""
     limits: AutoscalingLimits = scenario["limits"]
+    if scenario["known_flake_retries"]:
+        request.node.user_properties.append(
+            ("known_flake_retries", scenario["known_flake_retries"])
+        )
     request.node.user_properties.append(("autoscale_first_new_node_s", scenario["first_new_s"]))
     request.node.user_properties.append(("autoscale_nodes_timeline", scenario["timeline"]))
     baseline = len(scenario["baseline"])

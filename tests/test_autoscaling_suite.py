@@ -52,6 +52,26 @@ class LeftPending(Scaled):
 class NoAutoscaler(Scaled):
     def autoscaling_limits(self):
         return None
+
+
+ZOMBIE = "ConnectionAbortedError: Initialization failure from server: psutil.ZombieProcess"
+
+
+class FlakyDriver(Scaled):
+    """The in-cluster driver (a Ray Client) meets Ray's proxier bug once, then runs."""
+
+    calls = 0
+
+    def run_in_cluster(self, script, timeout):
+        FlakyDriver.calls += 1
+        if FlakyDriver.calls == 1:
+            raise RuntimeError("Job ns/rc-job-1 failed; its log:\\n" + ZOMBIE)
+        return super().run_in_cluster(script, timeout)
+
+
+class AlwaysZombie(Scaled):
+    def run_in_cluster(self, script, timeout):
+        raise RuntimeError("Job ns/rc-job-1 failed; its log:\\n" + ZOMBIE)
 '''
 
 
@@ -85,3 +105,19 @@ def test_skipped_without_an_autoscaler(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "NoAutoscaler")
     result.assert_outcomes(skipped=4)
     result.stdout.fnmatch_lines(["*fake: this run's cluster has no autoscaler*"])
+
+
+def test_a_known_flake_of_the_in_cluster_driver_is_retried_and_recorded(
+    pytester: pytest.Pytester,
+) -> None:
+    report = pytester.path / "report"
+    result = _run(pytester, "FlakyDriver", f"--ray-report-dir={report}")
+    result.assert_outcomes(passed=4)
+    results = (report / "results.json").read_text()
+    assert "ray-project/ray#63202" in results  # recorded, not hidden
+
+
+def test_a_known_flake_three_times_in_a_row_fails_the_round(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "AlwaysZombie")
+    result.assert_outcomes(errors=4)
+    result.stdout.fnmatch_lines(["*psutil.ZombieProcess*"])
