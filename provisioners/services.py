@@ -27,7 +27,7 @@ from testcontainers.core.wait_strategies import ContainerStatusWaitStrategy
 from testcontainers.core.waiting_utils import WaitStrategy
 
 from provisioners.base import ProvisionError
-from provisioners.containers import one_line
+from provisioners.containers import addresses, one_line
 
 # Ryuk, testcontainers' reaper, is an image pulled from Docker Hub at the first start, which
 # machines without registry access cannot do: off. The run's labels and the sweep reap instead.
@@ -127,7 +127,7 @@ class Service(DockerContainer):
         """Its IPv4 address on ``network``."""
         box = self.get_wrapped_container()
         box.reload()
-        return str(box.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])
+        return addresses(box)[network]
 
     def stop(self, force: bool = True, delete_volume: bool = True) -> None:
         """Remove it (gone already is fine) and close its engine client."""
