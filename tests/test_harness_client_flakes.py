@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 from harness_fakes import modes, run, write_fakes
+
+from fixtures.clients import CLIENT_RETRY_PAUSE
 
 # A "client script" that fails the first N runs (counted in a file) the way Ray 2.60's client
 # proxier does when its session server dies at birth (ray-project/ray#63202), then succeeds.
@@ -15,11 +18,12 @@ import sys
 from pathlib import Path
 
 FLAKY = '''
-import sys
+import sys, time
 from pathlib import Path
-count = Path(sys.argv[1])
-n = int(count.read_text()) if count.exists() else 0
-count.write_text(str(n + 1))
+runs = Path(sys.argv[1])
+n = len(runs.read_text().split()) if runs.exists() else 0
+with runs.open("a") as out:
+    print(time.monotonic(), file=out)
 if n < int(sys.argv[2]):
     sys.exit(sys.argv[3])
 print("ok")
@@ -63,7 +67,13 @@ def run_client(pytester: pytest.Pytester, fails: int, message: str) -> pytest.Ru
 
 def test_known_flake_is_retried_and_recorded(inner: pytest.Pytester) -> None:
     run_client(inner, 2, FLAKE).assert_outcomes(passed=1)
-    assert Path(inner.path / "runs.txt").read_text() == "3"
+    starts = [float(t) for t in Path(inner.path / "runs.txt").read_text().split()]
+    assert len(starts) == 3
+    # Each retry waits longer than the one before it, away from the failed session's teardown.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert CLIENT_RETRY_PAUSE > 0
+    assert gaps[0] >= CLIENT_RETRY_PAUSE, gaps
+    assert gaps[1] >= 2 * CLIENT_RETRY_PAUSE, gaps
     assert results(inner)["properties"] == {
         "known_flake_retries": ["ray-project/ray#63202", "ray-project/ray#63202"]
     }
