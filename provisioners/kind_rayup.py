@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from provisioners import nodeimage
 from provisioners.base import ClusterHandle, ClusterSpec, Endpoint, InventoryItem, ProvisionError
 from provisioners.launcher.config import load_template
 from provisioners.options import Option
-from provisioners.runner import CommandError, CommandTimeout, run
+from provisioners.runner import CommandError, CommandTimeout, pip_download
 
 #: The last Ray release whose ``ray up`` had a ``kubernetes`` provider (2.2.0 dropped it).
 LEGACY_RAY = "2.1.0"
@@ -64,9 +63,9 @@ def legacy_wheel(timeout: float) -> Path:
         return found[0]
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        run(
+        pip_download(
             [
-                sys.executable, "-m", "pip", "download", f"ray=={LEGACY_RAY}", "--no-deps",
+                f"ray=={LEGACY_RAY}", "--no-deps",
                 "--only-binary=:all:", "--python-version", LEGACY_PYTHON, "-d", str(dest),
             ],
             timeout,

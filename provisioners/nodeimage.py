@@ -15,7 +15,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ import docker.errors
 from provisioners.base import ProvisionError
 from provisioners.containers import docker_client, http_timeout, one_line
 from provisioners.options import Option
-from provisioners.runner import CommandError, run
+from provisioners.runner import CommandError, pip_download, run
 from provisioners.waits import WaitTimeout, file_lock
 
 #: Options of every mode whose nodes come from this image (one declaration, shared).
@@ -279,13 +278,17 @@ def _ensure_wheels(
     dest.mkdir(parents=True, exist_ok=True)
     # Target the container's interpreter, not the host's: cp311, glibc 2.36 (bookworm), x86_64.
     platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(17, 37)]
-    argv = [sys.executable, "-m", "pip", "download", "-q", f"ray[default]=={ray_version}"]
-    argv += ["-d", str(dest), "--only-binary=:all:", "--implementation", "cp"]
+    argv = [f"ray[default]=={ray_version}", "-d", str(dest)]
+    argv += ["--only-binary=:all:", "--implementation", "cp"]
     argv += ["--python-version", NODE_PYTHON, "--abi", f"cp{NODE_PYTHON.replace('.', '')}"]
     argv += ["--abi", "abi3", "--abi", "none"]
     for plat in [*platforms, "manylinux2014_x86_64", "linux_x86_64", "any"]:
         argv += ["--platform", plat]
-    _run(argv, deadline, "pip download of the Ray wheels")
+    what = "pip download of the Ray wheels"
+    try:
+        pip_download(argv, _left(deadline, what), what=f"node image: {what}")
+    except CommandError as exc:
+        raise ProvisionError(str(exc)) from None
     names = sorted(p.name for p in dest.glob("*.whl"))
     manifest.write_text(json.dumps(names))
     progress(f"downloaded {len(names)} wheels in {time.monotonic() - started:.1f} s")
@@ -360,13 +363,17 @@ def _ray_version_of(tag: str) -> str:
 
 def _run(argv: Sequence[str | Path], deadline: float, what: str) -> None:
     """Run a build step within what is left of the deadline (CommandTimeout when it runs out)."""
+    try:
+        run([str(a) for a in argv], _left(deadline, what), what=f"node image: {what}")
+    except CommandError as exc:
+        raise ProvisionError(str(exc)) from None
+
+
+def _left(deadline: float, what: str) -> float:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise ProvisionError(f"node image: no time left for {what} (provision timeout reached)")
-    try:
-        run([str(a) for a in argv], remaining, what=f"node image: {what}")
-    except CommandError as exc:
-        raise ProvisionError(str(exc)) from None
+    return remaining
 
 
 def _digest(inputs: dict[str, Any]) -> str:

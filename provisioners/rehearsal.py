@@ -23,7 +23,6 @@ import json
 import os
 import shlex
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -43,7 +42,7 @@ from provisioners.iptables import CountedRule
 from provisioners.launcher.cli import Launcher
 from provisioners.launcher.ssh import SshTarget
 from provisioners.naming import run_name
-from provisioners.runner import CommandError, run
+from provisioners.runner import CommandError, pip_download
 from provisioners.services import Service
 from provisioners.waits import WaitTimeout, wait_for
 
@@ -177,7 +176,6 @@ def _wheels(requirements: Sequence[str], progress: Callable[[str], None], timeou
     dest.mkdir(parents=True, exist_ok=True)
     py = nodeimage.NODE_PYTHON.replace(".", "")
     argv = [
-        sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
         *requirements, "-d", str(dest), "--only-binary=:all:", "--implementation", "cp",
         "--python-version", nodeimage.NODE_PYTHON, "--abi", f"cp{py}", "--abi", "abi3",
         "--abi", "none",
@@ -185,7 +183,7 @@ def _wheels(requirements: Sequence[str], progress: Callable[[str], None], timeou
     for plat in ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "linux_x86_64", "any"):
         argv += ["--platform", plat]
     try:
-        run(argv, timeout, what=f"pip download of {', '.join(requirements)}")
+        pip_download(argv, timeout, what=f"pip download of {', '.join(requirements)}")
     except CommandError as exc:
         raise ProvisionError(f"rehearsal: cannot fetch wheels: {exc}") from None
     names = sorted(p.name for p in dest.glob("*.whl"))

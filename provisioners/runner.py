@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -167,6 +168,29 @@ def run(
     return run_full(
         argv, timeout, what=what, env=env, stdin=stdin, cwd=cwd, log_file=log_file
     ).stdout
+
+
+#: Runs of one ``pip download``: pip retries a dropped connection itself, not an answer cut
+#: short or refused (a truncated JSON page from PyPI once ended a cold build).
+DOWNLOAD_ATTEMPTS = 3
+
+
+def pip_download(args: Sequence[str], timeout: float, *, what: str) -> None:
+    """``pip download ARGS`` within ``timeout`` in all, run again when it fails (the files it
+    already fetched stay in its ``-d`` directory); the last failure is raised."""
+    argv = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", *args]
+    deadline = time.monotonic() + timeout
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        try:
+            run(argv, max(0.1, deadline - time.monotonic()), what=what)
+            return
+        except CommandError as exc:
+            if attempt == DOWNLOAD_ATTEMPTS or time.monotonic() >= deadline:
+                raise
+            log.warning(
+                "%s failed (run %d of %d), running it again: %s",
+                *(what, attempt, DOWNLOAD_ATTEMPTS, tail(exc.output, 3)),
+            )
 
 
 def _append_log(path: Path | None, line: str, out: str, err: str | None) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import shlex
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +33,7 @@ from provisioners.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
 from provisioners.launcher import LAUNCHER_CONFIG, Machine, SshRayUpMode
 from provisioners.naming import run_name
 from provisioners.options import Option
-from provisioners.runner import CommandError, run
+from provisioners.runner import CommandError, pip_download
 from provisioners.waits import port_accepts
 
 HOSTS = Option.csv("vm-hosts", "Existing hosts head,worker1,... to drive instead of containers")
@@ -249,11 +248,10 @@ class VmProvisioner(SshRayUpMode):
         dest.mkdir(parents=True, exist_ok=True)
         if not any(dest.glob("*.whl")):
             argv = [
-                sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
                 "--no-deps", "--only-binary=:all:", "-d", str(dest), SETUP_REQUIREMENT,
             ]  # fmt: skip
             try:
-                run(argv, timeout, what=f"pip download {SETUP_REQUIREMENT}")
+                pip_download(argv, timeout, what=f"pip download {SETUP_REQUIREMENT}")
             except CommandError as e:
                 raise ProvisionError(f"vm: cannot fetch the setup package: {e}") from None
         return dest

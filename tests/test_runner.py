@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import sys
 import textwrap
 import threading
 import time
+import zipfile
+from pathlib import Path
 
 import psutil
 import pytest
@@ -126,3 +129,70 @@ def test_prepare_runs_an_optional_step_only_when_named(
     assert prepare.main(["--only", "extra"]) == 0
     assert built == ["always", "extra"]
     assert "ready in" in capsys.readouterr().err
+
+
+def _toy_wheel(directory: Path) -> Path:
+    """A minimal pure-Python wheel pip accepts: toy 1.0."""
+    path = directory / "toy-1.0-py3-none-any.whl"
+    files = {
+        "toy.py": "",
+        "toy-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: toy\nVersion: 1.0\n",
+        "toy-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(path, "w") as whl:
+        for name, text in files.items():
+            whl.writestr(name, text)
+        record = [f"{name},," for name in files] + ["toy-1.0.dist-info/RECORD,,"]
+        whl.writestr("toy-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("refusals", "fetched"), [(2, True), (runner.DOWNLOAD_ATTEMPTS, False)], ids=["2", "all"]
+)
+def test_pip_download_runs_again_after_a_refused_answer(
+    tmp_path: Path, refusals: int, fetched: bool
+) -> None:
+    """A package index on loopback answers the first ``refusals`` page requests with 404 (pip
+    does not retry that itself): the wheel arrives past two refusals, not past every run's."""
+    wheel = _toy_wheel(tmp_path)
+    asked: list[str] = []
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            if self.path.startswith("/simple/toy") and asked.count(self.path) <= refusals:
+                self.send_error(404)
+            elif self.path.startswith("/simple/toy"):
+                body = f'<a href="/files/{wheel.name}">{wheel.name}</a>'.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(wheel.read_bytes())
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    dest = tmp_path / "dest"
+    # --isolated: no index from a pip config or PIP_* variable is asked, only this one.
+    args = ["toy==1.0", "--isolated", "--no-deps", "--no-cache-dir", "-d", str(dest)]
+    args += ["--index-url", f"http://127.0.0.1:{server.server_address[1]}/simple"]
+    try:
+        if fetched:
+            runner.pip_download(args, 120, what="pip download of toy")
+            assert (dest / wheel.name).exists()
+        else:
+            with pytest.raises(CommandError, match="pip download of toy exited 1"):
+                runner.pip_download(args, 120, what="pip download of toy")
+            assert not (dest / wheel.name).exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+    pages = [p for p in asked if p.startswith("/simple/toy")]
+    assert len(pages) == (refusals + 1 if fetched else refusals), asked
