@@ -8,7 +8,7 @@ export SSL_CERT_FILE ?= /etc/ssl/certs/ca-certificates.crt
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: venv prepare conformance test test-run lint lock bench clean
+.PHONY: venv prepare conformance test test-run suite-flags lint lock bench clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,8 @@ prepare: venv
 
 TEST_WORKERS ?= 2
 SUITE_WORKERS ?= 2
+SUITE_FLAGS := --ray-image-build --ray-no-egress --ray-head-loss --ray-aws-rehearsal \
+	--ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal -k "not sessions_at_once"
 
 test-run:
 	$(PY) -m ruff check .
@@ -61,7 +63,11 @@ test-run:
 	# KubeRay upgrade check (--ray-operator-upgrade-from; the v1.5.0 rollout did not finish
 	# within its 173 s bound in two runs) and the sessions-at-once check (one of 4 sessions not
 	# connected within 67 s on autoscale and kind-operator); tests/ cover both on fakes and local.
-	$(PY) -m pytest -n $(SUITE_WORKERS) --ray-image-build --ray-no-egress --ray-head-loss --ray-aws-rehearsal --ray-ibm-rehearsal --ray-ibm-compat --ray-openshift-rehearsal -k "not sessions_at_once" $(ARGS)
+	$(PY) -m pytest -n $(SUITE_WORKERS) $(SUITE_FLAGS) $(ARGS)
+
+# The suites' flags, one per line: bench/bench_matrix.py times exactly this matrix.
+suite-flags:
+	@printf '%s\n' $(SUITE_FLAGS)
 
 lint: venv
 	$(PY) -m ruff check .

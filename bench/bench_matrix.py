@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_matrix.py [--workers N] [--modes a,b]
 
-Runs the suites as ``make test`` does (every mode this machine can run, the clouds and
-OpenShift rehearsed, the node image built here) twice: serially, then with ``-n N --dist
+Runs the suites as ``make test`` does (its flags, read from the Makefile: every mode this
+machine can run, the clouds and OpenShift rehearsed, the node image built here) twice: serially, then with ``-n N --dist
 loadgroup`` (N: this machine's cores). Target: -n / serial <= 0.7. From the serial run, per
 mode: provision and teardown seconds and node count (the report's mode records) and the pytest
 process's peak memory (bench/peak_memory.py). For each run, the share of the machine's CPU time
@@ -33,16 +33,14 @@ from provisioners.runner import run_full
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.7
-#: The suites line of `make test` (Makefile, test-run): its flags, without $(ARGS).
-MATRIX_FLAGS = (
-    "--ray-image-build",
-    "--ray-aws-rehearsal",
-    "--ray-ibm-rehearsal",
-    "--ray-ibm-compat",
-    "--ray-openshift-rehearsal",
-)
 #: Bound of one whole matrix run (make test's suites take about 15 minutes warm).
 RUN_TIMEOUT_S = 5400.0
+
+
+def matrix_flags() -> list[str]:
+    """The flags of `make test`'s suites line (the Makefile's SUITE_FLAGS, one per line)."""
+    out = run_full(["make", "-s", "--no-print-directory", "suite-flags"], 60, cwd=ROOT).stdout
+    return out.splitlines()
 
 
 def cpu_times() -> tuple[int, int]:
@@ -52,7 +50,7 @@ def cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def matrix(extra: list[str], report: Path) -> dict[str, Any]:
+def matrix(flags: list[str], extra: list[str], report: Path) -> dict[str, Any]:
     """One run of the suites: wall seconds, CPU busy share, outcomes, and the report dir."""
     peaks = report.with_suffix(".peak.jsonl")
     busy0, total0 = cpu_times()
@@ -62,7 +60,7 @@ def matrix(extra: list[str], report: Path) -> dict[str, Any]:
             sys.executable,
             "-m",
             "pytest",
-            *MATRIX_FLAGS,
+            *flags,
             *extra,
             "-p",
             "peak_memory",
@@ -100,10 +98,11 @@ def main() -> int:
     selected = [f"--ray-modes={args.modes}"] if args.modes else []
     run_full([sys.executable, "-m", "provisioners", "prepare"], RUN_TIMEOUT_S, cwd=ROOT)
     with tempfile.TemporaryDirectory(prefix="rc-bench-matrix-") as tmp:
-        serial = matrix(selected, Path(tmp) / "serial")
+        flags = matrix_flags()
+        serial = matrix(flags, selected, Path(tmp) / "serial")
         print(f"serial: {serial['seconds']:.0f} s, {serial['outcomes']}", flush=True)
         extra = [*selected, "-n", str(args.workers), "--dist", "loadgroup"]
-        parallel = matrix(extra, Path(tmp) / "parallel")
+        parallel = matrix(flags, extra, Path(tmp) / "parallel")
         print(f"-n {args.workers}: {parallel['seconds']:.0f} s, {parallel['outcomes']}", flush=True)
     modes: dict[str, dict[str, Any]] = {}
     for record in serial["modes"]:
