@@ -9,6 +9,7 @@ same rounds and SPREAD tasks. Prints the ratio; target <= 1.10.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -109,8 +110,10 @@ def harness(workdir: Path) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
     # Interleaved rounds and medians: one sample of a 25 s workload on 2 cores swings 15%.
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each (default 3)")
+    rounds = parser.parse_args().rounds
     bases: list[float] = []
     ours: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
