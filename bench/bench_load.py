@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import MIB, save
 from peak_memory import ENV as PEAK_ENV
 
+from fixtures.clients import run_retrying_flakes
 from provisioners.base import CLIENT_PORT, DASHBOARD_PORT, ClusterSpec, Provisioner, Timeouts
 from provisioners.nodeimage import IMAGE_BUILD
 from provisioners.registry import discover
@@ -108,11 +109,14 @@ def line(output: str, tag: str) -> Any:
 
 
 def script(source: str, workdir: Path, *args: str) -> str:
+    """Run a plain Ray Client script; Ray's known client flakes are run again, as the harness does."""
     path = workdir / f"s{uuid.uuid4().hex[:6]}.py"
     path.write_text(source)
-    done = run_full([sys.executable, str(path), *args], STEP_TIMEOUT_S, merge=False, check=False)
+    done, _ = run_retrying_flakes([sys.executable, str(path), *args], STEP_TIMEOUT_S)
     if done.returncode != 0:
-        raise RuntimeError(f"{path.name} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{path.name} exited {done.returncode}:\n{done.note or done.stderr[-3000:]}"
+        )
     return done.stdout
 
 

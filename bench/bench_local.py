@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from figures import save
 
-from fixtures.clients import CLIENT_ATTEMPTS, KNOWN_CLIENT_FLAKES
+from fixtures.clients import run_retrying_flakes
 from fixtures.offline import run_offline
 from provisioners.base import Timeouts
 from provisioners.local import _STOP_GRACE_S
@@ -48,14 +48,11 @@ ITERATIONS, TASKS = 3, 30
 
 def _run(argv: list[str], env: dict[str, str]) -> None:
     # Same rule as the harness: only Ray's known client-server crash is run again.
-    for _ in range(CLIENT_ATTEMPTS):
-        proc = run_full(argv, STEP_TIMEOUT_S, env=env, merge=False, check=False)
-        if proc.returncode == 0:
-            return
-        if not any(sig in proc.stderr for sig in KNOWN_CLIENT_FLAKES):
-            break
+    proc, _ = run_retrying_flakes(argv, STEP_TIMEOUT_S, env)
+    if proc.returncode == 0:
+        return
     sys.exit(
-        f"baseline step failed: {' '.join(argv)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        f"baseline step failed: {' '.join(argv)}\n{proc.note}{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     )
 
 
