@@ -27,6 +27,7 @@ from provisioners.base import Endpoint
 OLD_HEAD = {"node_id": "0ld0" * 14, "node_ip": "10.0.0.1", "node_name": "head", "is_head_node": True}
 WORKER = {"node_id": "w0rk" * 14, "node_ip": "10.0.0.2", "node_name": "worker", "is_head_node": False}
 NEW_HEAD = {"node_id": "new0" * 14, "node_ip": "10.0.0.9", "node_name": "head2", "is_head_node": True}
+EXTRA = {"node_id": "auto" * 14, "node_ip": "10.0.0.7", "node_name": "auto", "is_head_node": False}
 
 
 def alive(*nodes):
@@ -91,6 +92,24 @@ class RecoveringHead(_Headed):
             "misplaced": [],
             "alive": [{"node_id": n["node_id"], "hostname": n["node_name"], "ip": n["node_ip"], "head": n["is_head_node"]} for n in nodes],
         }
+        return "RESULT " + json.dumps(result)
+
+
+class AutoscaledAfterLoss(RecoveringHead):
+    """An operator with an autoscaler: a worker it added is alive beside the expected ones."""
+
+    def autoscaling_limits(self):
+        from provisioners.base import AutoscalingLimits
+
+        return AutoscalingLimits(0, 1, 1.0, 1.0, 60.0, 60.0, 120.0)
+
+    def nodes(self):
+        return super().nodes() + (alive(EXTRA) if self.killed_at is not None else [])
+
+    def run_in_cluster(self, script, timeout):
+        result = json.loads(super().run_in_cluster(script, timeout)[len("RESULT "):])
+        result["pinned"][EXTRA["node_id"]] = 3
+        result["alive"].append({"node_id": EXTRA["node_id"], "hostname": "auto", "ip": EXTRA["node_ip"], "head": False})
         return "RESULT " + json.dumps(result)
 
 
@@ -169,6 +188,11 @@ def test_head_loss_is_opt_in(pytester: pytest.Pytester) -> None:
 
 def test_operator_that_recovers_passes(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "RecoveringHead", "--ray-node-timeout=10")
+    result.assert_outcomes(passed=1, skipped=1)
+
+
+def test_workers_an_autoscaler_added_may_be_alive_too(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "AutoscaledAfterLoss", "--ray-node-timeout=10")
     result.assert_outcomes(passed=1, skipped=1)
 
 
