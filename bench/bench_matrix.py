@@ -79,12 +79,21 @@ def matrix(flags: list[str], extra: list[str], report: Path) -> dict[str, Any]:
     print(proc.stdout[-1500:], flush=True)
     doc = json.loads((report / "results.json").read_text())
     outcomes = collections.Counter(r["outcome"] for r in doc["results"])
+    # The report goes with the temp dir: what failed is kept with the figures.
+    failures = [
+        {"nodeid": r["nodeid"], "message": str(r.get("message", ""))[:1500]}
+        for r in doc["results"]
+        if r["outcome"] in ("failed", "error")
+    ]
+    for failure in failures:
+        print(f"FAILED {failure['nodeid']}: {failure['message']}", flush=True)
     lines = peaks.read_text().splitlines() if peaks.exists() else []
     return {
         "seconds": round(seconds, 1),
         "cpu_busy": round((busy1 - busy0) / max(1, total1 - total0), 3),
         "exit": proc.returncode,
         "outcomes": dict(outcomes),
+        "failures": failures,
         "modes": doc["modes"],
         "peaks": [json.loads(x) for x in lines],
     }
@@ -137,7 +146,7 @@ def main() -> int:
         **{
             f"{name}_{key}": run[key]
             for name, run in (("serial", serial), ("parallel", parallel))
-            for key in ("seconds", "cpu_busy", "exit", "outcomes")
+            for key in ("seconds", "cpu_busy", "exit", "outcomes", "failures")
         },
     }
     save("bench_matrix", modes, matrix=run, target=TARGET)
