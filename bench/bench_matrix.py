@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_matrix.py [--workers N] [--modes a,b]
 
 Runs the suites as ``make test`` does (its flags, read from the Makefile: every mode this
-machine can run, the clouds and OpenShift rehearsed, the node image built here) twice: serially, then with ``-n N --dist
-loadgroup`` (N: this machine's cores). Target: -n / serial <= 0.7. From the serial run, per
+machine can run, the clouds and OpenShift rehearsed, the node image built here) twice:
+serially, then with ``-n N --dist loadgroup`` (N: this machine's cores). Target: -n / serial <= 0.7. From the serial run, per
 mode: provision and teardown seconds and node count (the report's mode records) and the pytest
 process's peak memory (bench/peak_memory.py). For each run, the share of the machine's CPU time
 that was busy (/proc/stat): a serial run that already keeps the cores busy leaves -n little to
