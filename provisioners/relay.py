@@ -20,11 +20,25 @@ _CHUNK = 65536
 LOOPBACK = "127.0.0.1"
 
 
+#: Ports ``free_port`` handed out in this process. Nothing holds a picked port until its user
+#: binds it, so the kernel may pick it again: two of one `ray start`'s ports once came out equal
+#: and Ray refused to start ("trying to use a port number ... used by other components").
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+_PICKS = 100
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A port nobody listens on right now (the kernel's pick, so it does not collide)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on right now and that this process has not handed out before."""
+    with _handed_out_lock:
+        for _ in range(_PICKS):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                port = int(s.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise OSError(f"no free port on {host} this process had not handed out in {_PICKS} picks")
 
 
 class _Sessions:

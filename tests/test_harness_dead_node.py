@@ -23,7 +23,7 @@ from harness_fakes import REPO, run_subprocess
 from fixtures.nodes import Node, census
 from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
 from provisioners.relay import free_port
-from provisioners.runner import Background
+from provisioners.runner import Background, Started, tail_file
 from provisioners.waits import urlopen_ok, wait_for
 
 NODE_TIMEOUT = 20.0
@@ -45,7 +45,7 @@ class DeadWorkerCluster:
     dead: Node
 
 
-def _ray_start(bg: Background, temp: Path, name: str, args: list[str]) -> int:
+def _ray_start(bg: Background, temp: Path, name: str, args: list[str]) -> Started:
     ray = ray_cli()
     assert ray is not None
     argv = [
@@ -56,7 +56,23 @@ def _ray_start(bg: Background, temp: Path, name: str, args: list[str]) -> int:
         f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
         f"--metrics-export-port={free_port()}", *args,
     ]  # fmt: skip
-    return bg.spawn(argv, name).pid
+    return bg.spawn(argv, name)
+
+
+def _exited(nodes: list[Started]) -> str | None:
+    """A node's `ray start` that exited (it will never join), with its log's tail."""
+    for node in nodes:
+        code = node.exited()
+        if code is not None:
+            return f"{node.what} exited {code}: {tail_file(node.log, 8)}"
+    return None
+
+
+def _states(dashboard: str) -> str:
+    try:
+        return ", ".join(f"{n.node_id[:12]} {n.state}" for n in census(dashboard)) or "no nodes"
+    except Exception as exc:  # what the wait saw is the error itself
+        return f"{type(exc).__name__}: {exc}"
 
 
 def _alive(dashboard: str, n: int) -> list[Node] | None:
@@ -77,15 +93,31 @@ def dead_worker_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[De
             "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
             f"--ray-client-server-port={client}",
         ]  # fmt: skip
-        _ray_start(bg, temp, "head", head)
-        wait_for(lambda: urlopen_ok(f"{dashboard}/api/version"), timeout=90, what="the head")
-        wait_for(lambda: _alive(dashboard, 1), timeout=60, what="the head node")
-        _ray_start(bg, temp, "worker1", [f"--address=127.0.0.1:{gcs}"])
-        before = {n.node_id for n in wait_for(lambda: _alive(dashboard, 2), timeout=90, what="2")}
-        victim = _ray_start(bg, temp, "worker2", [f"--address=127.0.0.1:{gcs}"])
-        after = wait_for(lambda: _alive(dashboard, 3), timeout=90, what="3 alive nodes")
+        nodes = [_ray_start(bg, temp, "head", head)]
+
+        def alive(n: int, what: str) -> list[Node]:
+            return wait_for(
+                lambda: _alive(dashboard, n),
+                timeout=90,
+                what=what,
+                last_seen=lambda: _states(dashboard),
+                give_up=lambda: _exited(nodes),
+            )
+
+        wait_for(
+            lambda: urlopen_ok(f"{dashboard}/api/version"),
+            timeout=90,
+            what="the head's dashboard",
+            give_up=lambda: _exited(nodes),
+        )
+        alive(1, "the head node to be ALIVE")
+        nodes.append(_ray_start(bg, temp, "worker1", [f"--address=127.0.0.1:{gcs}"]))
+        before = {n.node_id for n in alive(2, "worker1 to join: 2 ALIVE nodes")}
+        nodes.append(_ray_start(bg, temp, "worker2", [f"--address=127.0.0.1:{gcs}"]))
+        after = alive(3, "worker2 to join: 3 ALIVE nodes")
         [dead_id] = [n.node_id for n in after if n.node_id not in before]
-        os.killpg(victim, signal.SIGKILL)  # the worker node's `ray start`, raylet and workers
+        victim = nodes.pop()  # no longer a node that should stay up
+        os.killpg(victim.pid, signal.SIGKILL)  # the worker node's `ray start`, raylet and workers
         dead = wait_for(
             lambda: next(
                 (n for n in census(dashboard) if n.node_id == dead_id and n.state == "DEAD"), None
