@@ -19,6 +19,7 @@ from provisioners import runstate
 from provisioners.base import RUN_ID_LABEL
 from provisioners.containers import MODE_LABEL, docker_client
 from provisioners.runner import run_full
+from provisioners.waits import wait_for
 from reports.secrets import key_material
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +78,25 @@ def labeled(run_id: str, mode: str | None = None) -> set[str]:
         )
     finally:
         client.close()
+
+
+def settled_labeled(run_id: str, timeout: float = 30.0) -> set[str]:
+    """:func:`labeled` once Docker stops adding to it: a request the killed run had sent
+    finishes in the engine after the run died (a worker container appeared after the first
+    look, in a cold trial)."""
+    seen: list[set[str]] = []
+
+    def settled() -> set[str] | None:
+        seen.append(labeled(run_id))
+        return seen[-1] if len(seen) > 1 and seen[-1] == seen[-2] else None
+
+    return wait_for(
+        settled,
+        timeout=timeout,
+        what=f"Docker's objects of run {run_id} to stop changing",
+        interval=2.0,
+        last_seen=lambda: " -> ".join(str(sorted(s)) for s in seen[-2:]),
+    )
 
 
 def processes(run_id: str, mode: str | None = None) -> set[int]:

@@ -25,6 +25,7 @@ from leftovers import (
     rules,
     run_argv,
     secrets_found,
+    settled_labeled,
     start_run,
     sweep,
 )
@@ -145,46 +146,50 @@ def test_sigkill_mid_provision_then_sweep_removes_exactly_what_it_left(
     finally:
         proc.kill()
         proc.wait(30)
-    key = runstate.private_path(run_id, mode)
-    generated = sorted(p.read_text() for p in key.glob("id_*") if not p.name.endswith(".pub"))
+    try:
+        key = runstate.private_path(run_id, mode)
+        generated = sorted(p.read_text() for p in key.glob("id_*") if not p.name.endswith(".pub"))
 
-    live, live_net, live_proc = live_run
-    docker_left = labeled(run_id)
-    rules_left = rules(run_id)
-    assert docker_left, f"{mode}: killed half-way, yet nothing of the run is in Docker"
-    dry = sweep("--dry-run", "--run-id", run_id, "--run-id", live)
-    assert dry.returncode == 0, dry.stdout + dry.stderr
-    shown = listed(dry.stdout, run_id)
-    # Exactly the Docker objects and firewall rules of the run, its processes and its dir.
-    assert {
-        s for s in shown if s.split()[0] in ("container", "network", "volume")
-    } == docker_left, dry.stdout
-    assert {s for s in shown if s.startswith("iptables-rule ")} == {
-        f"iptables-rule {r[0]}" for r in rules_left
-    }, dry.stdout
-    steady = processes(run_id)  # the run's orphans (`ray up`, `kind create`, ssh) still running
-    assert {f"process {p}" for p in steady} - {s for s in shown if s.startswith("process ")} <= {
-        f"process {p}" for p in steady - processes(run_id)
-    }, dry.stdout
-    private = runstate.run_dir(run_id) / runstate.PRIVATE_DIR
-    if any(p.is_file() for p in private.rglob("*")):  # its secrets (a key, a kubeconfig)
-        assert f"run-state {runstate.run_dir(run_id)}" in shown
-    assert f"run {live}: in progress" in dry.stdout
+        live, live_net, live_proc = live_run
+        docker_left = settled_labeled(run_id)
+        rules_left = rules(run_id)
+        assert docker_left, f"{mode}: killed half-way, yet nothing of the run is in Docker"
+        dry = sweep("--dry-run", "--run-id", run_id, "--run-id", live)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        shown = listed(dry.stdout, run_id)
+        # Exactly the Docker objects and firewall rules of the run, its processes and its dir.
+        assert {
+            s for s in shown if s.split()[0] in ("container", "network", "volume")
+        } == docker_left, dry.stdout
+        assert {s for s in shown if s.startswith("iptables-rule ")} == {
+            f"iptables-rule {r[0]}" for r in rules_left
+        }, dry.stdout
+        steady = processes(run_id)  # the run's orphans (`ray up`, `kind create`, ssh) still running
+        assert {f"process {p}" for p in steady} - {
+            s for s in shown if s.startswith("process ")
+        } <= {f"process {p}" for p in steady - processes(run_id)}, dry.stdout
+        private = runstate.run_dir(run_id) / runstate.PRIVATE_DIR
+        if any(p.is_file() for p in private.rglob("*")):  # its secrets (a key, a kubeconfig)
+            assert f"run-state {runstate.run_dir(run_id)}" in shown
+        assert f"run {live}: in progress" in dry.stdout
 
-    done = sweep("--run-id", run_id, "--run-id", live)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert labeled(run_id) == set()
-    assert processes(run_id) == set()
-    assert rules(run_id) == []
-    assert not runstate.run_dir(run_id).exists()
-    assert not list(Path("/tmp").glob(f"rc-{run_id}*"))
-    # The live run, named too, is untouched.
-    assert labeled(live) == {f"network {live_net}"}
-    assert processes(live) == {live_proc.pid}
-    assert runstate.run_dir(live).exists()
+        done = sweep("--run-id", run_id, "--run-id", live)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert labeled(run_id) == set()
+        assert processes(run_id) == set()
+        assert rules(run_id) == []
+        assert not runstate.run_dir(run_id).exists()
+        assert not list(Path("/tmp").glob(f"rc-{run_id}*"))
+        # The live run, named too, is untouched.
+        assert labeled(live) == {f"network {live_net}"}
+        assert processes(live) == {live_proc.pid}
+        assert runstate.run_dir(live).exists()
 
-    # Nothing the dead run wrote holds a secret, planted or its own.
-    found = secrets_found([report], [output.read_text(errors="replace")])
-    found += [f"{report}: the run's own private key" for g in generated for f in report.rglob("*")
-              if f.is_file() and g.strip() in f.read_text(errors="replace")]  # fmt: skip
-    assert found == []
+        # Nothing the dead run wrote holds a secret, planted or its own.
+        found = secrets_found([report], [output.read_text(errors="replace")])
+        found += [f"{report}: the run's own private key" for g in generated for f in report.rglob("*")
+                  if f.is_file() and g.strip() in f.read_text(errors="replace")]  # fmt: skip
+        assert found == []
+    finally:  # a failed assertion above must not leave the killed run behind
+        if labeled(run_id) or rules(run_id) or processes(run_id):
+            sweep("--run-id", run_id)
