@@ -40,6 +40,7 @@ from provisioners.base import (
     ProvisionError,
 )
 from provisioners.launcher import LAUNCHER_CONFIG, Machine, RayUpMode
+from provisioners.launcher.autoscaling import IDLE_TIMEOUT
 from provisioners.options import Option
 from provisioners.processes import (
     env_with_interpreter_first,
@@ -52,11 +53,6 @@ from provisioners.processes import (
 from provisioners.relay import free_port, tcp_relay
 from provisioners.runner import Background, Started, run_full, tail_file
 from provisioners.waits import alive_nodes
-
-# 0.2 min: NOTES measured removal ~20 s after work ended.
-IDLE_TIMEOUT = Option.seconds(
-    "idle-timeout", "Seconds an idle worker lives before the autoscaler removes it", 12.0
-)
 
 DEFAULT_MAX_WORKERS = 3
 HEAD_STOP_GRACE_S = 40.0  # the head drains for up to 30 s on SIGTERM

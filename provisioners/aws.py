@@ -32,6 +32,7 @@ from provisioners.aws_rehearsal import Stage
 from provisioners.base import (
     CLIENT_PORT,
     RUN_ID_LABEL,
+    AutoscalingLimits,
     ClusterSpec,
     Endpoint,
     InventoryError,
@@ -40,7 +41,7 @@ from provisioners.base import (
     listing,
 )
 from provisioners.iptables import iptables
-from provisioners.launcher import CLUSTER_YAML, LAUNCHER_CONFIG, Machine, SshRayUpMode
+from provisioners.launcher import CLUSTER_YAML, LAUNCHER_CONFIG, Machine, SshRayUpMode, autoscaling
 from provisioners.launcher import config as launcher_config
 from provisioners.launcher.ssh import SshTarget
 from provisioners.naming import run_name
@@ -188,6 +189,7 @@ class AwsProvisioner(SshRayUpMode):
     TEMPLATE: ClassVar[str] = "aws.yaml"
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         CLUSTER_YAML, REGION, REHEARSAL, SKIP_SETUP, LAUNCHER_CONFIG,
+        autoscaling.AUTOSCALE_MAX, autoscaling.IDLE_TIMEOUT,
         nodeimage.IMAGE, nodeimage.IMAGE_BUILD, containers.DOCKER_HOST,
     )  # fmt: skip
 
@@ -198,6 +200,7 @@ class AwsProvisioner(SshRayUpMode):
         self._region = DEFAULT_REGION
         self._key_name = ""
         self._cluster = ""
+        self._autoscale_max = 0  # workers the head's autoscaler may add (its own node type)
         self._left: list[InventoryItem] | None = None  # what EC2 held just before moto went
         self._ssh_before: set[str] = set()
         self._cleaned = False
@@ -207,6 +210,20 @@ class AwsProvisioner(SshRayUpMode):
     @property
     def rehearsal(self) -> bool:
         return self.spec.get(REHEARSAL)
+
+    # --- SupportsAutoscaling, SupportsPendingNodes ------------------------------------------
+
+    def autoscaling_limits(self) -> AutoscalingLimits | None:
+        """The head's autoscaler on the run's autoscaled node type; None without one."""
+        if not self._autoscale_max or self._spec is None:
+            return None
+        return autoscaling.limits(self._spec, self._autoscale_max)
+
+    def pending_nodes(self) -> list[str]:
+        """Instances of the run that are not alive Ray nodes: one the autoscaler launched and
+        never joined, or one it drained and never terminated."""
+        alive = {str(n["ip"]) for n in self.alive_nodes()}
+        return autoscaling.instances_not_nodes(self._ec2_inventory(), alive)
 
     # --- Hooks of the launcher driver -------------------------------------------------------
 
@@ -261,6 +278,14 @@ class AwsProvisioner(SshRayUpMode):
                 "aws: the cluster YAML carries provider.aws_credentials; remove them and let "
                 "boto3 find credentials (environment, ~/.aws/credentials, a profile)"
             )
+        self._autoscale_max = spec.get(autoscaling.AUTOSCALE_MAX) or 0
+        if self._autoscale_max:
+            try:
+                autoscaling.add_node_type(
+                    self._base, self._autoscale_max, spec.get(autoscaling.IDLE_TIMEOUT)
+                )
+            except ProvisionError as exc:
+                raise ProvisionError(f"aws: {exc}") from None
         self._region = spec.get(REGION) or str(provider.get("region") or DEFAULT_REGION)
         if not spec.get(REHEARSAL):  # a rehearsal's cloud is a container, swept by its label
             runstate.note(spec.run_id, spec.mode, "aws", region=self._region, cluster=self._cluster, key_name=self._key_name)  # fmt: skip
@@ -537,8 +562,16 @@ class AwsProvisioner(SshRayUpMode):
 
 def _conforms(p: AwsProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsLauncher, SupportsNodeExec
+    from provisioners.base import (
+        Provisioner,
+        SupportsAutoscaling,
+        SupportsLauncher,
+        SupportsNodeExec,
+        SupportsPendingNodes,
+    )
 
     _a: Provisioner = p
     _b: SupportsLauncher = p
     _c: SupportsNodeExec = p
+    _d: SupportsAutoscaling = p
+    _e: SupportsPendingNodes = p

@@ -280,6 +280,9 @@ class AutoscalingLimits:
     idle_timeout_s: float
     scale_up_timeout_s: float  # bound for new workers to be alive once work is queued
     scale_down_timeout_s: float  # bound for idle workers to be gone, idle timeout included
+    #: A custom resource only the autoscaled workers have (one unit each), or "": the check's work
+    #: asks for it, so it runs only on workers the autoscaler adds, however big the fixed nodes.
+    resource: str = ""
 
 
 @dataclass(frozen=True)

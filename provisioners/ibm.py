@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from provisioners import containers, nodeimage, runstate
 from provisioners.base import (
     CLIENT_PORT,
+    AutoscalingLimits,
     ClusterSpec,
     Endpoint,
     InventoryError,
@@ -45,7 +46,14 @@ from provisioners.ibm_probe import COMPAT_DIR, CONNECTOR_CLASS, probe
 from provisioners.ibm_rehearsal import Stage
 from provisioners.ibm_standin import ZONE
 from provisioners.iptables import iptables
-from provisioners.launcher import CLUSTER_YAML, GCS_PORT, LAUNCHER_CONFIG, Machine, SshRayUpMode
+from provisioners.launcher import (
+    CLUSTER_YAML,
+    GCS_PORT,
+    LAUNCHER_CONFIG,
+    Machine,
+    SshRayUpMode,
+    autoscaling,
+)
 from provisioners.launcher import config as launcher_config
 from provisioners.launcher.ssh import SshTarget
 from provisioners.naming import run_name
@@ -179,6 +187,7 @@ class IbmProvisioner(SshRayUpMode):
     TEMPLATE: ClassVar[str] = "ibm.yaml"
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         CLUSTER_YAML, PROVIDER, COMPAT, REHEARSAL, LAUNCHER_CONFIG,
+        autoscaling.AUTOSCALE_MAX, autoscaling.IDLE_TIMEOUT,
         nodeimage.IMAGE, nodeimage.IMAGE_BUILD, containers.DOCKER_HOST,
     )  # fmt: skip
 
@@ -187,6 +196,7 @@ class IbmProvisioner(SshRayUpMode):
         self._base: dict[str, Any] = {}
         self._api_key = ""
         self._cluster = ""
+        self._autoscale_max = 0  # workers the head's autoscaler may add (its own node type)
         self._key_name = ""
         self._key_id = ""
         self._before: Snapshot | None = None
@@ -211,6 +221,20 @@ class IbmProvisioner(SshRayUpMode):
             if isinstance(module, str) and module:
                 return module
         return CONNECTOR_CLASS
+
+    # --- SupportsAutoscaling, SupportsPendingNodes ------------------------------------------
+
+    def autoscaling_limits(self) -> AutoscalingLimits | None:
+        """The head's autoscaler on the run's autoscaled node type; None without one."""
+        if not self._autoscale_max or self._spec is None:
+            return None
+        return autoscaling.limits(self._spec, self._autoscale_max)
+
+    def pending_nodes(self) -> list[str]:
+        """Instances of the run that are not alive Ray nodes: one the autoscaler launched and
+        never joined, or one it drained and never terminated."""
+        alive = {str(n["ip"]) for n in self.alive_nodes()}
+        return autoscaling.instances_not_nodes(self._vpc_inventory(), alive)
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         missing = super().missing_prerequisites(spec)
@@ -308,6 +332,14 @@ class IbmProvisioner(SshRayUpMode):
                 if name != head:
                     node_type["min_workers"] = node_type["max_workers"] = spec.workers
                     break
+        self._autoscale_max = spec.get(autoscaling.AUTOSCALE_MAX) or 0
+        if self._autoscale_max:
+            try:
+                autoscaling.add_node_type(
+                    self._base, self._autoscale_max, spec.get(autoscaling.IDLE_TIMEOUT)
+                )
+            except ProvisionError as exc:
+                raise ProvisionError(f"ibm: {exc}") from None
         self._tags_existed = (Path.home() / TAGS_FILE).exists()
         # Only this user can read it (the run's private dir, outside the report); the
         # rehearsal's client container mounts it.
@@ -603,8 +635,16 @@ class IbmProvisioner(SshRayUpMode):
 
 def _conforms(p: IbmProvisioner) -> None:
     """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsLauncher, SupportsNodeExec
+    from provisioners.base import (
+        Provisioner,
+        SupportsAutoscaling,
+        SupportsLauncher,
+        SupportsNodeExec,
+        SupportsPendingNodes,
+    )
 
     _a: Provisioner = p
     _b: SupportsLauncher = p
     _c: SupportsNodeExec = p
+    _d: SupportsAutoscaling = p
+    _e: SupportsPendingNodes = p

@@ -13,7 +13,6 @@ import shutil
 from typing import Any, ClassVar
 
 from provisioners import containers, nodeimage, runstate
-from provisioners.autoscale import IDLE_TIMEOUT
 from provisioners.base import ClusterSpec, IngressRoute, ProvisionError
 from provisioners.kube import artifacts, ingress
 from provisioners.kube.clusters import KindCluster
@@ -27,6 +26,7 @@ from provisioners.kube.mode import (
     OperatorMode,
 )
 from provisioners.kube.toolchain import ToolchainUnavailable
+from provisioners.launcher.autoscaling import IDLE_TIMEOUT
 from provisioners.naming import run_name
 from provisioners.options import Option
 

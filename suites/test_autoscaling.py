@@ -53,13 +53,17 @@ def watch():
 
 threading.Thread(target=watch, daemon=True).start()
 
-@ray.remote(num_cpus=limits["cpus_per_worker"])
+@ray.remote(
+    num_cpus=limits["cpus_per_worker"],
+    resources={limits["resource"]: 1} if limits["resource"] else None,
+)
 def work(seconds):
     time.sleep(seconds)
     return ray.get_runtime_context().get_node_id()
 
-# More CPUs than the head has: twice what max_workers can hold at once, so every new worker
-# that arrives while work is queued gets some.
+# Work only new workers hold (more CPUs than the head has, or the autoscaled workers' own
+# resource): twice what max_workers can hold at once, so every new worker that arrives while
+# work is queued gets some.
 count = max(2, 2 * int(limits["max_workers"]))
 queued = time.monotonic()
 refs = [work.remote(TASK_SECONDS) for _ in range(count)]
@@ -100,6 +104,7 @@ def _scenario_source(limits: AutoscalingLimits) -> str:
         "cpus_per_worker": limits.cpus_per_worker,
         "scale_up_timeout_s": limits.scale_up_timeout_s,
         "scale_down_timeout_s": limits.scale_down_timeout_s,
+        "resource": limits.resource,
     }
     return f"LIMITS = {json.dumps(json.dumps(payload))}\nTASK_SECONDS = {TASK_SECONDS}\n" + SCENARIO
 
@@ -137,6 +142,12 @@ def _seen(result: dict[str, Any]) -> str:
     return f"nodes alive over time: {timeline}; tally by node: {result['tally']}"
 
 
+def _asks(limits: AutoscalingLimits) -> str:
+    if limits.resource:
+        return f"{limits.cpus_per_worker} CPU and 1 {limits.resource!r} (only new workers have it)"
+    return f"{limits.cpus_per_worker} CPU (head has {limits.head_cpus})"
+
+
 def test_autoscaling_adds_workers_for_queued_work(
     scenario: dict[str, Any], request: pytest.FixtureRequest
 ) -> None:
@@ -151,7 +162,7 @@ def test_autoscaling_adds_workers_for_queued_work(
     baseline = len(scenario["baseline"])
     assert scenario["first_new_s"] is not None, (
         f"no new node within {limits.scale_up_timeout_s:.0f}s of queueing {scenario['tasks']} "
-        f"tasks of {limits.cpus_per_worker} CPU (head has {limits.head_cpus}); " + _seen(scenario)
+        f"tasks of {_asks(limits)}; " + _seen(scenario)
     )
     assert baseline < scenario["peak"] <= baseline + limits.max_workers, (
         f"peak of {scenario['peak']} alive nodes, expected between {baseline + 1} and "
@@ -170,9 +181,10 @@ def test_autoscaling_new_workers_run_the_work(scenario: dict[str, Any]) -> None:
     assert new_nodes, "every task ran on a node that was there before; " + _seen(scenario)
     on_new = sum(scenario["tally"][n] for n in new_nodes)
     limits: AutoscalingLimits = scenario["limits"]
-    if limits.head_cpus < limits.cpus_per_worker:
+    if limits.resource or limits.head_cpus < limits.cpus_per_worker:
+        lack = f"resource {limits.resource!r}" if limits.resource else "CPUs"
         assert on_new == scenario["tasks"], (
-            f"{scenario['tasks'] - on_new} task(s) ran on old nodes that lack the CPUs; "
+            f"{scenario['tasks'] - on_new} task(s) ran on old nodes that lack the {lack}; "
             + _seen(scenario)
         )
 

@@ -49,6 +49,29 @@ class LeftPending(Scaled):
     pending = ["rc-ray-autoscale-worker-x7k2q: Pending, not ready"]
 
 
+class OwnResource(Scaled):
+    """A cloud's autoscaled type: only its workers have the resource the work asks for."""
+
+    tally = ROUND["tally"]
+
+    def autoscaling_limits(self):
+        return AutoscalingLimits(
+            min_workers=0, max_workers=2, cpus_per_worker=0.0, head_cpus=0.0,
+            idle_timeout_s=12.0, scale_up_timeout_s=5.0, scale_down_timeout_s=5.0,
+            resource="rc_autoscaled",
+        )
+
+    def run_in_cluster(self, script, timeout):
+        assert 'LIMITS = "{' in script and 'rc_autoscaled' in script, script[:300]
+        return "RESULT " + json.dumps({**ROUND, "tally": self.tally})
+
+
+class OwnResourceRanOnHead(OwnResource):
+    """Work asking for the new workers' own resource ran on the head: it cannot have."""
+
+    tally = {"head": 1, "new1": 2, "new2": 1}
+
+
 class NoAutoscaler(Scaled):
     def autoscaling_limits(self):
         return None
@@ -121,3 +144,12 @@ def test_a_known_flake_three_times_in_a_row_fails_the_round(pytester: pytest.Pyt
     result = _run(pytester, "AlwaysZombie")
     result.assert_outcomes(errors=4)
     result.stdout.fnmatch_lines(["*psutil.ZombieProcess*"])
+
+
+def test_work_on_a_resource_only_new_workers_have(pytester: pytest.Pytester) -> None:
+    _run(pytester, "OwnResource").assert_outcomes(passed=4)
+    result = _run(pytester, "OwnResourceRanOnHead")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*1 task(s) ran on old nodes that lack the resource 'rc_autoscaled'*"]
+    )

@@ -32,7 +32,7 @@ from provisioners.aws import (
 from provisioners.aws_rehearsal import Stage, ec2_listing
 from provisioners.base import RUN_ID_LABEL, ClusterSpec, ProvisionError, Timeouts
 from provisioners.containers import engine_problem
-from provisioners.launcher import CLUSTER_YAML, Machine
+from provisioners.launcher import CLUSTER_YAML, Machine, autoscaling
 from provisioners.naming import run_name
 from provisioners.rehearsal import DropRule, InstanceLoop
 from provisioners.runner import run
@@ -180,6 +180,35 @@ def test_render_sets_run_name_key_tags_and_no_network_setup(tmp_path: Path) -> N
         assert tagged == {"instance", "volume"}
     assert all(config[key] == [] for key in aws.SETUP_KEYS)
     assert config["available_node_types"]["ray.worker.default"]["min_workers"] == 2
+    # The head's autoscaler has a type of its own to add, from none, for work only it can hold.
+    scaled = config["available_node_types"][autoscaling.NODE_TYPE]
+    assert (scaled["min_workers"], scaled["max_workers"]) == (0, 1)
+    assert scaled["resources"] == {"CPU": 0, autoscaling.RESOURCE: 1}
+    assert scaled["node_config"]["InstanceType"] == "m5.large"  # the workers' machine
+    assert config["max_workers"] == 3
+    assert config["idle_timeout_minutes"] == pytest.approx(12.0 / 60)
+    limits = p.autoscaling_limits()
+    assert limits is not None
+    assert limits.resource == autoscaling.RESOURCE
+    assert limits.max_workers == 1
+
+
+def test_no_autoscaled_type_when_asked_for_none(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, **{autoscaling.AUTOSCALE_MAX.key: 0})
+    p = AwsProvisioner()
+    p._spec = spec
+    p.plan(spec)
+    assert autoscaling.NODE_TYPE not in p._base["available_node_types"]
+    assert p.autoscaling_limits() is None
+
+
+def test_a_yaml_that_already_has_the_autoscaled_type_is_refused(tmp_path: Path) -> None:
+    path = _book_yaml(tmp_path, use_internal_ips=True)
+    config = yaml.safe_load(path.read_text())
+    types = config["available_node_types"]
+    types[autoscaling.NODE_TYPE] = copy.deepcopy(types["ray.worker.default"])
+    path.write_text(yaml.safe_dump(config))
+    _refused(tmp_path, _spec(tmp_path, **{CLUSTER_YAML.key: path}), "already has a node type")
 
 
 # --- Setup commands that need the network ---------------------------------------------------
