@@ -111,6 +111,25 @@ def test_every_pod_runs_as_1000_under_the_books_accounts(
     )
 
 
+def test_switching_the_operator_renders_the_new_ones_objects(
+    tmp_path: Path, operator_source: OperatorSource
+) -> None:
+    """The upgrade applies the new release's Deployment, not the old render again: with the
+    render cached, an upgrade re-applied the old image and waited out its bound."""
+    deployer = _deployer(tmp_path, "t1", openshift=False, operator=operator_source)
+
+    def images(objs: list[dict[str, Any]]) -> list[str]:
+        return [c["image"] for o in objs if o["kind"] == "Deployment"
+                for c in o["spec"]["template"]["spec"]["containers"]]  # fmt: skip
+
+    assert images(deployer.operator_objects()) == [operator_source.image]
+    new = OperatorSource(
+        "v9.9.9", operator_source.manifests, "ray-conformance-kuberay-operator:new"
+    )
+    assert images(deployer.switch_operator(new)) == [new.image]
+    assert images(deployer.operator_objects()) == [new.image]  # and teardown removes those
+
+
 def test_real_openshift_leaves_seccomp_to_the_scc(tmp_path: Path) -> None:
     """``anyuid`` lists no seccomp profiles: on OpenShift a pod naming one would be refused."""
     mode = OpenShiftProvisioner()

@@ -197,6 +197,11 @@ class KubeRayDeployer:
             self._operator_objects = self._render_operator()
         return copy.deepcopy(self._operator_objects)
 
+    def switch_operator(self, new: OperatorSource) -> list[dict[str, Any]]:
+        """Make ``new`` the run's operator; its objects, rendered afresh (never the old ones)."""
+        self.operator, self._operator_objects = new, None
+        return self.operator_objects()
+
     def _render_operator(self) -> list[dict[str, Any]]:
         assert self.operator is not None
         objs = read_kustomize_resources(self.operator.manifests / "default")
@@ -648,8 +653,8 @@ class KubeRayDeployer:
         if self.operator is None:
             raise RuntimeError("no operator of this run to upgrade (--ray-operator-install none)")
         deadline = time.monotonic() + timeout
-        old, self.operator = self.operator, new
-        objs = self.operator_objects()
+        old = self.operator
+        objs = self.switch_operator(new)
         validate.validate_all(objs, crds={}, kube_version=kube_version)
         self._check_crd_owner(objs)
         for o in objs:
