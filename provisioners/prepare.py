@@ -155,8 +155,8 @@ STEPS: tuple[Step, ...] = (
     Step("kube-toolchain", "the offline Kubernetes toolchain (kind, Kubernetes, KubeRay)", 3000, _toolchain),
     Step("kind-node", "the kind node image with the Ray and operator images baked in", 1200, _kind_node),
     Step("kube-artifacts", "the kind runs' ingress controller", 1200, _kube_artifacts),
-    # Only the upgrade check and --ray-operator-version use them (not in make test); 98 s cold.
-    Step("kuberay-releases", "the other KubeRay releases", 1200, _kuberay_releases, default=False),
+    # The upgrade check (make test's kind-operator) and --ray-operator-version; 98 s cold.
+    Step("kuberay-releases", "the other KubeRay releases", 1200, _kuberay_releases),
     Step("legacy-wheel", "Ray 2.1.0's wheel (kind-rayup's schema check)", 300, _legacy_wheel),
 )  # fmt: skip
 
