@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ import requests.exceptions
 from provisioners.base import RUN_ID_LABEL, InventoryItem, listing
 from provisioners.naming import run_name
 from provisioners.options import Option
+from provisioners.waits import wait_for
 
 #: Label key naming the mode that created an object (beside ``RUN_ID_LABEL``).
 MODE_LABEL = "ray-conformance.mode"
@@ -115,8 +117,41 @@ def inventory(client: docker.DockerClient, run_id: str, mode: str) -> list[Inven
     return items
 
 
-def remove(client: docker.DockerClient, run_id: str, mode: str) -> None:
-    """Remove this run's containers (with their volumes), networks and volumes of ``mode``."""
+#: A create the run was interrupted in may still be finished by the engine after the process
+#: stopped waiting (seen: a vm worker container appeared after teardown had listed the run's
+#: objects). Removal after such an interruption keeps looking until nothing of the run has been
+#: listed for LATE_QUIET_S, within LATE_BOUND_S.
+LATE_QUIET_S = 3.0
+LATE_BOUND_S = 30.0
+
+
+def remove(client: docker.DockerClient, run_id: str, mode: str, *, late: bool = False) -> None:
+    """Remove this run's containers (with their volumes), networks and volumes of ``mode``.
+
+    ``late``: the run was interrupted while asking the engine to create something; look again
+    until the engine has nothing more of it (bounded).
+    """
+    _remove_found(client, run_id, mode)
+    if not late:
+        return
+    quiet_since = time.monotonic()
+
+    def quiet() -> bool:
+        nonlocal quiet_since
+        if _remove_found(client, run_id, mode):
+            quiet_since = time.monotonic()
+        return time.monotonic() - quiet_since >= LATE_QUIET_S
+
+    wait_for(
+        quiet,
+        timeout=LATE_BOUND_S,
+        what=f"the engine to have nothing more of run {run_id} ({mode}) to remove",
+        interval=0.5,
+    )
+
+
+def _remove_found(client: docker.DockerClient, run_id: str, mode: str) -> int:
+    """Remove what of the run is listed now; how many objects that was."""
     found = run_objects(client, run_id, mode)
     for c in found.containers:
         with contextlib.suppress(docker.errors.NotFound):
@@ -127,6 +162,7 @@ def remove(client: docker.DockerClient, run_id: str, mode: str) -> None:
     for v in found.volumes:
         with contextlib.suppress(docker.errors.NotFound):
             v.remove(force=True)
+    return len(found.containers) + len(found.networks) + len(found.volumes)
 
 
 #: Tries a TCP connection to each ``[address, port]`` of argv[1] (JSON), bounded by argv[2]

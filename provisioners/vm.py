@@ -90,6 +90,7 @@ class VmProvisioner(SshRayUpMode):
         self._workers = 0
         self._wheels: Path | None = None
         self._ray_on_nodes = False  # Ray this run started may still run on the nodes
+        self._creating = False  # asking the engine for the nodes (an interrupt may land there)
 
     def _in_containers(self) -> bool:
         return not self.spec.get(HOSTS)
@@ -186,7 +187,7 @@ class VmProvisioner(SshRayUpMode):
         if self._in_containers():
             with self._docker() as client:
                 if client is not None:
-                    containers.remove(client, self.spec.run_id, self.spec.mode)
+                    containers.remove(client, self.spec.run_id, self.spec.mode, late=self._creating)
             if self._egress is not None:
                 self._egress.remove()
 
@@ -268,6 +269,7 @@ class VmProvisioner(SshRayUpMode):
         pub = Path(f"{self.ssh_key}.pub").read_text().strip()
         names = [run_name(spec.run_id, spec.mode, "head")]
         names += [run_name(spec.run_id, spec.mode, "worker", str(i)) for i in range(1, self._workers + 1)]  # fmt: skip
+        self._creating = True  # until every node exists: see containers.remove(late=)
         with self._docker() as client:
             assert client is not None
             net = client.networks.create(
@@ -289,6 +291,7 @@ class VmProvisioner(SshRayUpMode):
                 if not ip:
                     raise ProvisionError(f"vm: container {name} got no IP on {net.name}")
                 machines.append(Machine(name, ip))
+        self._creating = False
         spec.progress("nodes: " + ", ".join(f"{m.name}={m.ip}" for m in machines))
         return machines
 

@@ -124,19 +124,23 @@ def test_an_interrupted_run_tears_down_reports_and_leaves_nothing(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
             sweep("--run-id", run_id)
-    text = output.read_text(errors="replace")
-    assert proc.returncode != 0, f"an interrupted run exited 0:\n{text[-3000:]}"
-    interrupted = [line for line in text.splitlines() if "interrupted: " in line]
-    assert interrupted, f"no 'interrupted' line:\n{text[-3000:]}"
-    if point == "teardown":
-        assert "still being removed" in text, text[-3000:]
-    results = json.loads((report / "results.json").read_text())
-    assert [m.get("interrupted") for m in results["modes"]] == [True], results["modes"]
+    try:
+        text = output.read_text(errors="replace")
+        assert proc.returncode != 0, f"an interrupted run exited 0:\n{text[-3000:]}"
+        interrupted = [line for line in text.splitlines() if "interrupted: " in line]
+        assert interrupted, f"no 'interrupted' line:\n{text[-3000:]}"
+        if point == "teardown":
+            assert "still being removed" in text, text[-3000:]
+        results = json.loads((report / "results.json").read_text())
+        assert [m.get("interrupted") for m in results["modes"]] == [True], results["modes"]
 
-    # Nothing of the run: Docker objects, processes, firewall rules, and the sweep agrees.
-    assert labeled(run_id) == set()
-    assert processes(run_id) == set()
-    assert rules(run_id) == []
-    dry = sweep("--dry-run", "--run-id", run_id)
-    assert dry.returncode == 0, dry.stdout + dry.stderr
-    assert dry.stdout.strip() == f"nothing left of {run_id}", dry.stdout
+        # Nothing of the run: Docker objects, processes, firewall rules, and the sweep agrees.
+        assert labeled(run_id) == set()
+        assert processes(run_id) == set()
+        assert rules(run_id) == []
+        dry = sweep("--dry-run", "--run-id", run_id)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert dry.stdout.strip() == f"nothing left of {run_id}", dry.stdout
+    finally:  # a failed check above must not leave the run behind for the next test
+        if labeled(run_id) or rules(run_id) or processes(run_id):
+            sweep("--run-id", run_id)

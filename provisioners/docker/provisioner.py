@@ -129,6 +129,7 @@ class DockerProvisioner:
         self._published: dict[int, int] = {}  # container port -> 127.0.0.1 port
         self._shm_bytes = 0
         self._held = False  # this provision holds the run (runstate)
+        self._creating = False  # asking the engine for the nodes (an interrupt may land there)
         self._egress: EgressLock | None = None
 
     # -- contract ----------------------------------------------------------------------------
@@ -163,6 +164,7 @@ class DockerProvisioner:
             run_id=spec.run_id,
         )
         network = run_name(spec.run_id, "net")
+        self._creating = True  # until every node exists: see containers.remove(late=)
         try:
             created = client.networks.create(
                 network,
@@ -209,6 +211,7 @@ class DockerProvisioner:
                       *self._object_store_args()]
             )  # fmt: skip
             self._start_node(client, name, argv)
+        self._creating = False
         self._wait_alive(
             client,
             dashboard,
@@ -314,7 +317,9 @@ class DockerProvisioner:
         if self._spec is None:
             return
         try:
-            containers.remove(self._connect(self._spec), self._spec.run_id, self._spec.mode)
+            containers.remove(
+                self._connect(self._spec), self._spec.run_id, self._spec.mode, late=self._creating
+            )
         except ENGINE_ERRORS:
             return  # no engine: nothing we could have created is reachable to remove
         finally:
