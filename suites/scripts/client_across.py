@@ -2,13 +2,16 @@
 
 Opens a session and runs one task; with ``ignore``, first sets RAY_IGNORE_VERSION_MISMATCH
 (Ray's documented override of its version check). Prints one ``RESULT {json}`` line: whether
-it connected, whether the task ran, and the error Ray raised at the step that failed; exits 1
-when a step failed, so the harness retries Ray Client's known flakes (a refusal is not one).
+it connected, whether the task ran, and the error Ray raised at the step that failed (in one
+short line); exits 1 when a step failed, with the whole error on stderr, so the harness sees a
+known Ray Client flake's signature however deep in the server's traceback it is, and retries it
+(a refusal is not one).
 """
 
 import json
 import os
 import sys
+import traceback
 
 import ray
 
@@ -27,5 +30,6 @@ try:
     result["task"] = ray.get(ray.remote(lambda: True).remote(), timeout=60)
 except Exception as exc:
     result["error"] = one_line(exc)
+    traceback.print_exc()  # the server's traceback inside it names the flake, past one_line's cut
 print("RESULT " + json.dumps(result), flush=True)
 sys.exit(0 if result["task"] else 1)
