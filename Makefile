@@ -49,7 +49,7 @@ SUITE_FLAGS := --ray-image-build --ray-no-egress --ray-head-loss --ray-aws-rehea
 test-run:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy  # includes the static check that every built-in mode conforms (_conforms)
+	$(PY) -m mypy
 	bash .ci/actionlint.sh  # the nightly workflow, by actionlint built from its Go module
 	$(PY) -m provisioners prepare
 	# Side by side: the harness's test files on two workers, the modes on two (each mode on one

@@ -240,11 +240,3 @@ class AutoscaleProvisioner(RayUpMode):
         """Alive processes of this run: our process group, or naming our temp dir."""
         groups = [self._head.pid] if self._head is not None else []
         return run_processes(groups, str(self._temp_dir) if self._temp_dir else None)
-
-
-def _conforms(p: AutoscaleProvisioner) -> None:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsAutoscaling
-
-    _a: Provisioner = p
-    _b: SupportsAutoscaling = p

@@ -558,20 +558,3 @@ class AwsProvisioner(SshRayUpMode):
             f"aws ec2 delete-security-group --group-name {security_group_name(self._cluster)} {region}",
             f"aws ec2 delete-key-pair --key-name {self._key_name} {region}",
         ]  # fmt: skip
-
-
-def _conforms(p: AwsProvisioner) -> None:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import (
-        Provisioner,
-        SupportsAutoscaling,
-        SupportsLauncher,
-        SupportsNodeExec,
-        SupportsPendingNodes,
-    )
-
-    _a: Provisioner = p
-    _b: SupportsLauncher = p
-    _c: SupportsNodeExec = p
-    _d: SupportsAutoscaling = p
-    _e: SupportsPendingNodes = p

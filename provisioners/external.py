@@ -21,7 +21,6 @@ from provisioners.base import (
     ClusterSpec,
     Endpoint,
     InventoryItem,
-    Provisioner,
     ProvisionError,
 )
 from provisioners.options import Option
@@ -209,8 +208,3 @@ class ExternalProvisioner:
 def _terminal(status: Any) -> Any:
     """The job's status once it is final (SUCCEEDED, FAILED, STOPPED), else None."""
     return status if status.is_terminal() else None
-
-
-def _conforms(p: ExternalProvisioner) -> Provisioner:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    return p

@@ -631,20 +631,3 @@ class IbmProvisioner(SshRayUpMode):
             f"ibmcloud is key-delete {self._key_name} -f",
             *private,
         ]  # fmt: skip
-
-
-def _conforms(p: IbmProvisioner) -> None:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import (
-        Provisioner,
-        SupportsAutoscaling,
-        SupportsLauncher,
-        SupportsNodeExec,
-        SupportsPendingNodes,
-    )
-
-    _a: Provisioner = p
-    _b: SupportsLauncher = p
-    _c: SupportsNodeExec = p
-    _d: SupportsAutoscaling = p
-    _e: SupportsPendingNodes = p

@@ -171,26 +171,3 @@ def _go_beside() -> bool:
     from pathlib import Path
 
     return Path("/usr/local/go/bin/go").exists()
-
-
-def _conforms(p: KindOperatorProvisioner) -> None:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import (
-        Provisioner,
-        SupportsAutoscaling,
-        SupportsIngress,
-        SupportsKillHead,
-        SupportsKillNode,
-        SupportsNodeExec,
-        SupportsOperatorUpgrade,
-        SupportsPendingNodes,
-    )
-
-    _a: Provisioner = p
-    _b: SupportsNodeExec = p
-    _c: SupportsKillNode = p
-    _d: SupportsIngress = p
-    _e: SupportsKillHead = p
-    _f: SupportsOperatorUpgrade = p
-    _g: SupportsAutoscaling = p
-    _h: SupportsPendingNodes = p

@@ -140,10 +140,3 @@ class KindRayUpProvisioner:
 
     def teardown(self) -> None:
         """Nothing was made."""
-
-
-def _conforms(p: KindRayUpProvisioner) -> None:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner
-
-    _a: Provisioner = p

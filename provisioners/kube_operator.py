@@ -71,22 +71,3 @@ class KubeOperatorProvisioner(OperatorMode):
     def node_image(self, spec: ClusterSpec, timeout: float) -> str:
         # The cluster's nodes pull it: nothing to build or load from here.
         return spec.get(nodeimage.IMAGE) or nodeimage.official_image(nodeimage.client_ray_version())
-
-
-def _conforms(p: KubeOperatorProvisioner) -> None:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import (
-        Provisioner,
-        SupportsIngress,
-        SupportsKillHead,
-        SupportsKillNode,
-        SupportsNodeExec,
-        SupportsOperatorUpgrade,
-    )
-
-    _a: Provisioner = p
-    _b: SupportsNodeExec = p
-    _c: SupportsKillNode = p
-    _d: SupportsIngress = p
-    _e: SupportsKillHead = p
-    _f: SupportsOperatorUpgrade = p

@@ -28,7 +28,6 @@ from provisioners.base import (
     Endpoint,
     InventoryError,
     InventoryItem,
-    Provisioner,
     ProvisionError,
     listing,
 )
@@ -327,11 +326,3 @@ def _shm_entries() -> set[str]:
         return set(os.listdir("/dev/shm"))
     except OSError:
         return set()
-
-
-def _conforms(p: LocalProvisioner) -> Provisioner:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import SupportsKillHead
-
-    _a: SupportsKillHead = p
-    return p

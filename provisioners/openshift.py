@@ -202,12 +202,3 @@ class OpenShiftProvisioner(OperatorMode):
             for o in kube.list_objects(scc.SECURITY_API, scc.SCC_KIND, selector=selector):
                 items.append(InventoryItem("securitycontextconstraints", ref(o), run_id))
         return items
-
-
-def _conforms(p: OpenShiftProvisioner) -> None:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsKillNode, SupportsNodeExec
-
-    _a: Provisioner = p
-    _b: SupportsNodeExec = p
-    _c: SupportsKillNode = p

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any
 
+from provisioners.conformance import drift
 from provisioners.options import Option, OptionError, declared, merge
 
 ENTRY_POINT_GROUP = "ray_conformance.provisioners"
@@ -47,11 +48,17 @@ class Mode:
         if self.factory is not None or self.load_error or self.loader is None:
             return self
         try:
-            return replace(self, factory=self.loader())
+            factory = self.loader()
         except Exception as exc:  # a vendor's broken package must not take the whole run down
             return replace(
                 self, load_error=f"cannot load {self.source}: {type(exc).__name__}: {exc}"
             )
+        departs = drift(factory) if isinstance(factory, type) else []
+        if departs:
+            return replace(
+                self, load_error=f"{self.source} does not meet its contract: {'; '.join(departs)}"
+            )
+        return replace(self, factory=factory)
 
     def create(self) -> Any:
         loaded = self.load()

@@ -384,20 +384,3 @@ class VmProvisioner(SshRayUpMode):
             items += [InventoryItem("process", f"{machine.name}:{pid}", self.spec.run_id, "Ray")
                       for pid in out.split()]  # fmt: skip
         return items
-
-
-def _conforms(p: VmProvisioner) -> None:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import (
-        Provisioner,
-        SupportsKillHead,
-        SupportsLauncher,
-        SupportsNodeAddresses,
-        SupportsNodeExec,
-    )
-
-    _a: Provisioner = p
-    _b: SupportsLauncher = p
-    _c: SupportsNodeExec = p
-    _d: SupportsNodeAddresses = p
-    _e: SupportsKillHead = p

@@ -84,7 +84,9 @@ def test_named_mode_that_cannot_be_constructed_is_a_usage_error(
 ) -> None:
     pytester.makepyfile(
         badinit="""
-        class BadInitProvisioner:
+        from fakemod import FakeProvisioner
+
+        class BadInitProvisioner(FakeProvisioner):
             def __init__(self):
                 raise RuntimeError("needs a licence file")
         """
@@ -126,3 +128,55 @@ def test_duplicate_entry_point_name_warns_with_both_sources(
             r"(?=.*vendormod:VendorProvisioner)(?=.*provisioners\.local:LocalProvisioner).*"
         ]
     )
+
+
+DRIFTED = """
+from fakemod import FakeProvisioner
+
+
+class DriftedProvisioner(FakeProvisioner):
+    def run_in_cluster(self, script):  # the contract's takes a timeout too
+        return ""
+
+
+class HalfKillProvisioner(FakeProvisioner):
+    def kill_worker(self):  # SupportsKillNode, without replaces_lost_nodes
+        return "10.0.0.2"
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        (
+            "DriftedProvisioner",
+            "run_in_cluster(script) where Provisioner declares run_in_cluster(script, timeout)",
+        ),
+        (
+            "HalfKillProvisioner",
+            "SupportsKillNode without replaces_lost_nodes (it has kill_worker)",
+        ),
+    ],
+)
+def test_mode_that_departs_from_its_contract_is_named_before_anything_runs(
+    pytester: pytest.Pytester, name: str, says: str
+) -> None:
+    """A drifted signature or half an ability stops the mode when it loads, naming both sides,
+    not as a TypeError in a check or an ability the suites silently never see."""
+    pytester.makepyfile(drifted=DRIFTED)
+    result = run(pytester, "--ray-provisioner", f"bad=drifted:{name}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        f"ERROR: mode 'bad': drifted:{name} does not meet its contract: {says}"
+    )
+    assert events(pytester) == []
+
+
+def test_every_built_in_mode_meets_its_contract() -> None:
+    """What the 12 per-mode static checks used to show: each registered mode loads cleanly."""
+    from provisioners.registry import discover
+
+    found, _ = discover()
+    assert {name: mode.load().load_error for name, mode in found.items()} == {
+        name: "" for name in found
+    }

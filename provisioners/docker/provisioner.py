@@ -37,14 +37,7 @@ from provisioners.base import (
     InventoryError,
     InventoryItem,
     NodeAddresses,
-    Provisioner,
     ProvisionError,
-    SupportsImageRun,
-    SupportsKillHead,
-    SupportsKillNode,
-    SupportsNodeAddresses,
-    SupportsNodeExec,
-    SupportsSharedMemory,
     listing,
 )
 from provisioners.containers import DOCKER_HOST, ENGINE_ERRORS, docker_client, http_timeout
@@ -701,14 +694,3 @@ class DockerProvisioner:
                 f"docker: {what} in {container.name} exited {code}; output:\n{out}{err}"
             )
         return str(out)
-
-
-def _conforms(p: DockerProvisioner) -> None:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    _a: Provisioner = p
-    _b: SupportsNodeExec = p
-    _c: SupportsSharedMemory = p
-    _d: SupportsImageRun = p
-    _e: SupportsKillNode = p
-    _f: SupportsNodeAddresses = p
-    _g: SupportsKillHead = p

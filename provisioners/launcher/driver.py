@@ -472,12 +472,3 @@ class SshRayUpMode(RayUpMode):
             return self.target(match[0]).run(shlex.join(argv), timeout)
         except (CommandError, ProvisionError) as e:
             raise RuntimeError(str(e)) from None
-
-
-def _conforms(p: SshRayUpMode) -> None:
-    """Static conformance check: mypy fails here when a method drifts from the contract."""
-    from provisioners.base import Provisioner, SupportsLauncher, SupportsNodeExec
-
-    _a: Provisioner = p
-    _b: SupportsLauncher = p
-    _c: SupportsNodeExec = p
