@@ -50,6 +50,7 @@ test-run:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports  # the layers in pyproject.toml [tool.importlinter]
 	bash .ci/actionlint.sh  # the nightly workflow, by actionlint built from its Go module
 	$(PY) -m provisioners prepare
 	# Side by side: the harness's test files on two workers, the modes on two (each mode on one
@@ -75,6 +76,7 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports  # the layers in pyproject.toml [tool.importlinter]
 	bash .ci/actionlint.sh
 
 # Every bench in turn (about an hour on 2 cores, the whole matrix twice included), then one

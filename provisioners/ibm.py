@@ -26,8 +26,7 @@ import contextlib
 import json
 import os
 import shutil
-import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,6 +44,7 @@ from provisioners.base import (
 from provisioners.ibm_probe import COMPAT_DIR, CONNECTOR_CLASS, probe
 from provisioners.ibm_rehearsal import Stage
 from provisioners.ibm_standin import ZONE
+from provisioners.ibm_vpc import collect, primary_address, vpc_client
 from provisioners.iptables import iptables
 from provisioners.launcher import (
     CLUSTER_YAML,
@@ -91,36 +91,6 @@ NODE_CONFIG_KEYS = ("vpc_id", "subnet_id", "security_group_id", "image_id", "res
 
 def api_key_from_env() -> str | None:
     return next((os.environ[k] for k in API_KEY_ENVS if os.environ.get(k)), None)
-
-
-def vpc_client(endpoint: str, api_key: str, iam_endpoint: str | None = None) -> Any:
-    """The ibm-vpc SDK's client, as the connector builds it (IAM token, ``<endpoint>/v1``)."""
-    from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
-    from ibm_vpc import VpcV1
-
-    client = VpcV1(authenticator=IAMAuthenticator(api_key, url=iam_endpoint))
-    client.set_service_url(endpoint.rstrip("/") + "/v1")
-    client.set_http_config({"timeout": 60})
-    return client
-
-
-def collect(call: Callable[..., Any], kind: str) -> list[dict[str, Any]]:
-    """Every page of a VPC collection (``next.href`` carries the ``start`` token)."""
-    out: list[dict[str, Any]] = []
-    start: str | None = None
-    for _ in range(1000):  # bounded: 1000 pages of 50
-        result = call(start=start).get_result()
-        out += result[kind]
-        nxt = (result.get("next") or {}).get("href")
-        if not nxt:
-            return out
-        start = urllib.parse.parse_qs(urllib.parse.urlsplit(nxt).query)["start"][0]
-    raise ProvisionError(f"ibm: more than 1000 pages of {kind}")
-
-
-def primary_address(instance: Mapping[str, Any]) -> str:
-    ip = instance["primary_network_interface"]["primary_ip"]
-    return str(ip["address"] if isinstance(ip, Mapping) else ip)
 
 
 class Snapshot:

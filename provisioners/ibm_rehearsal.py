@@ -24,6 +24,7 @@ from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
 from provisioners import rehearsal
 from provisioners.ibm_standin import READY_LINE, Cloud
+from provisioners.ibm_vpc import collect, primary_address, vpc_client
 from provisioners.rehearsal import Instance, Layout
 
 SUBNET = "10.240.0.0/16"
@@ -101,8 +102,6 @@ class Stage(rehearsal.Stage):
 
     def start(self, node_image: str, mounts: list[Path], timeout: float) -> None:
         """Image, networks, stand-in, client (``mounts`` at the same paths), instance loop."""
-        from provisioners.ibm import vpc_client
-
         deadline = time.monotonic() + timeout
         with self._client() as client:
             image = build_image(client, node_image, self.progress, timeout, self.run_id)
@@ -125,14 +124,11 @@ class Stage(rehearsal.Stage):
         self.progress(f"VPC stand-in at {self.endpoint} on {self.network} ({INSTANCES}; floating {FLOATING})")  # fmt: skip
 
     def vpc(self) -> Any:
-        from provisioners.ibm import vpc_client
-
         return vpc_client(self.endpoint, self.api_key, self.endpoint)
 
 
 def vpc_listing(vpc: Any) -> Callable[[], list[Instance]]:
     """The stand-in's instances in the loop's terms: floating IP, hostname, authorized key."""
-    from provisioners.ibm import collect, primary_address
 
     def listing() -> list[Instance]:
         keys = {k["id"]: k["public_key"] for k in collect(vpc.list_keys, "keys")}

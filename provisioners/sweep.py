@@ -423,7 +423,8 @@ def _aws(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
 
 def _ibm(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
     """The run's VPC objects: instances named for its cluster, their floating IPs, the key."""
-    from provisioners.ibm import Snapshot, api_key_from_env, ibm_inventory, vpc_client
+    from provisioners.ibm import Snapshot, api_key_from_env, ibm_inventory
+    from provisioners.ibm_vpc import vpc_client
 
     key = api_key_from_env()
     if not key:

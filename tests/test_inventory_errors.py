@@ -28,8 +28,9 @@ from provisioners.aws import REHEARSAL, AwsProvisioner, aws_inventory
 from provisioners.aws_rehearsal import Stage
 from provisioners.base import INVENTORY_ERROR, ClusterSpec, InventoryError, InventoryItem, Timeouts
 from provisioners.docker.provisioner import DockerProvisioner
-from provisioners.ibm import IbmProvisioner, Snapshot, collect, ibm_inventory, vpc_client
+from provisioners.ibm import IbmProvisioner, Snapshot, ibm_inventory
 from provisioners.ibm_standin import serve
+from provisioners.ibm_vpc import collect, vpc_client
 from provisioners.relay import free_port
 from provisioners.vm import VmProvisioner
 

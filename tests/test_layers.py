@@ -1,0 +1,57 @@
+"""The import layers in pyproject.toml hold, and each contract fails when its rule is broken."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from provisioners.runner import run_full
+
+REPO = Path(__file__).parents[1]
+LINT = Path(sys.executable).parent / "lint-imports"
+
+
+def lint(root: Path) -> tuple[int, str]:
+    done = run_full(
+        [LINT, "--no-cache"], 300, what="lint-imports", cwd=root, env={"PYTHONPATH": str(root)},
+        check=False,
+    )  # fmt: skip
+    return done.returncode, done.stdout
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    """The packages and the contracts, in a directory that shadows the checkout's."""
+    for name in ("provisioners", "fixtures", "suites", "reports"):
+        shutil.copytree(
+            REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "out")
+        )
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    return tmp_path
+
+
+def test_the_checkout_keeps_every_contract(copy: Path) -> None:
+    code, out = lint(copy)
+    assert code == 0, out
+    assert "0 broken" in out, out
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        ("suites/test_spread.py", "import provisioners.docker", "never name a mode"),
+        ("provisioners/base.py", "import provisioners.waits", "imports no mode or utility"),
+        ("provisioners/waits.py", "import provisioners.runner", "No import cycle"),
+    ],
+)
+def test_each_contract_fails_when_its_rule_is_broken(
+    copy: Path, module: str, line: str, broken: str
+) -> None:
+    path = copy / module
+    path.write_text(path.read_text() + f"\n{line}  # noqa\n")
+    code, out = lint(copy)
+    assert code != 0, out
+    assert any(broken in row and "BROKEN" in row for row in out.splitlines()), out
