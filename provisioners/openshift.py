@@ -7,10 +7,11 @@ is on PATH, else the RoleBinding that command makes) and runs as user 1000; noth
 loosened. Teardown removes the grants; the inventory lists them. A cluster that does not serve
 ``security.openshift.io/v1`` is not an OpenShift cluster: the mode is SKIPPED.
 
-``--ray-openshift-rehearsal`` runs the same flow on a kind cluster of the run (made like
-``kind-operator``'s) with OpenShift's SCC API and SCCs installed and the run's namespace under
-Pod Security Admission ``restricted``: the apiserver refuses any pod of the run that runs as
-root, may escalate privileges, keeps a capability or names no seccomp profile.
+The mode is a composition: OpenShift's rules (:class:`OpenShiftRules`) applied to a cluster
+someone runs, or with ``--ray-openshift-rehearsal`` to a kind cluster of the run with
+OpenShift's SCC API and SCCs installed and the run's namespace under Pod Security Admission
+``restricted``: the apiserver refuses any pod of the run that runs as root, may escalate
+privileges, keeps a capability or names no seccomp profile.
 """
 
 from __future__ import annotations
@@ -18,15 +19,12 @@ from __future__ import annotations
 import shutil
 from typing import Any, ClassVar
 
-from provisioners import containers, nodeimage
 from provisioners.base import RUN_ID_LABEL, ClusterSpec, InventoryItem, ProvisionError
-from provisioners.kind_operator import TOOLCHAIN_TIMEOUT, KindOperatorProvisioner, offline_operator
 from provisioners.kube import openshift as scc
 from provisioners.kube.api import ref
-from provisioners.kube.clusters import ClusterProvider, KindCluster
-from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource
-from provisioners.kube.mode import OPERATOR_INSTALL, OperatorMode
-from provisioners.kube_operator import KUBE_CONTEXT, KUBECONFIG, KUBECTL, KubeOperatorProvisioner
+from provisioners.kube.kuberay import KubeRayDeployer
+from provisioners.kube.mode import KubeSource, OperatorMode, mode_options
+from provisioners.kube.sources import ChosenSource, ExistingSource, KindSource
 from provisioners.naming import run_name
 from provisioners.options import Option
 from provisioners.runner import CommandError, CommandTimeout, run
@@ -38,75 +36,39 @@ REHEARSAL = Option.switch(
 )
 
 
-class OpenShiftProvisioner(OperatorMode):
-    """KubeRay on OpenShift (``--ray-kubeconfig``), or its rehearsal on kind."""
+def openshift_source() -> ChosenSource:
+    """The user's cluster, or with ``--ray-openshift-rehearsal`` a kind cluster of the run."""
+    return ChosenSource(REHEARSAL, KindSource(extras=False), ExistingSource(extras=False))
 
-    OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
-        *OperatorMode.OPTIONS,
-        KUBECONFIG,
-        KUBE_CONTEXT,
-        KUBECTL,
-        REHEARSAL,
-        TOOLCHAIN_TIMEOUT,
-        nodeimage.IMAGE,
-        nodeimage.IMAGE_BUILD,
-        containers.DOCKER_HOST,
-    )
+
+class OpenShiftRules:
+    """OpenShift's rules on any Kubernetes cluster: the book's service accounts granted
+    ``anyuid``, every pod as user 1000; in the rehearsal, OpenShift's SCC API and SCCs
+    installed first and Pod Security Admission ``restricted`` on the run's namespace."""
 
     def __init__(self) -> None:
-        super().__init__()
-        # The rehearsal's cluster and images are kind-operator's, a real cluster's kube-operator's.
-        self._kind = KindOperatorProvisioner()
-        self._real = KubeOperatorProvisioner()
         self._oc_granted: list[str] = []  # service accounts granted anyuid through `oc`
 
-    def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
+    def options(self) -> tuple[Option[Any], ...]:
+        return (REHEARSAL,)
+
+    def missing_prerequisites(self, spec: ClusterSpec, source: KubeSource) -> list[str]:
         if spec.get(REHEARSAL):
-            found = self._kind.missing_prerequisites(spec)
-            return [m.replace("kind-operator:", "openshift rehearsal:") for m in found]
-        found = self._real.missing_prerequisites(spec)
-        missing = [
-            m.replace("kube-operator:", "openshift:").replace(
-                "(the cluster to test)", "(the cluster to test; --ray-openshift-rehearsal: on kind)"
-            )
-            for m in found
-        ]
-        if not missing:
-            kube = self.make_cluster(spec).create(spec.timeouts.preflight)
-            try:
-                kube.server_version(spec.timeouts.preflight)
-                # An API that does not answer is the provision's failure to report, not a skip.
-                if not scc.serves_security_api(kube):
-                    missing.append(
-                        f"openshift: not an OpenShift cluster ({kube.where()} serves no "
-                        f"{scc.SECURITY_API}); try --ray-openshift-rehearsal or kube-operator"
-                    )
-            except ProvisionError:
-                pass
-            finally:
-                kube.close()
-        return missing
-
-    def make_cluster(self, spec: ClusterSpec) -> ClusterProvider:
-        if spec.get(REHEARSAL):
-            return self._kind.make_cluster(spec)
-        return self._real.make_cluster(spec)
-
-    def prepare(self, spec: ClusterSpec) -> None:
-        if isinstance(self._cluster, KindCluster):  # one-time build, outside the provision bound
-            self._cluster.prepare(spec.get(TOOLCHAIN_TIMEOUT))
-
-    def node_image(self, spec: ClusterSpec, timeout: float) -> str:
-        return (self._kind if spec.get(REHEARSAL) else self._real).node_image(spec, timeout)
-
-    def operator_source(
-        self, spec: ClusterSpec, timeout: float, version: str
-    ) -> OperatorSource | None:
-        cluster = self._cluster
-        if not isinstance(cluster, KindCluster) or spec.get(OPERATOR_INSTALL) == "none":
-            return super().operator_source(spec, timeout, version)
-        # The operator built offline, as kind-operator uses it.
-        return offline_operator(cluster, spec, timeout, version)
+            return []  # the rehearsal installs what OpenShift has built in
+        kube = source.make_cluster(spec).create(spec.timeouts.preflight)
+        try:
+            kube.server_version(spec.timeouts.preflight)
+            # An API that does not answer is the provision's failure to report, not a skip.
+            if not scc.serves_security_api(kube):
+                return [
+                    f"not an OpenShift cluster ({kube.where()} serves no {scc.SECURITY_API}); "
+                    "try --ray-openshift-rehearsal or kube-operator"
+                ]
+        except ProvisionError:
+            pass
+        finally:
+            kube.close()
+        return []
 
     def pod_defaults(self, spec: ClusterSpec) -> dict[str, Any]:
         return scc.run_as_user(seccomp=spec.get(REHEARSAL))
@@ -166,39 +128,39 @@ class OpenShiftProvisioner(OperatorMode):
         except (CommandError, CommandTimeout) as exc:
             raise ProvisionError(str(exc)) from None
 
-    def teardown(self) -> None:
-        deployer, kube = self._deployer, self._kube
+    def before_teardown(self, deployer: KubeRayDeployer) -> list[str]:
         problems = []
-        if deployer is not None and kube is not None:
-            oc = shutil.which("oc") or "oc"
-            for sa in list(self._oc_granted):
-                try:
-                    self._oc_policy(
-                        oc, kube.kubeconfig, kube.context, "remove-scc-from-user", sa,
-                        deployer.namespace,
-                    )  # fmt: skip
-                    self._oc_granted.remove(sa)
-                except (OSError, ProvisionError) as exc:
-                    problems.append(str(exc))  # the inventory still lists the grant
-        super().teardown()
-        if problems and self._spec is not None:
-            self._spec.progress("teardown: " + "; ".join(problems))
+        kube = deployer.kube
+        oc = shutil.which("oc") or "oc"
+        for sa in list(self._oc_granted):
+            try:
+                self._oc_policy(
+                    oc, kube.kubeconfig, kube.context, "remove-scc-from-user", sa,
+                    deployer.namespace,
+                )  # fmt: skip
+                self._oc_granted.remove(sa)
+            except (OSError, ProvisionError) as exc:
+                problems.append(str(exc))  # the inventory still lists the grant
+        return problems
 
-    def inventory(self) -> list[InventoryItem]:
-        items = super().inventory()
-        deployer = self._deployer
-        if deployer is not None and self._cluster_alive():
-            seen = {i.name for i in items}
-            kube, run_id = deployer.kube, deployer.run_id
-            for b in scc.scc_grants(kube, deployer.namespace):
-                if ref(b) not in seen:
-                    items.append(
-                        InventoryItem(
-                            b["kind"].lower(), ref(b), run_id, "SCC grant to the run's SAs"
-                        )
-                    )
-            # The rehearsal's stand-ins for OpenShift's own SCCs (none on a real cluster).
-            selector = f"{RUN_ID_LABEL}={run_id}"
-            for o in kube.list_objects(scc.SECURITY_API, scc.SCC_KIND, selector=selector):
-                items.append(InventoryItem("securitycontextconstraints", ref(o), run_id))
+    def inventory(self, deployer: KubeRayDeployer) -> list[InventoryItem]:
+        items = []
+        kube, run_id = deployer.kube, deployer.run_id
+        for b in scc.scc_grants(kube, deployer.namespace):
+            items.append(
+                InventoryItem(b["kind"].lower(), ref(b), run_id, "SCC grant to the run's SAs")
+            )
+        # The rehearsal's stand-ins for OpenShift's own SCCs (none on a real cluster).
+        selector = f"{RUN_ID_LABEL}={run_id}"
+        for o in kube.list_objects(scc.SECURITY_API, scc.SCC_KIND, selector=selector):
+            items.append(InventoryItem("securitycontextconstraints", ref(o), run_id))
         return items
+
+
+class OpenShiftProvisioner(OperatorMode):
+    """KubeRay on OpenShift (``--ray-kubeconfig``), or its rehearsal on kind."""
+
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = mode_options(openshift_source(), OpenShiftRules())
+
+    def __init__(self) -> None:
+        super().__init__(openshift_source(), OpenShiftRules())

@@ -283,6 +283,7 @@ def test_teardown_deletes_the_cluster_even_when_the_deployer_fails(tmp_path: Pat
     """An unreachable API during the deployer's teardown must not keep the run's kind cluster."""
     from provisioners.base import ClusterSpec
     from provisioners.kube.mode import OperatorMode
+    from provisioners.kube.sources import KindSource
 
     destroyed: list[float] = []
 
@@ -296,7 +297,7 @@ def test_teardown_deletes_the_cluster_even_when_the_deployer_fails(tmp_path: Pat
         def destroy(self, timeout: float) -> None:
             destroyed.append(timeout)
 
-    mode = OperatorMode()
+    mode = OperatorMode(KindSource())
     mode._spec = ClusterSpec(mode="kind-operator", run_id="t1", workdir=tmp_path)
     mode._deployer = Deployer()  # type: ignore[assignment]
     mode._cluster = Cluster()  # type: ignore[assignment]

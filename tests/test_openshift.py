@@ -22,7 +22,7 @@ from provisioners.kube.clusters import KindCluster
 from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource, RaySize
 from provisioners.kube.mode import KUBERAY_VERSION, module_manifests
 from provisioners.naming import run_name
-from provisioners.openshift import REHEARSAL, OpenShiftProvisioner
+from provisioners.openshift import REHEARSAL, OpenShiftProvisioner, OpenShiftRules
 from provisioners.waits import wait_for
 
 _GO = shutil.which("go") or (
@@ -36,9 +36,9 @@ needs_go = pytest.mark.skipif(_GO is None, reason="`go` is not on PATH (modules 
 def _deployer(
     tmp_path: Path, run_id: str, *, openshift: bool, operator: OperatorSource | None = None
 ) -> KubeRayDeployer:
-    mode = OpenShiftProvisioner()
+    rules = OpenShiftRules()
     spec = ClusterSpec("openshift", run_id, tmp_path, options={REHEARSAL.key: True})
-    settings: dict[str, Any] = mode.deployer_settings(spec) if openshift else {}
+    settings: dict[str, Any] = rules.deployer_settings(spec) if openshift else {}
     return KubeRayDeployer(
         Kube(tmp_path / "kubeconfig", cache_file=tmp_path / "cache.json"),
         run_id=run_id,
@@ -49,7 +49,7 @@ def _deployer(
         operator=operator,
         workdir=tmp_path,
         progress=lambda _m: None,
-        pod_defaults=mode.pod_defaults(spec) if openshift else None,
+        pod_defaults=rules.pod_defaults(spec) if openshift else None,
         **settings,
     )
 
@@ -132,10 +132,10 @@ def test_switching_the_operator_renders_the_new_ones_objects(
 
 def test_real_openshift_leaves_seccomp_to_the_scc(tmp_path: Path) -> None:
     """``anyuid`` lists no seccomp profiles: on OpenShift a pod naming one would be refused."""
-    mode = OpenShiftProvisioner()
+    rules = OpenShiftRules()
     spec = ClusterSpec("openshift", "t1", tmp_path)
-    assert "seccompProfile" not in mode.pod_defaults(spec)["securityContext"]
-    assert mode.deployer_settings(spec)["namespace_labels"] == {}
+    assert "seccompProfile" not in rules.pod_defaults(spec)["securityContext"]
+    assert rules.deployer_settings(spec)["namespace_labels"] == {}
 
 
 def test_grant_is_what_oc_adm_policy_makes() -> None:
@@ -167,10 +167,10 @@ def test_oc_grant_is_the_books_command(tmp_path: Path) -> None:
     oc = tmp_path / "oc"
     oc.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
     oc.chmod(0o755)
-    mode = OpenShiftProvisioner()
+    rules = OpenShiftRules()
     kubeconfig = tmp_path / "kubeconfig"
     for verb in ("add-scc-to-user", "remove-scc-from-user"):
-        mode._oc_policy(str(oc), kubeconfig, "admin", verb, scc.OPERATOR_SA, "ns1")
+        rules._oc_policy(str(oc), kubeconfig, "admin", verb, scc.OPERATOR_SA, "ns1")
     assert log.read_text().splitlines() == [
         f"--kubeconfig {kubeconfig} --context admin adm policy {verb} anyuid -z {scc.OPERATOR_SA} -n ns1"
         for verb in ("add-scc-to-user", "remove-scc-from-user")
@@ -269,3 +269,18 @@ def test_grants_are_listed_until_teardown_removes_them(rehearsal: KubeRayDeploye
     assert f"RoleBinding/{ns}/{role}" in {i.name for i in rehearsal.inventory()}
     rehearsal.teardown(120)
     assert scc.scc_grants(kube, ns) == []
+
+
+def test_the_rehearsal_is_openshifts_rules_on_kind_naming_only_its_own_mode(tmp_path: Path) -> None:
+    """A composition, not a mode inside a mode: kind's prerequisites, said once as openshift's."""
+    from provisioners import containers
+    from provisioners.kube.sources import KindSource
+
+    dead = "unix:///tmp/ray-conformance-no-engine.sock"
+    options = {REHEARSAL.key: True, containers.DOCKER_HOST.key: dead}
+    spec = ClusterSpec("openshift", "t1", tmp_path, options=options)
+    missing = OpenShiftProvisioner().missing_prerequisites(spec)
+    assert missing, "no engine answers there"
+    kind = KindSource(extras=False).missing_prerequisites(spec)
+    assert missing == [f"openshift: {m}" for m in kind]
+    assert not any("kind-operator" in m for m in missing), missing

@@ -65,6 +65,10 @@ class ClusterProvider(Protocol):
         """The cluster itself and its machines, while they exist and the run owns them."""
         ...
 
+    def remove_command(self) -> str:
+        """The command that removes a kept cluster the run owns; "" when it owns none."""
+        ...
+
 
 class KindCluster:
     """A kind cluster: the run's own (``rc-<run>-kind``), or a named one to reuse."""

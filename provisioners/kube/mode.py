@@ -1,7 +1,9 @@
-"""The operator modes' shared body: a cluster provider plus the KubeRay deployer.
+"""The operator modes: where the cluster comes from x KubeRay x a platform's rules.
 
-``kind-operator`` and ``kube-operator`` differ only in where the cluster comes from (and so in
-how the node image reaches it); each is a few lines on :class:`OperatorMode`.
+An operator mode is :class:`OperatorMode` given a :class:`KubeSource` (a kind cluster of the
+run, or one someone runs: ``provisioners/kube/sources.py``) and, where the platform has them,
+:class:`PlatformRules` (OpenShift's SCC grants and fixed user: ``provisioners/openshift.py``).
+The Ray deployer is KubeRay (``provisioners/kube/kuberay.py``). No mode builds another mode.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import shlex
 import shutil
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from provisioners import runstate
 from provisioners.base import (
     CLIENT_PORT,
+    RUN_ID_LABEL,
     AutoscalingLimits,
     ClusterHandle,
     ClusterSpec,
@@ -96,8 +99,121 @@ def module_manifests(version: str, timeout: float) -> Path:
     return go_module_dir(KUBERAY_MODULE, version, timeout) / "config"
 
 
+class KubeSource(Protocol):
+    """Where the cluster comes from. Every method is given the spec; none names a mode."""
+
+    def options(self) -> tuple[Option[Any], ...]:
+        """The flags this source reads."""
+        ...
+
+    def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
+        """What this machine lacks for the source, each without a mode prefix."""
+        ...
+
+    def make_cluster(self, spec: ClusterSpec) -> ClusterProvider: ...
+
+    def prepare(self, spec: ClusterSpec, cluster: ClusterProvider) -> None:
+        """One-time work of the machine, bounded apart from the provision (a cold tool build)."""
+        ...
+
+    def node_image(self, spec: ClusterSpec, timeout: float) -> str:
+        """The Ray image the pods run (the cluster's ``load_image`` makes it available)."""
+        ...
+
+    def operator_source(
+        self, spec: ClusterSpec, cluster: ClusterProvider, timeout: float, version: str
+    ) -> OperatorSource | None:
+        """KubeRay ``version`` as this cluster gets it; None with ``--ray-operator-install none``."""
+        ...
+
+    def ray_size(self, spec: ClusterSpec, workers: int) -> RaySize:
+        """The RayCluster's shape (a source may add a group KubeRay's autoscaler scales)."""
+        ...
+
+    def deploy_ingress(
+        self,
+        spec: ClusterSpec,
+        cluster: ClusterProvider,
+        deployer: KubeRayDeployer,
+        kube_version: str,
+        timeout: float,
+    ) -> IngressRoute | None:
+        """An ingress to the head (``provisioners/kube/ingress.py``), where there is one."""
+        ...
+
+
+class PlatformRules(Protocol):
+    """A platform's rules, applied to whatever cluster the source gives (OpenShift's on kind in
+    the rehearsal, on the user's cluster for real). Messages carry no mode prefix."""
+
+    def options(self) -> tuple[Option[Any], ...]: ...
+
+    def missing_prerequisites(self, spec: ClusterSpec, source: KubeSource) -> list[str]:
+        """Why this cluster cannot run the platform's rules (it is not that platform)."""
+        ...
+
+    def pod_defaults(self, spec: ClusterSpec) -> dict[str, Any]:
+        """Pod settings every pod of the run gets (OpenShift's fixed user, for one)."""
+        ...
+
+    def deployer_settings(self, spec: ClusterSpec) -> dict[str, Any]:
+        """More ``KubeRayDeployer`` settings (namespace labels, service accounts by role)."""
+        ...
+
+    def before_deploy(self, spec: ClusterSpec, deployer: KubeRayDeployer, timeout: float) -> None:
+        """Cluster set-up needed before the operator and Ray pods (OpenShift's grants)."""
+        ...
+
+    def before_teardown(self, deployer: KubeRayDeployer) -> list[str]:
+        """Undo what ``before_deploy`` did outside the run's objects; the problems, if any."""
+        ...
+
+    def inventory(self, deployer: KubeRayDeployer) -> list[InventoryItem]:
+        """What of the rules' own objects still exists (grants, stand-ins)."""
+        ...
+
+
+class NoRules:
+    """A platform with no rules of its own: plain Kubernetes."""
+
+    def options(self) -> tuple[Option[Any], ...]:
+        return ()
+
+    def missing_prerequisites(self, spec: ClusterSpec, source: KubeSource) -> list[str]:
+        return []
+
+    def pod_defaults(self, spec: ClusterSpec) -> dict[str, Any]:
+        return {}
+
+    def deployer_settings(self, spec: ClusterSpec) -> dict[str, Any]:
+        return {}
+
+    def before_deploy(self, spec: ClusterSpec, deployer: KubeRayDeployer, timeout: float) -> None:
+        return None
+
+    def before_teardown(self, deployer: KubeRayDeployer) -> list[str]:
+        return []
+
+    def inventory(self, deployer: KubeRayDeployer) -> list[InventoryItem]:
+        return []
+
+
+def unique_options(*groups: tuple[Option[Any], ...]) -> tuple[Option[Any], ...]:
+    """The options of ``groups``, each once (by name), in the order first seen."""
+    seen: dict[str, Option[Any]] = {}
+    for group in groups:
+        for opt in group:
+            seen.setdefault(opt.name, opt)
+    return tuple(seen.values())
+
+
+def mode_options(source: KubeSource, rules: PlatformRules | None = None) -> tuple[Option[Any], ...]:
+    """A composed mode's flags: KubeRay's, the source's, the rules' (each once, in order)."""
+    return unique_options(OperatorMode.OPTIONS, source.options(), rules.options() if rules else ())
+
+
 class OperatorMode:
-    """Provisioner of a RayCluster by KubeRay on a cluster from ``make_cluster``."""
+    """A RayCluster by KubeRay on the cluster ``source`` gives, under ``rules`` if any."""
 
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         OPERATOR_INSTALL,
@@ -105,7 +221,9 @@ class OperatorMode:
         OPERATOR_VERSION,
     )
 
-    def __init__(self) -> None:
+    def __init__(self, source: KubeSource, rules: PlatformRules | None = None) -> None:
+        self.source = source
+        self.rules: PlatformRules = rules or NoRules()
         self._spec: ClusterSpec | None = None
         self._cluster: ClusterProvider | None = None
         self._kube: Kube | None = None
@@ -115,76 +233,38 @@ class OperatorMode:
         self._upgrade_to: OperatorSource | None = None  # --ray-operator-upgrade-from: the newer
         self._kube_version = ""
 
-    # -- what a mode supplies ---------------------------------------------------------
-
-    def make_cluster(self, spec: ClusterSpec) -> ClusterProvider:
-        raise NotImplementedError
-
-    def node_image(self, spec: ClusterSpec, timeout: float) -> str:
-        """The Ray image the pods run (made available to the cluster by ``load_image``)."""
-        raise NotImplementedError
-
-    def operator_source(
-        self, spec: ClusterSpec, timeout: float, version: str
-    ) -> OperatorSource | None:
-        """KubeRay ``version``: its manifests from its module, its image (``--ray-operator-image``
-        names the one of ``--ray-operator-version``, not of an older release upgraded from)."""
-        if spec.get(OPERATOR_INSTALL) == "none":
-            return None
-        manifests = module_manifests(version, timeout)
-        given = spec.get(OPERATOR_IMAGE) if version == spec.get(OPERATOR_VERSION) else None
-        return OperatorSource(version, manifests, given or f"{UPSTREAM_OPERATOR_REPO}:{version}")
-
-    def ray_size(self, spec: ClusterSpec, workers: int) -> RaySize:
-        """The RayCluster's shape (a mode may add an autoscaled group)."""
-        return RaySize(workers=workers)
-
-    def pod_defaults(self, spec: ClusterSpec) -> dict[str, Any]:
-        """Pod settings every pod of the run gets (OpenShift's fixed user, for one)."""
-        return {}
-
-    def deployer_settings(self, spec: ClusterSpec) -> dict[str, Any]:
-        """More ``KubeRayDeployer`` settings (namespace labels, service accounts by role)."""
-        return {}
-
-    def before_deploy(self, spec: ClusterSpec, deployer: KubeRayDeployer, timeout: float) -> None:
-        """Cluster set-up a mode needs before the operator and Ray pods (OpenShift's grants)."""
-
-    def deploy_ingress(
-        self, spec: ClusterSpec, deployer: KubeRayDeployer, kube_version: str, timeout: float
-    ) -> IngressRoute | None:
-        """An ingress to the head (``provisioners/kube/ingress.py``), where the mode has one."""
-        return None
-
     # -- Provisioner --------------------------------------------------------------------
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
-        raise NotImplementedError
-
-    def prepare(self, spec: ClusterSpec) -> None:
-        """One-time work of the machine, bounded apart from the provision (a cold tool build)."""
+        missing = self.source.missing_prerequisites(spec)
+        if not missing:
+            missing = self.rules.missing_prerequisites(spec, self.source)
+        return [f"{spec.mode}: {m}" for m in missing]
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
         runstate.hold(spec.run_id)
         self._held = True
-        cluster = self._cluster = self.make_cluster(spec)
-        self.prepare(spec)
+        source = self.source
+        cluster = self._cluster = source.make_cluster(spec)
+        source.prepare(spec, cluster)  # one-time work, bounded apart from the provision
         deadline = time.monotonic() + spec.timeouts.provision
         workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
         # Images first: a cluster should not sit idle while they build.
-        image = self.node_image(spec, _left(deadline))
+        image = source.node_image(spec, _left(deadline))
         target, older = spec.get(OPERATOR_VERSION), spec.get(OPERATOR_UPGRADE_FROM)
         if older is not None and KUBERAY_VERSIONS.index(older) >= KUBERAY_VERSIONS.index(target):
             raise ProvisionError(
                 f"--ray-operator-upgrade-from {older} is not older than --ray-operator-version {target}"
             )
-        operator = self.operator_source(spec, _left(deadline), older or target)
-        self._upgrade_to = self.operator_source(spec, _left(deadline), target) if older else None
+        operator = source.operator_source(spec, cluster, _left(deadline), older or target)
+        self._upgrade_to = (
+            source.operator_source(spec, cluster, _left(deadline), target) if older else None
+        )
         local = [image]
-        for source in (operator, self._upgrade_to):
-            if source is not None and not source.image.startswith(f"{UPSTREAM_OPERATOR_REPO}:"):
-                local.append(source.image)
+        for op in (operator, self._upgrade_to):
+            if op is not None and not op.image.startswith(f"{UPSTREAM_OPERATOR_REPO}:"):
+                local.append(op.image)
         cluster.preload(local, _left(deadline))  # into the node image, where the cluster allows
         kube = self._kube = cluster.create(_left(deadline))
         namespace = run_name(spec.run_id, spec.mode)
@@ -214,16 +294,16 @@ class OperatorMode:
             namespace=namespace,
             name=run_name(spec.run_id, "ray", limit=40),  # KubeRay adds suffixes to pod names
             image=image,
-            size=self.ray_size(spec, workers),
+            size=source.ray_size(spec, workers),
             operator=operator,
             workdir=spec.workdir,
             progress=spec.progress,
-            pod_defaults=self.pod_defaults(spec),
-            **self.deployer_settings(spec),
+            pod_defaults=self.rules.pod_defaults(spec),
+            **self.rules.deployer_settings(spec),
         )
-        self.before_deploy(spec, deployer, _left(deadline))
+        self.rules.before_deploy(spec, deployer, _left(deadline))
         deployer.deploy(version, deadline, spec.timeouts.node_join)
-        self._ingress = self.deploy_ingress(spec, deployer, version, _left(deadline))
+        self._ingress = source.deploy_ingress(spec, cluster, deployer, version, _left(deadline))
         t0 = time.monotonic()
         head = deployer.pods()[0]["metadata"]["name"]
         py = deployer.exec(head, ["python", "-c", "import sys, ray; print(ray.__version__, '%d.%d' % sys.version_info[:2])"], 60)  # fmt: skip
@@ -237,10 +317,10 @@ class OperatorMode:
         kubectl = shlex.join([kubectl_path, "--kubeconfig", str(kube.kubeconfig)])
         remove = [f"{kubectl} delete raycluster -n {ns} {deployer.name}"]
         remove.append(
-            f"{kubectl} delete clusterrole,clusterrolebinding,crd -l ray-conformance.run-id={spec.run_id}"
+            f"{kubectl} delete clusterrole,clusterrolebinding,crd -l {RUN_ID_LABEL}={spec.run_id}"
         )
         remove.append(f"{kubectl} delete namespace {ns}")
-        if cmd := getattr(cluster, "remove_command", lambda: "")():
+        if cmd := cluster.remove_command():
             remove = [cmd]  # the whole cluster is the run's
         return ClusterHandle(
             mode=spec.mode,
@@ -271,6 +351,8 @@ class OperatorMode:
             items += self._deployer.left_behind
             if self._cluster_alive():
                 items += self._deployer.inventory()
+                seen = {i.name for i in items}  # a grant may carry the run's label too
+                items += [i for i in self.rules.inventory(self._deployer) if i.name not in seen]
         if self._cluster is not None:
             items += self._cluster.inventory()
         if self._spec is not None:
@@ -297,6 +379,9 @@ class OperatorMode:
         # run's own kind cluster alive.
         try:
             if self._deployer is not None:
+                problems = self.rules.before_teardown(self._deployer)
+                if problems:  # the inventory still lists what was not undone
+                    spec.progress("teardown: " + "; ".join(problems))
                 # Even on a cluster about to be deleted: what the operator leaves behind when
                 # its RayCluster goes (the book warns of Services) is what this check is for.
                 goes = self._cluster is not None and self._cluster.owned
