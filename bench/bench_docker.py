@@ -23,11 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import MIB, save
 
 from fixtures.offline import run_offline
-from provisioners.base import RUN_ID_LABEL, ClusterSpec, Timeouts
+from provisioners.base import DEFAULT_WORKERS, RUN_ID_LABEL, ClusterSpec, Timeouts
 from provisioners.containers import docker_client
 from provisioners.docker import DockerProvisioner
 from provisioners.docker.provisioner import (
-    DEFAULT_WORKERS,
     OBJECT_STORE_SHARE_OF_SHM,
     SHM_SHARE,
     SHM_SIZE,

@@ -58,7 +58,6 @@ SKIP_SETUP = Option.switch(
 )
 
 DEFAULT_REGION = "us-west-2"
-DEFAULT_WORKERS = 2
 OBJECT_STORE_BYTES = 150_000_000  # fits a rehearsal container's /dev/shm
 #: Ray's IAM role and instance profile: one per account, shared by all its Ray clusters.
 SHARED_IAM = "ray-autoscaler-v1"
@@ -259,7 +258,7 @@ class AwsProvisioner(SshRayUpMode):
             except ProvisionError as exc:
                 raise ProvisionError(f"aws: --ray-cluster-yaml: {exc}") from None
         else:
-            workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
+            workers = spec.worker_count()
             self._base = launcher_config.load_template(
                 self.TEMPLATE,
                 {"cluster_name": self._cluster, "object_store_bytes": OBJECT_STORE_BYTES},

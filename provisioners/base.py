@@ -25,6 +25,8 @@ CLIENT_PORT = 10001
 DASHBOARD_PORT = 8265
 #: The head's GCS port (``ray start --head --port``).
 GCS_PORT = 6379
+#: Worker nodes a multi-node mode makes when ``--ray-workers`` is not given.
+DEFAULT_WORKERS = 2
 
 
 class ProvisionError(RuntimeError):
@@ -61,6 +63,10 @@ class ClusterSpec:
         """The typed value of one of the mode's declared options (its default when not given)."""
         value = self.options.get(option.key)
         return option.default if value is None else value
+
+    def worker_count(self, default: int = DEFAULT_WORKERS) -> int:
+        """The worker nodes to make: ``workers``, else the mode's ``default``."""
+        return default if self.workers is None else self.workers
 
 
 @dataclass(frozen=True)

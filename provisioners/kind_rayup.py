@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from provisioners import nodeimage
-from provisioners.base import ClusterHandle, ClusterSpec, Endpoint, InventoryItem, ProvisionError
+from provisioners.base import (
+    DEFAULT_WORKERS,
+    ClusterHandle,
+    ClusterSpec,
+    Endpoint,
+    InventoryItem,
+    ProvisionError,
+)
 from provisioners.launcher.config import load_template
 from provisioners.options import Option
 from provisioners.runner import CommandError, CommandTimeout, pip_download
@@ -31,7 +38,6 @@ LEGACY_PYTHON = "3.9"
 SCHEMA_IN_WHEEL = "ray/autoscaler/ray-schema.json"
 NAMESPACE = "ray"
 HEAD_SERVICE = "ray-ray-head"
-DEFAULT_WORKERS = 2
 
 
 def kubernetes_provider() -> bool:

@@ -44,7 +44,7 @@ from provisioners.relay import free_port, tcp_relay
 from provisioners.runner import Background, Started, run_full, tail_file
 from provisioners.waits import WaitTimeout, urlopen_ok, wait_for, wait_for_nodes
 
-DEFAULT_WORKERS = 1
+LOCAL_WORKERS = 1  # one machine: a head and one worker process
 #: Small on purpose: several nodes share this machine's /dev/shm, and the suites move little data.
 OBJECT_STORE_BYTES = 256 * 1024**2
 #: How long `ray start --block` may drain its node after SIGTERM before its group is killed.
@@ -84,7 +84,7 @@ class LocalProvisioner:
             spec.workdir,
             {**env_with_interpreter_first(), **runstate.run_env(spec.run_id, spec.mode)},
         )
-        workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
+        workers = spec.worker_count(LOCAL_WORKERS)
         # Short path: Ray puts unix sockets under it (108-byte limit).
         self._temp_dir = Path(f"/tmp/rc-{spec.run_id}")
         runstate.note(

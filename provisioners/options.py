@@ -135,12 +135,6 @@ class Option(Generic[T]):
         return Option(name, help, lambda s: _int(s, minimum), default, metavar="N")
 
     @staticmethod
-    def number(
-        name: str, help: str, default: float | None = None, *, minimum: float = 0.0
-    ) -> Option[float | None]:
-        return Option(name, help, lambda s: _float(s, minimum), default, metavar="N")
-
-    @staticmethod
     def seconds(name: str, help: str, default: float) -> Option[float]:
         return Option(name, help, lambda s: _float(s, 0.1, MAX_SECONDS), default, metavar="SECONDS")
 

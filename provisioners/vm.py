@@ -43,7 +43,6 @@ AUTOSCALER_V2 = Option.switch(
     "autoscaler-v2", "Let `ray up` run autoscaler v2 (v1 starts every worker of the list)"
 )
 
-DEFAULT_WORKERS = 2
 #: One small pure-Python package ``setup_commands`` installs on every node, and its module.
 SETUP_REQUIREMENT = "tomli-w==1.2.0"
 SETUP_MODULE = "tomli_w"
@@ -115,7 +114,7 @@ class VmProvisioner(SshRayUpMode):
                 )
             self._workers = len(hosts) - 1
         else:
-            self._workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
+            self._workers = spec.worker_count()
             if self._workers < 0:
                 raise ProvisionError(f"vm: workers must be >= 0 (got {self._workers})")
 

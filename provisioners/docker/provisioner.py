@@ -48,7 +48,6 @@ from provisioners.relay import free_port, tcp_relay
 from provisioners.runner import tail
 from provisioners.waits import WaitGaveUp, WaitTimeout, alive_nodes, wait_for
 
-DEFAULT_WORKERS = 2
 #: Share of the engine's memory given to /dev/shm across all nodes (the Ray docs' "about 30%").
 SHM_SHARE = 0.30
 #: Ray's object store is sized to fit inside /dev/shm with room for Ray's own files there.
@@ -138,7 +137,7 @@ class DockerProvisioner:
         self._held = True
         started = time.monotonic()
         deadline = started + spec.timeouts.provision
-        workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
+        workers = spec.worker_count()
         if workers < 0:
             raise ProvisionError(f"docker: --ray-workers must be 0 or more, got {workers}")
         problem = self._engine_problem(spec)

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from provisioners.base import ProvisionError
 from provisioners.runner import run
 from provisioners.waits import WaitTimeout, wait_for
@@ -35,19 +33,6 @@ def one_line(exc: BaseException) -> str:
     else:
         text = str(getattr(exc, "reason", None) or exc)
     return " ".join(str(text).split())[:400]
-
-
-def load_manifests(text: str) -> list[dict[str, Any]]:
-    """Every object of a multi-document YAML (``List`` kinds flattened, empty documents dropped)."""
-    out: list[dict[str, Any]] = []
-    for doc in yaml.safe_load_all(text):
-        if not doc:
-            continue
-        if doc.get("kind", "").endswith("List") and "items" in doc:
-            out.extend(doc["items"])
-        else:
-            out.append(doc)
-    return out
 
 
 def ref(obj: Mapping[str, Any]) -> str:

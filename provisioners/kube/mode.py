@@ -41,7 +41,6 @@ KUBERAY_VERSION = "v1.5.0"
 #: The ray-operator releases the Go module proxy serves (listed 2026-12-03), oldest first.
 KUBERAY_VERSIONS = ("v1.4.0", "v1.5.0")
 UPSTREAM_OPERATOR_REPO = "quay.io/kuberay/operator"
-DEFAULT_WORKERS = 2
 
 OPERATOR_INSTALL = Option.choice(
     "operator-install",
@@ -249,7 +248,7 @@ class OperatorMode:
         cluster = self._cluster = source.make_cluster(spec)
         source.prepare(spec, cluster)  # one-time work, bounded apart from the provision
         deadline = time.monotonic() + spec.timeouts.provision
-        workers = DEFAULT_WORKERS if spec.workers is None else spec.workers
+        workers = spec.worker_count()
         # Images first: a cluster should not sit idle while they build.
         image = source.node_image(spec, _left(deadline))
         target, older = spec.get(OPERATOR_VERSION), spec.get(OPERATOR_UPGRADE_FROM)
