@@ -32,7 +32,6 @@ from provisioners.aws_rehearsal import Stage
 from provisioners.base import (
     CLIENT_PORT,
     RUN_ID_LABEL,
-    AutoscalingLimits,
     ClusterSpec,
     Endpoint,
     InventoryError,
@@ -182,7 +181,7 @@ def failed_setup(log: str, config: dict[str, Any]) -> str | None:
     return None
 
 
-class AwsProvisioner(SshRayUpMode):
+class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
     """``ray up`` on AWS through Ray's aws provider, or its rehearsal on moto."""
 
     TEMPLATE: ClassVar[str] = "aws.yaml"
@@ -199,7 +198,6 @@ class AwsProvisioner(SshRayUpMode):
         self._region = DEFAULT_REGION
         self._key_name = ""
         self._cluster = ""
-        self._autoscale_max = 0  # workers the head's autoscaler may add (its own node type)
         self._left: list[InventoryItem] | None = None  # what EC2 held just before moto went
         self._ssh_before: set[str] = set()
         self._cleaned = False
@@ -212,17 +210,8 @@ class AwsProvisioner(SshRayUpMode):
 
     # --- SupportsAutoscaling, SupportsPendingNodes ------------------------------------------
 
-    def autoscaling_limits(self) -> AutoscalingLimits | None:
-        """The head's autoscaler on the run's autoscaled node type; None without one."""
-        if not self._autoscale_max or self._spec is None:
-            return None
-        return autoscaling.limits(self._spec, self._autoscale_max)
-
-    def pending_nodes(self) -> list[str]:
-        """Instances of the run that are not alive Ray nodes: one the autoscaler launched and
-        never joined, or one it drained and never terminated."""
-        alive = {str(n["ip"]) for n in self.alive_nodes()}
-        return autoscaling.instances_not_nodes(self._ec2_inventory(), alive)
+    def cloud_instances(self) -> list[InventoryItem]:
+        return self._ec2_inventory()
 
     # --- Hooks of the launcher driver -------------------------------------------------------
 
@@ -277,14 +266,7 @@ class AwsProvisioner(SshRayUpMode):
                 "aws: the cluster YAML carries provider.aws_credentials; remove them and let "
                 "boto3 find credentials (environment, ~/.aws/credentials, a profile)"
             )
-        self._autoscale_max = spec.get(autoscaling.AUTOSCALE_MAX) or 0
-        if self._autoscale_max:
-            try:
-                autoscaling.add_node_type(
-                    self._base, self._autoscale_max, spec.get(autoscaling.IDLE_TIMEOUT)
-                )
-            except ProvisionError as exc:
-                raise ProvisionError(f"aws: {exc}") from None
+        self.add_autoscaled_type(spec, self._base)
         self._region = spec.get(REGION) or str(provider.get("region") or DEFAULT_REGION)
         if not spec.get(REHEARSAL):  # a rehearsal's cloud is a container, swept by its label
             runstate.note(spec.run_id, spec.mode, "aws", region=self._region, cluster=self._cluster, key_name=self._key_name)  # fmt: skip

@@ -33,7 +33,6 @@ from typing import Any, ClassVar
 from provisioners import containers, nodeimage, runstate
 from provisioners.base import (
     CLIENT_PORT,
-    AutoscalingLimits,
     ClusterSpec,
     Endpoint,
     InventoryError,
@@ -151,7 +150,7 @@ def ibm_inventory(
     return items
 
 
-class IbmProvisioner(SshRayUpMode):
+class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
     """``ray up`` on IBM Cloud VPC through the Gen2 connector (an external node provider)."""
 
     TEMPLATE: ClassVar[str] = "ibm.yaml"
@@ -166,7 +165,6 @@ class IbmProvisioner(SshRayUpMode):
         self._base: dict[str, Any] = {}
         self._api_key = ""
         self._cluster = ""
-        self._autoscale_max = 0  # workers the head's autoscaler may add (its own node type)
         self._key_name = ""
         self._key_id = ""
         self._before: Snapshot | None = None
@@ -194,17 +192,8 @@ class IbmProvisioner(SshRayUpMode):
 
     # --- SupportsAutoscaling, SupportsPendingNodes ------------------------------------------
 
-    def autoscaling_limits(self) -> AutoscalingLimits | None:
-        """The head's autoscaler on the run's autoscaled node type; None without one."""
-        if not self._autoscale_max or self._spec is None:
-            return None
-        return autoscaling.limits(self._spec, self._autoscale_max)
-
-    def pending_nodes(self) -> list[str]:
-        """Instances of the run that are not alive Ray nodes: one the autoscaler launched and
-        never joined, or one it drained and never terminated."""
-        alive = {str(n["ip"]) for n in self.alive_nodes()}
-        return autoscaling.instances_not_nodes(self._vpc_inventory(), alive)
+    def cloud_instances(self) -> list[InventoryItem]:
+        return self._vpc_inventory()
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         missing = super().missing_prerequisites(spec)
@@ -302,14 +291,7 @@ class IbmProvisioner(SshRayUpMode):
                 if name != head:
                     node_type["min_workers"] = node_type["max_workers"] = spec.workers
                     break
-        self._autoscale_max = spec.get(autoscaling.AUTOSCALE_MAX) or 0
-        if self._autoscale_max:
-            try:
-                autoscaling.add_node_type(
-                    self._base, self._autoscale_max, spec.get(autoscaling.IDLE_TIMEOUT)
-                )
-            except ProvisionError as exc:
-                raise ProvisionError(f"ibm: {exc}") from None
+        self.add_autoscaled_type(spec, self._base)
         self._tags_existed = (Path.home() / TAGS_FILE).exists()
         # Only this user can read it (the run's private dir, outside the report); the
         # rehearsal's client container mounts it.

@@ -87,3 +87,39 @@ def instances_not_nodes(inventory: list[InventoryItem], alive_ips: set[str]) -> 
         if not words or words[-1] not in alive_ips:
             found.append(f"instance {item.name} ({item.detail}): not an alive Ray node")
     return found
+
+
+class CloudAutoscaling:
+    """The autoscaled type on a cloud ``ray up`` mode: ``SupportsAutoscaling`` and
+    ``SupportsPendingNodes`` over the mode's own instance listing (``cloud_instances``)."""
+
+    _spec: ClusterSpec | None
+    _autoscale_max = 0  # workers the head's autoscaler may add (its own node type)
+
+    def cloud_instances(self) -> list[InventoryItem]:
+        """The run's instances as the cloud lists them (an item per instance)."""
+        raise NotImplementedError
+
+    def alive_nodes(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def add_autoscaled_type(self, spec: ClusterSpec, config: dict[str, Any]) -> None:
+        """Add the type to the user's cluster YAML, when ``--ray-cloud-autoscale-max`` asks."""
+        self._autoscale_max = spec.get(AUTOSCALE_MAX) or 0
+        if self._autoscale_max:
+            try:
+                add_node_type(config, self._autoscale_max, spec.get(IDLE_TIMEOUT))
+            except ProvisionError as exc:
+                raise ProvisionError(f"{spec.mode}: {exc}") from None
+
+    def autoscaling_limits(self) -> AutoscalingLimits | None:
+        """The head's autoscaler on the run's autoscaled node type; None without one."""
+        if not self._autoscale_max or self._spec is None:
+            return None
+        return limits(self._spec, self._autoscale_max)
+
+    def pending_nodes(self) -> list[str]:
+        """Instances of the run that are not alive Ray nodes: one the autoscaler launched and
+        never joined, or one it drained and never terminated."""
+        alive = {str(n["ip"]) for n in self.alive_nodes()}
+        return instances_not_nodes(self.cloud_instances(), alive)
