@@ -87,6 +87,21 @@ def test_example_vendor_certifies_through_its_entry_point(tmp_path: Path) -> Non
         "--ray-run-id=vendor1",
         f"--ray-report-dir={report_dir}",
     ]
+    # Found through the entry point alone: in the modes list and, with its option, in --help.
+    listed = subprocess.run(
+        [python, "-m", "provisioners", "modes", "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    modes = {m["name"]: m for m in json.loads(listed.stdout)}
+    assert modes["example"]["source"] == "rc_example:ExampleProvisioner", listed.stdout
+    assert modes["example"]["options"] == ["--ray-example-zone"]
+    assert modes["example"]["error"] == ""
+    helped = subprocess.run(
+        [python, "-m", "pytest", "--help"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "--ray-example-zone" in helped.stdout
+
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=840)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "the run certifies" in done.stdout
