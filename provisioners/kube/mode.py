@@ -75,13 +75,17 @@ OPERATOR_UPGRADE_FROM: Option[str | None] = Option(
 )
 
 
+def go_binary() -> str | None:
+    """The ``go`` on PATH, else the one Go's own tarball installs; None without either."""
+    beside = Path("/usr/local/go/bin/go")
+    return shutil.which("go") or (str(beside) if beside.exists() else None)
+
+
 def go_module_dir(module: str, version: str, timeout: float) -> Path:
     """The source of a Go module at ``version`` (from the module proxy, cached by Go)."""
     import json
 
-    go = shutil.which("go") or (
-        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
-    )
+    go = go_binary()
     if go is None:
         raise ProvisionError(f"{module} comes from its Go module: `go` is not on PATH")
     out = run(

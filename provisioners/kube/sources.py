@@ -6,7 +6,6 @@ what it can put in front of the head; it never names a mode (the mode prefixes i
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Any
 
 from provisioners import containers, nodeimage, runstate
@@ -22,6 +21,7 @@ from provisioners.kube.mode import (
     OPERATOR_VERSION,
     UPSTREAM_OPERATOR_REPO,
     KubeSource,
+    go_binary,
     module_manifests,
     unique_options,
 )
@@ -77,7 +77,7 @@ class KindSource:
         missing = []
         if problem := containers.engine_problem(spec.get(containers.DOCKER_HOST)):
             missing.append(problem)
-        if shutil.which("go") is None and not Path("/usr/local/go/bin/go").exists():
+        if go_binary() is None:
             missing.append(
                 "`go` is not on PATH (kind, kubectl, the kind node image and KubeRay are built "
                 "from Go modules here; install Go 1.24+)"
