@@ -67,10 +67,19 @@ def main() -> int:
             vm = ready_and_teardown(VmProvisioner(), spec("vm", workdir, workers))
             for cloud in clouds:
                 factory, options = CLOUDS[cloud]
-                rows.append((round_, cloud, vm, ready_and_teardown(factory(), spec(cloud, workdir, workers, **options))))  # fmt: skip
+                rows.append(
+                    (
+                        round_,
+                        cloud,
+                        vm,
+                        ready_and_teardown(factory(), spec(cloud, workdir, workers, **options)),
+                    )
+                )
     print(f"\n{args.nodes} nodes (head + {workers}):")
-    print(f"  {'round':<6}{'cloud':<6}{'vm ready':>10}{'ready':>9}{'ratio':>7}"
-          f"{'vm down':>10}{'down':>9}{'ratio':>7}")  # fmt: skip
+    print(
+        f"  {'round':<6}{'cloud':<6}{'vm ready':>10}{'ready':>9}{'ratio':>7}"
+        f"{'vm down':>10}{'down':>9}{'ratio':>7}"
+    )
     for round_, cloud, (vm_up, vm_down), (up, down) in rows:
         print(
             f"  {round_:<6}{cloud:<6}{vm_up:>9.1f}s{up:>8.1f}s{up / vm_up:>6.2f}x"

@@ -58,21 +58,53 @@ def plain_cli(image: str, run_id: str, shm: int) -> tuple[float, list[str], str]
         head = run_name(run_id, "head")
         ids.append(
             docker(
-                "run", "-d", *common, "--name", head, "--hostname", head, "--network", net,
-                "-p", f"127.0.0.1:{free_port()}:10001", "-p", f"127.0.0.1:{dash}:8265",
-                image, "ray", "start", "--head", "--block", "--port=6379",
-                "--dashboard-host=0.0.0.0", "--ray-client-server-port=10001", "--num-cpus=1", store,
+                "run",
+                "-d",
+                *common,
+                "--name",
+                head,
+                "--hostname",
+                head,
+                "--network",
+                net,
+                "-p",
+                f"127.0.0.1:{free_port()}:10001",
+                "-p",
+                f"127.0.0.1:{dash}:8265",
+                image,
+                "ray",
+                "start",
+                "--head",
+                "--block",
+                "--port=6379",
+                "--dashboard-host=0.0.0.0",
+                "--ray-client-server-port=10001",
+                "--num-cpus=1",
+                store,
             )
-        )  # fmt: skip
+        )
         for i in range(1, DEFAULT_WORKERS + 1):
             name = run_name(run_id, "worker", str(i))
             ids.append(
                 docker(
-                    "run", "-d", *common, "--name", name, "--hostname", name, "--network", net,
-                    image, "ray", "start", "--block", f"--address={head}:6379", "--num-cpus=1",
+                    "run",
+                    "-d",
+                    *common,
+                    "--name",
+                    name,
+                    "--hostname",
+                    name,
+                    "--network",
+                    net,
+                    image,
+                    "ray",
+                    "start",
+                    "--block",
+                    f"--address={head}:6379",
+                    "--num-cpus=1",
                     store,
                 )
-            )  # fmt: skip
+            )
         wait_for_nodes(
             f"http://127.0.0.1:{dash}", 1 + DEFAULT_WORKERS, timeout=NODE_TIMEOUT_S, view="summary"
         )

@@ -64,13 +64,29 @@ def baseline(workdir: Path) -> float:
     env = env_with_interpreter_first()
     t0 = time.monotonic()
     head = subprocess.Popen(
-        [str(ray_cli()), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", f"--ray-client-server-port={client}",
-         f"--temp-dir=/tmp/rc-bench-{os.getpid()}", "--num-cpus=1", "--disable-usage-stats",
-         f"--dashboard-agent-listen-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-         f"--metrics-export-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
-    )  # fmt: skip
+        [
+            str(ray_cli()),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs}",
+            f"--dashboard-port={dash}",
+            "--dashboard-host=127.0.0.1",
+            f"--ray-client-server-port={client}",
+            f"--temp-dir=/tmp/rc-bench-{os.getpid()}",
+            "--num-cpus=1",
+            "--disable-usage-stats",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
     try:
         wait_for(
             lambda: urlopen_ok(f"http://127.0.0.1:{dash}/api/version"),
@@ -95,11 +111,26 @@ def baseline(workdir: Path) -> float:
 def harness(workdir: Path) -> float:
     t0 = time.monotonic()
     proc = run_full(
-        [sys.executable, "-m", "pytest", "suites", "--ray-modes=local", "--ray-workers=0", "-k", "spread and not at_once",
-         f"--ray-spread-iterations={ITERATIONS}", f"--ray-spread-tasks={TASKS}",
-         "-p", "no:cacheprovider", "-q", f"--ray-report-dir={workdir / 'report'}"],
-        STEP_TIMEOUT_S, cwd=ROOT, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "suites",
+            "--ray-modes=local",
+            "--ray-workers=0",
+            "-k",
+            "spread and not at_once",
+            f"--ray-spread-iterations={ITERATIONS}",
+            f"--ray-spread-tasks={TASKS}",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            f"--ray-report-dir={workdir / 'report'}",
+        ],
+        STEP_TIMEOUT_S,
+        cwd=ROOT,
+        check=False,
+    )
     elapsed = time.monotonic() - t0
     if proc.returncode != 0:
         sys.exit(f"pytest failed ({proc.returncode}):\n{proc.stdout[-3000:]}")

@@ -117,15 +117,22 @@ class AutoscaleProvisioner(RayUpMode):
             spec.run_id, spec.mode, "path", path=str(self._temp_dir), what="Ray's temp dir"
         )
         argv = [
-            str(ray_cli()), "start", "--head", "--block",
+            str(ray_cli()),
+            "start",
+            "--head",
+            "--block",
             f"--autoscaling-config={self.require_launcher().config_path}",
-            "--node-ip-address=127.0.0.1", f"--port={self._ports['gcs']}",
-            "--num-cpus=0", "--object-store-memory=100000000",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={self._ports['dashboard']}",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self._ports['gcs']}",
+            "--num-cpus=0",
+            "--object-store-memory=100000000",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self._ports['dashboard']}",
             f"--ray-client-server-port={self._ports['client']}",
             f"--dashboard-agent-listen-port={free_port()}",
-            f"--temp-dir={self._temp_dir}", "--disable-usage-stats",
-        ]  # fmt: skip
+            f"--temp-dir={self._temp_dir}",
+            "--disable-usage-stats",
+        ]
         env = {
             **env_with_interpreter_first(),
             "RAY_FAKE_CLUSTER": "1",
@@ -219,10 +226,14 @@ class AutoscaleProvisioner(RayUpMode):
 
     def run_in_cluster(self, script: str, timeout: float) -> str:
         done = run_full(
-            [self._python(), "-c", script], timeout, what="script",
-            env={"RAY_ADDRESS": self.head_address()}, cwd=self.spec.workdir,
-            merge=False, check=False,
-        )  # fmt: skip
+            [self._python(), "-c", script],
+            timeout,
+            what="script",
+            env={"RAY_ADDRESS": self.head_address()},
+            cwd=self.spec.workdir,
+            merge=False,
+            check=False,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"script exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
         return done.stdout

@@ -61,8 +61,11 @@ OBJECT_STORE_BYTES = 150_000_000  # fits a rehearsal container's /dev/shm
 #: Ray's IAM role and instance profile: one per account, shared by all its Ray clusters.
 SHARED_IAM = "ray-autoscaler-v1"
 SETUP_KEYS = (
-    "initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
-)  # fmt: skip
+    "initialization_commands",
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+)
 #: Printed by a rehearsed setup command that failed, with its key and index.
 SETUP_MARK = "rc-setup-failed:"
 TERMINATE_TIMEOUT_S = 300.0
@@ -107,15 +110,19 @@ def aws_inventory(ec2: Any, cluster_name: str, run_id: str, key_name: str) -> li
                     instances.update({i["InstanceId"]: i for i in r["Instances"]})
     alive = {k: i for k, i in instances.items() if i["State"]["Name"] != "terminated"}
     items += [
-        InventoryItem("instance", iid, run_id, f"{i['State']['Name']} {i.get('PrivateIpAddress', '')}")
+        InventoryItem(
+            "instance", iid, run_id, f"{i['State']['Name']} {i.get('PrivateIpAddress', '')}"
+        )
         for iid, i in sorted(alive.items())
-    ]  # fmt: skip
+    ]
     groups: dict[str, str] = {}
     with listing("EC2 security groups"):
         for flt in (tag, {"Name": "group-name", "Values": [security_group_name(cluster_name)]}):
             for g in ec2.describe_security_groups(Filters=[flt])["SecurityGroups"]:
                 groups[g["GroupId"]] = g["GroupName"]
-    items += [InventoryItem("security-group", gid, run_id, name) for gid, name in sorted(groups.items())]  # fmt: skip
+    items += [
+        InventoryItem("security-group", gid, run_id, name) for gid, name in sorted(groups.items())
+    ]
     with listing("EC2 key pairs"):
         pairs = ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [key_name]}])
     items += [InventoryItem("key-pair", k["KeyName"], run_id) for k in pairs["KeyPairs"]]
@@ -186,10 +193,17 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
 
     TEMPLATE: ClassVar[str] = "aws.yaml"
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
-        CLUSTER_YAML, REGION, REHEARSAL, SKIP_SETUP, LAUNCHER_CONFIG,
-        autoscaling.AUTOSCALE_MAX, autoscaling.IDLE_TIMEOUT,
-        nodeimage.IMAGE, nodeimage.IMAGE_BUILD, containers.DOCKER_HOST,
-    )  # fmt: skip
+        CLUSTER_YAML,
+        REGION,
+        REHEARSAL,
+        SKIP_SETUP,
+        LAUNCHER_CONFIG,
+        autoscaling.AUTOSCALE_MAX,
+        autoscaling.IDLE_TIMEOUT,
+        nodeimage.IMAGE,
+        nodeimage.IMAGE_BUILD,
+        containers.DOCKER_HOST,
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -217,8 +231,11 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         missing = super().missing_prerequisites(spec)
-        missing += [f"aws: `{t}` not on PATH" for t in ("ssh", "ssh-keygen", "rsync")
-                    if shutil.which(t) is None]  # fmt: skip
+        missing += [
+            f"aws: `{t}` not on PATH"
+            for t in ("ssh", "ssh-keygen", "rsync")
+            if shutil.which(t) is None
+        ]
         if not spec.get(REHEARSAL):
             if not credentials_found():
                 missing.append(
@@ -259,7 +276,9 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 self._base["provider"]["use_internal_ips"] = True  # the template is ours
         provider = self._base.get("provider") or {}
         if provider.get("type") != "aws":
-            raise ProvisionError(f"aws: the cluster YAML's provider.type is {provider.get('type')!r}, not 'aws'")  # fmt: skip
+            raise ProvisionError(
+                f"aws: the cluster YAML's provider.type is {provider.get('type')!r}, not 'aws'"
+            )
         if "aws_credentials" in provider:
             # Ray copies the config to the head, and we keep a copy in the report.
             raise ProvisionError(
@@ -269,7 +288,14 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         self.add_autoscaled_type(spec, self._base)
         self._region = spec.get(REGION) or str(provider.get("region") or DEFAULT_REGION)
         if not spec.get(REHEARSAL):  # a rehearsal's cloud is a container, swept by its label
-            runstate.note(spec.run_id, spec.mode, "aws", region=self._region, cluster=self._cluster, key_name=self._key_name)  # fmt: skip
+            runstate.note(
+                spec.run_id,
+                spec.mode,
+                "aws",
+                region=self._region,
+                cluster=self._cluster,
+                key_name=self._key_name,
+            )
         ssh_dir = Path.home() / ".ssh"
         self._ssh_before = {p.name for p in ssh_dir.glob("ray-autoscaler_*")}
 
@@ -304,8 +330,11 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             )
         for name, node_type in (config.get("available_node_types") or {}).items():
             node = node_type.get("node_config") or {}
-            named = [k for k in ("SubnetIds", "SubnetId", "NetworkInterfaces", "LaunchTemplate")
-                     if k in node]  # fmt: skip
+            named = [
+                k
+                for k in ("SubnetIds", "SubnetId", "NetworkInterfaces", "LaunchTemplate")
+                if k in node
+            ]
             if named:
                 raise ProvisionError(
                     f"aws rehearsal: node type {name} names {', '.join(named)}: those are your "
@@ -324,7 +353,9 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 if spec is None:
                     specs.append(spec := {"ResourceType": kind, "Tags": []})
                 spec["Tags"] = [*spec.get("Tags", []), run_tag]
-            node_types[name] = {"node_config": {"KeyName": self._key_name, "TagSpecifications": specs}}  # fmt: skip
+            node_types[name] = {
+                "node_config": {"KeyName": self._key_name, "TagSpecifications": specs}
+            }
         return {
             "cluster_name": self._cluster,
             "provider": {"region": self._region, "cache_stopped_nodes": False},
@@ -338,20 +369,30 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         public_key = Path(f"{self.ssh_key}.pub").read_text().strip()
         if self.rehearsal:
             node = nodeimage.ensure_node_image(
-                spec.progress, timeout, image=spec.get(nodeimage.IMAGE),
-                force_build=spec.get(nodeimage.IMAGE_BUILD), need_ssh=True,
-                docker_host=spec.get(containers.DOCKER_HOST), run_id=spec.run_id,
-            )  # fmt: skip
+                spec.progress,
+                timeout,
+                image=spec.get(nodeimage.IMAGE),
+                force_build=spec.get(nodeimage.IMAGE_BUILD),
+                need_ssh=True,
+                docker_host=spec.get(containers.DOCKER_HOST),
+                run_id=spec.run_id,
+            )
             self.stage = Stage(
-                spec.run_id, spec.mode, spec.workdir, self._region,
-                spec.get(containers.DOCKER_HOST), spec.progress,
-            )  # fmt: skip
+                spec.run_id,
+                spec.mode,
+                spec.workdir,
+                self._region,
+                spec.get(containers.DOCKER_HOST),
+                spec.progress,
+            )
             self.stage.start(node, self.ssh_user, public_key, self.remaining())
         self.ec2().import_key_pair(
-            KeyName=self._key_name, PublicKeyMaterial=public_key.encode(),
-            TagSpecifications=[{"ResourceType": "key-pair", "Tags": [
-                {"Key": RUN_ID_LABEL, "Value": spec.run_id}]}],
-        )  # fmt: skip
+            KeyName=self._key_name,
+            PublicKeyMaterial=public_key.encode(),
+            TagSpecifications=[
+                {"ResourceType": "key-pair", "Tags": [{"Key": RUN_ID_LABEL, "Value": spec.run_id}]}
+            ],
+        )
         return []  # the provider creates the instances in `ray up`
 
     def ec2(self) -> Any:
@@ -398,22 +439,30 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         return []  # the provider names them; counted by node_count
 
     def discover_machines(self) -> list[Machine]:
-        flt = [{"Name": f"tag:{CLUSTER_TAG}", "Values": [self._cluster]},
-               {"Name": "instance-state-name", "Values": ["running"]}]  # fmt: skip
+        flt = [
+            {"Name": f"tag:{CLUSTER_TAG}", "Values": [self._cluster]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
         found = [
-            i for page in self.ec2().get_paginator("describe_instances").paginate(Filters=flt)
-            for r in page["Reservations"] for i in r["Instances"]
-        ]  # fmt: skip
-        internal = bool((self.require_launcher().config.get("provider") or {}).get("use_internal_ips"))  # fmt: skip
+            i
+            for page in self.ec2().get_paginator("describe_instances").paginate(Filters=flt)
+            for r in page["Reservations"]
+            for i in r["Instances"]
+        ]
+        internal = bool(
+            (self.require_launcher().config.get("provider") or {}).get("use_internal_ips")
+        )
 
         def kind(i: dict[str, Any]) -> str:
             return next((t["Value"] for t in i.get("Tags", []) if t["Key"] == NODE_KIND_TAG), "")
 
         found.sort(key=lambda i: (kind(i) != "head", i["InstanceId"]))
         return [
-            Machine(i["InstanceId"], i["PrivateIpAddress"] if internal else i.get("PublicIpAddress", ""))
+            Machine(
+                i["InstanceId"], i["PrivateIpAddress"] if internal else i.get("PublicIpAddress", "")
+            )
             for i in found
-        ]  # fmt: skip
+        ]
 
     def target(self, machine: Machine) -> SshTarget:
         # Every ssh of the run (probes, tunnels, node_exec) comes through here.
@@ -430,7 +479,9 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         # A worker's setup command fails in the head's autoscaler, not in `ray up`.
         self._setup_checked = time.monotonic()
         with contextlib.suppress(CommandError, ProvisionError):
-            out = self.head_ssh(f"grep -h '{SETUP_MARK}' /tmp/ray/session_latest/logs/monitor* || true", 15)  # fmt: skip
+            out = self.head_ssh(
+                f"grep -h '{SETUP_MARK}' /tmp/ray/session_latest/logs/monitor* || true", 15
+            )
             failed = self._failed_setup(out)
             if failed:
                 return str(self._setup_error(failed))
@@ -461,8 +512,13 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             self._cleaned = True
             try:
                 self._remove_cloud_objects()
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
-                    InventoryError, ProvisionError, WaitTimeout) as exc:  # fmt: skip
+            except (
+                botocore.exceptions.BotoCoreError,
+                botocore.exceptions.ClientError,
+                InventoryError,
+                ProvisionError,
+                WaitTimeout,
+            ) as exc:
                 self.spec.progress(f"aws: cleanup incomplete: {exc}")
             # The snapshot is what the leak check reads (the rehearsal's API goes next): a
             # listing that failed stays in it as the failure it is.
@@ -476,10 +532,15 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
     def _remove_cloud_objects(self) -> None:
         """After ``ray down``: terminate what is left, wait, then the group and the key."""
         ec2 = self.ec2()
-        left = [i.name for i in aws_inventory(ec2, self._cluster, self.spec.run_id, self._key_name)
-                if i.kind == "instance"]  # fmt: skip
+        left = [
+            i.name
+            for i in aws_inventory(ec2, self._cluster, self.spec.run_id, self._key_name)
+            if i.kind == "instance"
+        ]
         if left:
-            self.spec.progress(f"terminating {len(left)} instance(s) ray down left: {', '.join(left)}")  # fmt: skip
+            self.spec.progress(
+                f"terminating {len(left)} instance(s) ray down left: {', '.join(left)}"
+            )
             ec2.terminate_instances(InstanceIds=left)
 
         def terminated() -> bool:
@@ -487,7 +548,12 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             return not [i for i in items if i.kind == "instance"]
 
         bound = 60.0 if self.stage is not None else TERMINATE_TIMEOUT_S
-        wait_for(terminated, timeout=bound, what=f"instances of {self._cluster} to terminate", interval=2.0)  # fmt: skip
+        wait_for(
+            terminated,
+            timeout=bound,
+            what=f"instances of {self._cluster} to terminate",
+            interval=2.0,
+        )
         group = security_group_name(self._cluster)
 
         def group_gone() -> bool:  # its network interfaces linger a while after termination
@@ -498,11 +564,15 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 ec2.delete_security_group(GroupId=g["GroupId"])
             return True
 
-        wait_for(group_gone, timeout=bound, what=f"security group {group} to be deleted", interval=5.0)  # fmt: skip
+        wait_for(
+            group_gone, timeout=bound, what=f"security group {group} to be deleted", interval=5.0
+        )
         ec2.delete_key_pair(KeyName=self._key_name)
         kept = shared_iam(self._client("iam"))
         if kept:
-            self.spec.progress(f"kept (shared by every Ray cluster of the account): {', '.join(kept)}")  # fmt: skip
+            self.spec.progress(
+                f"kept (shared by every Ray cluster of the account): {', '.join(kept)}"
+            )
 
     def _new_ssh_files(self) -> list[str]:
         ssh_dir = Path.home() / ".ssh"
@@ -516,8 +586,10 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             items += self._ec2_inventory()
         if self.stage is not None:
             items += self.stage.inventory()
-        items += [InventoryItem("file", f"~/.ssh/{n}", self.spec.run_id, "Ray's aws key")
-                  for n in self._new_ssh_files()]  # fmt: skip
+        items += [
+            InventoryItem("file", f"~/.ssh/{n}", self.spec.run_id, "Ray's aws key")
+            for n in self._new_ssh_files()
+        ]
         return items
 
     def _ec2_inventory(self) -> list[InventoryItem]:
@@ -538,4 +610,4 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             *commands,
             f"aws ec2 delete-security-group --group-name {security_group_name(self._cluster)} {region}",
             f"aws ec2 delete-key-pair --key-name {self._key_name} {region}",
-        ]  # fmt: skip
+        ]

@@ -86,19 +86,28 @@ def aws_env(region: str, endpoint: str) -> dict[str, str]:
 
 def ec2_listing(ec2: Any) -> Callable[[], list[Instance]]:
     """moto's DescribeInstances in the instance loop's terms."""
-    states = {"pending": "running", "running": "running", "stopping": "stopped",
-              "stopped": "stopped", "shutting-down": "gone", "terminated": "gone"}  # fmt: skip
+    states = {
+        "pending": "running",
+        "running": "running",
+        "stopping": "stopped",
+        "stopped": "stopped",
+        "shutting-down": "gone",
+        "terminated": "gone",
+    }
 
     def listing() -> list[Instance]:
         pages = ec2.get_paginator("describe_instances").paginate()
         return [
             Instance(
-                i["InstanceId"], states.get(i["State"]["Name"], "gone"),
+                i["InstanceId"],
+                states.get(i["State"]["Name"], "gone"),
                 str(i.get("PrivateIpAddress") or ""),
                 "ip-" + str(i.get("PrivateIpAddress") or "").replace(".", "-"),  # as EC2 names them
             )
-            for page in pages for r in page["Reservations"] for i in r["Instances"]
-        ]  # fmt: skip
+            for page in pages
+            for r in page["Reservations"]
+            for i in r["Instances"]
+        ]
 
     return listing
 
@@ -125,9 +134,10 @@ class Stage(rehearsal.Stage):
     def session(self) -> boto3.session.Session:
         """A boto3 session for moto with the rehearsal's fake keys (never the user's)."""
         return boto3.session.Session(
-            aws_access_key_id=FAKE_KEY_ID, aws_secret_access_key=FAKE_SECRET,
+            aws_access_key_id=FAKE_KEY_ID,
+            aws_secret_access_key=FAKE_SECRET,
             region_name=self.region,
-        )  # fmt: skip
+        )
 
     def client(self, service: str) -> Any:
         config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2})
@@ -140,21 +150,34 @@ class Stage(rehearsal.Stage):
             self.create_networks(client)
         env = aws_env(self.region, self.endpoint)
         self.run_helper(
-            image, ["/opt/moto/bin/moto_server", "-H", "0.0.0.0", "-p", str(MOTO_PORT)],
-            "moto", MOTO_IP, max(1.0, deadline - time.monotonic()),
+            image,
+            ["/opt/moto/bin/moto_server", "-H", "0.0.0.0", "-p", str(MOTO_PORT)],
+            "moto",
+            MOTO_IP,
+            max(1.0, deadline - time.monotonic()),
             # werkzeug's line once the socket is bound
             wait=LogMessageWaitStrategy("Running on").with_poll_interval(0.25),
             env={"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
-        )  # fmt: skip
+        )
         self.run_helper(
-            image, ["sleep", "infinity"], "client", CLIENT_IP, max(1.0, deadline - time.monotonic()),
+            image,
+            ["sleep", "infinity"],
+            "client",
+            CLIENT_IP,
+            max(1.0, deadline - time.monotonic()),
             env=env,
             # The config and log (workdir), the key and Ray's temp files (private), at the
             # host's paths, for the `ray` commands run in it.
-            volumes={str(p): {"bind": str(p), "mode": "rw"}
-                     for p in (self.workdir, runstate.private_dir(self.run_id, self.mode))},
-        )  # fmt: skip
+            volumes={
+                str(p): {"bind": str(p), "mode": "rw"}
+                for p in (self.workdir, runstate.private_dir(self.run_id, self.mode))
+            },
+        )
         profile = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
-        instance_env = {"RC_SSH_USER": ssh_user, "RC_AUTHORIZED_KEY": public_key, "RC_PROFILE": profile}  # fmt: skip
+        instance_env = {
+            "RC_SSH_USER": ssh_user,
+            "RC_AUTHORIZED_KEY": public_key,
+            "RC_PROFILE": profile,
+        }
         self.start_loop(image, {**instance_env, **env}, ec2_listing(self.client("ec2")))
         self.progress(f"moto at {self.endpoint} on {self.network} ({VPC_CIDR}, internal)")

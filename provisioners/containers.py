@@ -205,8 +205,11 @@ def probe_from_outside(
             out = client.containers.run(
                 image,
                 ["python3", "-c", PROBE_SCRIPT, json.dumps(targets), str(timeout)],
-                name=name, network=net.name, labels=labels(run_id, mode), remove=True,
-            )  # fmt: skip
+                name=name,
+                network=net.name,
+                labels=labels(run_id, mode),
+                remove=True,
+            )
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             client.containers.get(name).remove(force=True)

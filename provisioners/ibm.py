@@ -118,8 +118,12 @@ def ibm_inventory(
         instances = [
             i for i in collect(vpc.list_instances, "instances") if i["name"].startswith(prefix)
         ]
-    items = [InventoryItem("instance", i["id"], run_id, f"{i['name']} {i['status']} {primary_address(i)}")
-             for i in instances]  # fmt: skip
+    items = [
+        InventoryItem(
+            "instance", i["id"], run_id, f"{i['name']} {i['status']} {primary_address(i)}"
+        )
+        for i in instances
+    ]
     nics = {n["id"] for i in instances for n in i.get("network_interfaces", [])}
     with listing("VPC floating IPs"):
         fips = collect(vpc.list_floating_ips, "floating_ips")
@@ -128,15 +132,27 @@ def ibm_inventory(
         if target in nics:
             before.seen_fips.add(fip["id"])
         if fip["id"] in before.seen_fips:
-            items.append(InventoryItem("floating-ip", fip["id"], run_id, f"{fip['name']} {fip['address']}"))  # fmt: skip
+            items.append(
+                InventoryItem("floating-ip", fip["id"], run_id, f"{fip['name']} {fip['address']}")
+            )
         elif fip["name"].startswith(RECYCLABLE) and fip["id"] not in before.floating_ips:
             # Likely the connector's for this run, but another cluster's look the same: reported
             # (a clean run has none), never deleted.
-            items.append(InventoryItem("floating-ip", fip["id"], run_id, f"{fip['name']} {fip['address']}: new since the run started, never bound to its instances"))  # fmt: skip
+            items.append(
+                InventoryItem(
+                    "floating-ip",
+                    fip["id"],
+                    run_id,
+                    f"{fip['name']} {fip['address']}: new since the run started, never bound to its instances",
+                )
+            )
     with listing("VPC volumes"):
         volumes = collect(vpc.list_volumes, "volumes")
-    items += [InventoryItem("volume", v["id"], run_id, f"{v['name']} {v.get('status', '')}")
-              for v in volumes if v["name"].startswith(prefix)]  # fmt: skip
+    items += [
+        InventoryItem("volume", v["id"], run_id, f"{v['name']} {v.get('status', '')}")
+        for v in volumes
+        if v["name"].startswith(prefix)
+    ]
     with listing("VPC keys"):
         keys = collect(vpc.list_keys, "keys")
     items += [
@@ -145,8 +161,11 @@ def ibm_inventory(
     for sg, known in sorted(before.rules.items()):
         with listing(f"rules of security group {sg}"):
             rules = vpc.list_security_group_rules(sg).get_result()["rules"]
-        items += [InventoryItem("security-group-rule", r["id"], run_id, f"added to {sg} during the run")
-                  for r in rules if r["id"] not in known]  # fmt: skip
+        items += [
+            InventoryItem("security-group-rule", r["id"], run_id, f"added to {sg} during the run")
+            for r in rules
+            if r["id"] not in known
+        ]
     return items
 
 
@@ -155,10 +174,17 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
 
     TEMPLATE: ClassVar[str] = "ibm.yaml"
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
-        CLUSTER_YAML, PROVIDER, COMPAT, REHEARSAL, LAUNCHER_CONFIG,
-        autoscaling.AUTOSCALE_MAX, autoscaling.IDLE_TIMEOUT,
-        nodeimage.IMAGE, nodeimage.IMAGE_BUILD, containers.DOCKER_HOST,
-    )  # fmt: skip
+        CLUSTER_YAML,
+        PROVIDER,
+        COMPAT,
+        REHEARSAL,
+        LAUNCHER_CONFIG,
+        autoscaling.AUTOSCALE_MAX,
+        autoscaling.IDLE_TIMEOUT,
+        nodeimage.IMAGE,
+        nodeimage.IMAGE_BUILD,
+        containers.DOCKER_HOST,
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -185,7 +211,9 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         if spec.get(COMPAT):
             return COMPAT_CLASS
         with contextlib.suppress(ProvisionError, AttributeError):
-            module = (launcher_config.load_user_overrides(spec.get(CLUSTER_YAML)).get("provider") or {}).get("module")  # fmt: skip
+            module = (
+                launcher_config.load_user_overrides(spec.get(CLUSTER_YAML)).get("provider") or {}
+            ).get("module")
             if isinstance(module, str) and module:
                 return module
         return CONNECTOR_CLASS
@@ -216,7 +244,9 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             problem = containers.engine_problem(spec.get(containers.DOCKER_HOST))
             missing += [f"ibm rehearsal: {problem}"] if problem else []
             if iptables() is None or os.geteuid() != 0:
-                missing.append("ibm rehearsal: needs root and iptables (a rule keeps instances from reaching this host)")  # fmt: skip
+                missing.append(
+                    "ibm rehearsal: needs root and iptables (a rule keeps instances from reaching this host)"
+                )
             missing += (
                 ["ibm rehearsal: `docker` CLI not on PATH"] if not shutil.which("docker") else []
             )
@@ -229,7 +259,9 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             )
         yaml_key = None
         with contextlib.suppress(ProvisionError, AttributeError):
-            yaml_key = (launcher_config.load_user_overrides(user).get("provider") or {}).get("iam_api_key")  # fmt: skip
+            yaml_key = (launcher_config.load_user_overrides(user).get("provider") or {}).get(
+                "iam_api_key"
+            )
         if not api_key_from_env() and not yaml_key:
             missing.append(
                 f"ibm: no API key: set {API_KEY_ENVS[0]} (or provider.iam_api_key in your "
@@ -244,16 +276,28 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         self._key_name = run_name(spec.run_id, spec.mode, "key")
         user = spec.get(CLUSTER_YAML)
         if spec.get(REHEARSAL):
-            self.stage = Stage(spec.run_id, spec.mode, spec.workdir, spec.get(containers.DOCKER_HOST), spec.progress)  # fmt: skip
+            self.stage = Stage(
+                spec.run_id,
+                spec.mode,
+                spec.workdir,
+                spec.get(containers.DOCKER_HOST),
+                spec.progress,
+            )
         if user is None and self.stage is None:
             raise ProvisionError(f"ibm: needs your cluster YAML ({CLUSTER_YAML.flag})")
         if user is None:
             assert self.stage is not None
-            self._base = launcher_config.load_template(self.TEMPLATE, {
-                "cluster_name": self._cluster, "endpoint": self.stage.endpoint,
-                "iam_endpoint": self.stage.endpoint, "zone_name": ZONE,
-                "object_store_bytes": OBJECT_STORE_BYTES, **self.stage.account,
-            })  # fmt: skip
+            self._base = launcher_config.load_template(
+                self.TEMPLATE,
+                {
+                    "cluster_name": self._cluster,
+                    "endpoint": self.stage.endpoint,
+                    "iam_endpoint": self.stage.endpoint,
+                    "zone_name": ZONE,
+                    "object_store_bytes": OBJECT_STORE_BYTES,
+                    **self.stage.account,
+                },
+            )
         else:
             try:
                 self._base = launcher_config.load_user_overrides(user)
@@ -261,11 +305,17 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 raise ProvisionError(f"ibm: {CLUSTER_YAML.flag}: {exc}") from None
         if self.stage is not None:  # the stand-in answers for IAM and the VPC, with its own key
             provider = self._base.setdefault("provider", {})
-            provider.update(endpoint=self.stage.endpoint, iam_endpoint=self.stage.endpoint, iam_api_key=self.stage.api_key)  # fmt: skip
+            provider.update(
+                endpoint=self.stage.endpoint,
+                iam_endpoint=self.stage.endpoint,
+                iam_api_key=self.stage.api_key,
+            )
             if user is not None:  # your account's objects do not exist in the stand-in's
                 for node_type in (self._base.get("available_node_types") or {}).values():
                     node_type.setdefault("node_config", {}).update(self.stage.account)
-                spec.progress("rehearsal: the stand-in's VPC, subnet, security group, image and resource group stand in for yours")  # fmt: skip
+                spec.progress(
+                    "rehearsal: the stand-in's VPC, subnet, security group, image and resource group stand in for yours"
+                )
         provider = self._base.get("provider") or {}
         if provider.get("type") != "external":
             raise ProvisionError(
@@ -273,9 +323,12 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 "connector is an external provider: type: external, module: " + CONNECTOR_CLASS
             )
         missing = [k for k in ("endpoint", "zone_name") if not provider.get(k)]
-        missing += [f"available_node_types.{name}.node_config.{k}"
-                    for name, t in (self._base.get("available_node_types") or {}).items()
-                    for k in NODE_CONFIG_KEYS if not (t.get("node_config") or {}).get(k)]  # fmt: skip
+        missing += [
+            f"available_node_types.{name}.node_config.{k}"
+            for name, t in (self._base.get("available_node_types") or {}).items()
+            for k in NODE_CONFIG_KEYS
+            if not (t.get("node_config") or {}).get(k)
+        ]
         if missing:
             raise ProvisionError(f"ibm: the cluster YAML lacks {', '.join(missing)}")
         self._api_key = (
@@ -299,10 +352,14 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         if self.stage is None:  # a rehearsal's cloud is a container, swept by its label
             provider = self._base.get("provider") or {}
             runstate.note(
-                spec.run_id, spec.mode, "ibm", endpoint=provider.get("endpoint"),
-                iam_endpoint=provider.get("iam_endpoint"), cluster=self._cluster,
+                spec.run_id,
+                spec.mode,
+                "ibm",
+                endpoint=provider.get("endpoint"),
+                iam_endpoint=provider.get("iam_endpoint"),
+                cluster=self._cluster,
                 key_name=self._key_name,
-            )  # fmt: skip
+            )
 
     def identity(self) -> tuple[str, Path | None]:
         # Never the user's key: a fresh one, imported into the VPC for this run.
@@ -316,12 +373,13 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         return {
             "cluster_name": self._cluster,
             "provider": {
-                "module": self.provider_class(self.spec), "iam_api_key": self._api_key,
+                "module": self.provider_class(self.spec),
+                "iam_api_key": self._api_key,
                 "cache_stopped_nodes": False,
             },
             "auth": {"ssh_user": self.ssh_user, "ssh_private_key": str(self.ssh_key)},
             "available_node_types": node_types,
-        }  # fmt: skip
+        }
 
     def render(self, machines: Sequence[Machine]) -> dict[str, Any]:
         rendered = launcher_config.deep_merge(self._base, self.provider_section(machines))
@@ -361,10 +419,14 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         spec = self.spec
         if self.stage is not None:
             node = nodeimage.ensure_node_image(
-                spec.progress, timeout, image=spec.get(nodeimage.IMAGE),
-                force_build=spec.get(nodeimage.IMAGE_BUILD), need_ssh=True,
-                docker_host=spec.get(containers.DOCKER_HOST), run_id=spec.run_id,
-            )  # fmt: skip
+                spec.progress,
+                timeout,
+                image=spec.get(nodeimage.IMAGE),
+                force_build=spec.get(nodeimage.IMAGE_BUILD),
+                need_ssh=True,
+                docker_host=spec.get(containers.DOCKER_HOST),
+                run_id=spec.run_id,
+            )
             assert self._private is not None
             self.stage.start(node, [self._private, COMPAT_DIR], self.remaining())
         try:
@@ -377,17 +439,24 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
 
     def _snapshot_and_import_key(self, vpc: Any) -> None:
         assert self.ssh_key is not None
-        groups = {str((t.get("node_config") or {}).get("security_group_id"))
-                  for t in (self._base.get("available_node_types") or {}).values()}  # fmt: skip
+        groups = {
+            str((t.get("node_config") or {}).get("security_group_id"))
+            for t in (self._base.get("available_node_types") or {}).values()
+        }
         self._before = Snapshot(
             {f["id"] for f in collect(vpc.list_floating_ips, "floating_ips")},
-            {sg: {r["id"] for r in vpc.list_security_group_rules(sg).get_result()["rules"]} for sg in sorted(groups)},
-        )  # fmt: skip
+            {
+                sg: {r["id"] for r in vpc.list_security_group_rules(sg).get_result()["rules"]}
+                for sg in sorted(groups)
+            },
+        )
         head = (self._base.get("available_node_types") or {})[self._base["head_node_type"]]
         key = vpc.create_key(
-            public_key=Path(f"{self.ssh_key}.pub").read_text().strip(), name=self._key_name,
-            type="ed25519", resource_group={"id": head["node_config"]["resource_group_id"]},
-        ).get_result()  # fmt: skip
+            public_key=Path(f"{self.ssh_key}.pub").read_text().strip(),
+            name=self._key_name,
+            type="ed25519",
+            resource_group={"id": head["node_config"]["resource_group_id"]},
+        ).get_result()
         self._key_id = key["id"]
         self.spec.progress(f"imported the run's SSH key as {self._key_name} ({self._key_id})")
 
@@ -417,8 +486,11 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
     def discover_machines(self) -> list[Machine]:
         vpc = self.vpc()
         prefix = f"ray-{self._cluster}-"
-        found = [i for i in collect(vpc.list_instances, "instances")
-                 if i["name"].startswith(prefix) and i["status"] == "running"]  # fmt: skip
+        found = [
+            i
+            for i in collect(vpc.list_instances, "instances")
+            if i["name"].startswith(prefix) and i["status"] == "running"
+        ]
         found.sort(key=lambda i: (not i["name"].startswith(f"{prefix}head"), i["name"]))
         provider = self.require_launcher().config.get("provider") or {}
         machines = []
@@ -428,7 +500,9 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 self._head_private = ip
             if inst["name"].startswith(f"{prefix}head") and not provider.get("use_internal_ips"):
                 nic = inst["primary_network_interface"]["id"]
-                fips = vpc.list_instance_network_interface_floating_ips(inst["id"], nic).get_result()["floating_ips"]  # fmt: skip
+                fips = vpc.list_instance_network_interface_floating_ips(
+                    inst["id"], nic
+                ).get_result()["floating_ips"]
                 if self._before is not None:
                     self._before.seen_fips.update(f["id"] for f in fips)
                 ip = fips[0]["address"] if fips else ip
@@ -465,7 +539,9 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
     def access(self) -> dict[str, str]:
         out = super().access()
         if self.stage is not None:
-            out.update(self.stage.access(self.require_launcher().config_path, self.target(self.head())))  # fmt: skip
+            out.update(
+                self.stage.access(self.require_launcher().config_path, self.target(self.head()))
+            )
         return out
 
     # --- Teardown and leaks -------------------------------------------------------------------
@@ -503,12 +579,22 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
 
         left = items("instance")
         if left:
-            self.spec.progress(f"deleting {len(left)} instance(s) ray down left: {', '.join(i.name for i in left)}")  # fmt: skip
+            self.spec.progress(
+                f"deleting {len(left)} instance(s) ray down left: {', '.join(i.name for i in left)}"
+            )
             for inst in left:
                 vpc.delete_instance(inst.name)
-        wait_for(lambda: not items("instance"), timeout=DELETE_TIMEOUT_S,
-                 what=f"instances of {self._cluster} to be deleted", interval=2.0)  # fmt: skip
-        deleters = {"floating-ip": vpc.delete_floating_ip, "volume": vpc.delete_volume, "key": vpc.delete_key}  # fmt: skip
+        wait_for(
+            lambda: not items("instance"),
+            timeout=DELETE_TIMEOUT_S,
+            what=f"instances of {self._cluster} to be deleted",
+            interval=2.0,
+        )
+        deleters = {
+            "floating-ip": vpc.delete_floating_ip,
+            "volume": vpc.delete_volume,
+            "key": vpc.delete_key,
+        }
         for kind, delete in deleters.items():
             for item in items(kind):
                 if kind == "floating-ip" and item.name not in self._before.seen_fips:
@@ -554,11 +640,22 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 items.append(exc.item(self.spec.run_id))
             else:
                 if self._cluster in tags:
-                    items.append(InventoryItem("file-entry", f"~/{TAGS_FILE}[{self._cluster}]", self.spec.run_id, "the connector's node tags"))  # fmt: skip
+                    items.append(
+                        InventoryItem(
+                            "file-entry",
+                            f"~/{TAGS_FILE}[{self._cluster}]",
+                            self.spec.run_id,
+                            "the connector's node tags",
+                        )
+                    )
         if self.stage is not None:
             items += self.stage.inventory()
         if self._private is not None and self._private.exists():
-            items.append(InventoryItem("directory", str(self._private), self.spec.run_id, "config with the API key"))  # fmt: skip
+            items.append(
+                InventoryItem(
+                    "directory", str(self._private), self.spec.run_id, "config with the API key"
+                )
+            )
         return items
 
     def _vpc_inventory(self) -> list[InventoryItem]:
@@ -567,7 +664,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         try:
             with listing("VPC objects (no VPC client)"):
                 vpc = self.vpc()
-            return ibm_inventory(vpc, self._cluster, self.spec.run_id, self._key_name, self._before)  # fmt: skip
+            return ibm_inventory(vpc, self._cluster, self.spec.run_id, self._key_name, self._before)
         except InventoryError as exc:
             return [exc.item(self.spec.run_id)]
 
@@ -582,4 +679,4 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             f"ibmcloud is instances --output json | jq -r '.[] | select(.name | startswith(\"{name}\")) | .id' | xargs -r -n1 ibmcloud is instance-delete -f",
             f"ibmcloud is key-delete {self._key_name} -f",
             *private,
-        ]  # fmt: skip
+        ]

@@ -88,8 +88,12 @@ def probe(
     path = os.pathsep.join(p for p in (str(COMPAT_DIR), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": path}
     try:
-        out = run([sys.executable, "-m", "provisioners.ibm_probe", module], timeout,
-                  what=f"the IBM connector probe of {module}", env=env)  # fmt: skip
+        out = run(
+            [sys.executable, "-m", "provisioners.ibm_probe", module],
+            timeout,
+            what=f"the IBM connector probe of {module}",
+            env=env,
+        )
     except CommandError as exc:
         return Probe(module, versions(), failure=f"the probe itself failed: {exc}")
     line = next((ln for ln in reversed(out.splitlines()) if ln.startswith(VERDICT)), None)
@@ -127,15 +131,24 @@ def _run_steps(module: str, result: Probe) -> None:
     with serve(api_key) as server:
         cloud = server.cloud
         config = {
-            "type": "external", "module": module, "endpoint": server.base,
-            "iam_endpoint": server.base, "iam_api_key": api_key, "zone_name": ZONE,
-            "use_hybrid_ips": True, "cache_stopped_nodes": False,
-        }  # fmt: skip
+            "type": "external",
+            "module": module,
+            "endpoint": server.base,
+            "iam_endpoint": server.base,
+            "iam_api_key": api_key,
+            "zone_name": ZONE,
+            "use_hybrid_ips": True,
+            "cache_stopped_nodes": False,
+        }
         node_config = {
-            "vpc_id": cloud.vpc_id, "resource_group_id": cloud.resource_group_id,
-            "security_group_id": cloud.security_group_id, "subnet_id": cloud.subnet_id,
-            "key_id": "probe-key", "image_id": "probe-image", "instance_profile_name": "bx2-2x8",
-        }  # fmt: skip
+            "vpc_id": cloud.vpc_id,
+            "resource_group_id": cloud.resource_group_id,
+            "security_group_id": cloud.security_group_id,
+            "subnet_id": cloud.subnet_id,
+            "key_id": "probe-key",
+            "image_id": "probe-image",
+            "instance_profile_name": "bx2-2x8",
+        }
 
         def step(name: str, call: Callable[[], Any], check: Callable[[Any], str | None]) -> Any:
             why: str | None
@@ -162,15 +175,26 @@ def _run_steps(module: str, result: Probe) -> None:
             return check
 
         def head_tags(kind: str) -> dict[str, str]:
-            return {"ray-node-kind": kind, "ray-node-name": f"ray-{CLUSTER}-{kind}",
-                    "ray-user-node-type": f"ray_{kind}_default", "ray-node-status": "uninitialized"}  # fmt: skip
+            return {
+                "ray-node-kind": kind,
+                "ray-node-name": f"ray-{CLUSTER}-{kind}",
+                "ray-user-node-type": f"ray_{kind}_default",
+                "ray-node-status": "uninitialized",
+            }
 
         created: list[str] = []
         provider: Any = None
         try:
-            provider = step("load the provider as Ray does", lambda: _get_node_provider(config, CLUSTER, use_cache=False), lambda _v: None)  # fmt: skip
-            step("create the head", lambda: provider.create_node(node_config, head_tags("head"), 1),
-                 lambda v: None if isinstance(v, dict) and len(v) == 1 else f"returned {_short(v)}")  # fmt: skip
+            provider = step(
+                "load the provider as Ray does",
+                lambda: _get_node_provider(config, CLUSTER, use_cache=False),
+                lambda _v: None,
+            )
+            step(
+                "create the head",
+                lambda: provider.create_node(node_config, head_tags("head"), 1),
+                lambda v: None if isinstance(v, dict) and len(v) == 1 else f"returned {_short(v)}",
+            )
             created += list(cloud.instances)
 
             def listed() -> list[str] | None:
@@ -185,30 +209,51 @@ def _run_steps(module: str, result: Probe) -> None:
                 assert found is not None
                 return found
 
-            head = step("non_terminated_nodes lists the head", head_listed,
-                        lambda v: None if len(v) == 1 else f"returned {_short(v)}")[0]  # fmt: skip
+            head = step(
+                "non_terminated_nodes lists the head",
+                head_listed,
+                lambda v: None if len(v) == 1 else f"returned {_short(v)}",
+            )[0]
             inst = cloud.instances[head]
             private = inst["primary_network_interface"]["primary_ip"]["address"]
-            fips = [f["address"] for f in cloud.floating_ips.values()
-                    if (f.get("target") or {}).get("id") == inst["primary_network_interface"]["id"]]  # fmt: skip
-            step("external_ip(head)", lambda: provider.external_ip(head),
-                 is_ip("ray up dials it", fips[0] if fips else None))  # fmt: skip
-            step("internal_ip(head)", lambda: provider.internal_ip(head),
-                 is_ip("ray up exports it as RAY_HEAD_IP", private))  # fmt: skip
-            step("create a worker", lambda: provider.create_node(node_config, head_tags("worker"), 1),
-                 lambda v: None if isinstance(v, dict) and len(v) == 1 else f"returned {_short(v)}")  # fmt: skip
+            fips = [
+                f["address"]
+                for f in cloud.floating_ips.values()
+                if (f.get("target") or {}).get("id") == inst["primary_network_interface"]["id"]
+            ]
+            step(
+                "external_ip(head)",
+                lambda: provider.external_ip(head),
+                is_ip("ray up dials it", fips[0] if fips else None),
+            )
+            step(
+                "internal_ip(head)",
+                lambda: provider.internal_ip(head),
+                is_ip("ray up exports it as RAY_HEAD_IP", private),
+            )
+            step(
+                "create a worker",
+                lambda: provider.create_node(node_config, head_tags("worker"), 1),
+                lambda v: None if isinstance(v, dict) and len(v) == 1 else f"returned {_short(v)}",
+            )
             worker = next(i for i in cloud.instances if i != head)
             created.append(worker)
             wip = cloud.instances[worker]["primary_network_interface"]["primary_ip"]["address"]
-            step("internal_ip(worker)", lambda: provider.internal_ip(worker),
-                 is_ip("the head's autoscaler dials it", wip))  # fmt: skip
+            step(
+                "internal_ip(worker)",
+                lambda: provider.internal_ip(worker),
+                is_ip("the head's autoscaler dials it", wip),
+            )
         except _Stop:
             pass
         finally:
             if provider is not None and created:
                 with contextlib.suppress(_Stop):
-                    step("terminate_nodes", lambda: provider.terminate_nodes(created),
-                         lambda _v: _left(cloud, created))  # fmt: skip
+                    step(
+                        "terminate_nodes",
+                        lambda: provider.terminate_nodes(created),
+                        lambda _v: _left(cloud, created),
+                    )
 
 
 def _left(cloud: Any, created: list[str]) -> str | None:
@@ -219,11 +264,17 @@ def _left(cloud: Any, created: list[str]) -> str | None:
         with cloud.lock:
             cloud.reap()
             instances = [i for i in created if i in cloud.instances]
-            fips = [f["name"] for f in cloud.floating_ips.values() if f["name"].startswith("ray-recyclable")]  # fmt: skip
+            fips = [
+                f["name"]
+                for f in cloud.floating_ips.values()
+                if f["name"].startswith("ray-recyclable")
+            ]
         return instances, fips
 
     with contextlib.suppress(WaitTimeout):
-        wait_for(lambda: left() == ([], []), timeout=15, what="the probe's instances to go", interval=0.5)  # fmt: skip
+        wait_for(
+            lambda: left() == ([], []), timeout=15, what="the probe's instances to go", interval=0.5
+        )
     instances, fips = left()
     if instances or fips:
         return f"left instances {instances} and floating IPs {fips}"

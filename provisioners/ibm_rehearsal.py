@@ -51,8 +51,13 @@ RUN /opt/ray/bin/pip install -q --no-cache-dir --no-index --find-links /tmp/whee
 LABEL {hash_label}={image_hash}
 """
 REPO = "ray-conformance-ibm-node"
-STATES = {"pending": "running", "starting": "running", "running": "running",
-          "stopping": "stopped", "stopped": "stopped"}  # fmt: skip
+STATES = {
+    "pending": "running",
+    "starting": "running",
+    "running": "running",
+    "stopping": "stopped",
+    "stopped": "stopped",
+}
 
 
 def build_image(
@@ -77,9 +82,14 @@ class Stage(rehearsal.Stage):
     """The IBM rehearsal of one run: the shared stage with the VPC stand-in as the cloud."""
 
     LAYOUT: ClassVar[Layout] = Layout(
-        SUBNET, HELPER_RANGE, GATEWAY, instances=INSTANCES,
-        floating=FLOATING, floating_gateway=FLOATING_GATEWAY, floating_helpers=FLOATING_HELPERS,
-    )  # fmt: skip
+        SUBNET,
+        HELPER_RANGE,
+        GATEWAY,
+        instances=INSTANCES,
+        floating=FLOATING,
+        floating_gateway=FLOATING_GATEWAY,
+        floating_helpers=FLOATING_HELPERS,
+    )
     CLOUD: ClassVar[str] = "ibm"
 
     def __init__(
@@ -95,10 +105,12 @@ class Stage(rehearsal.Stage):
         self.api_key = "rehearsal-" + secrets.token_hex(8)  # the stand-in's; not anyone's secret
         defaults = Cloud(self.api_key)
         self.account = {
-            "vpc_id": defaults.vpc_id, "subnet_id": defaults.subnet_id,
+            "vpc_id": defaults.vpc_id,
+            "subnet_id": defaults.subnet_id,
             "security_group_id": defaults.security_group_id,
-            "resource_group_id": defaults.resource_group_id, "image_id": "r006-rehearsal-image",
-        }  # fmt: skip
+            "resource_group_id": defaults.resource_group_id,
+            "image_id": "r006-rehearsal-image",
+        }
 
     def start(self, node_image: str, mounts: list[Path], timeout: float) -> None:
         """Image, networks, stand-in, client (``mounts`` at the same paths), instance loop."""
@@ -108,20 +120,38 @@ class Stage(rehearsal.Stage):
             self.create_networks(client)
         self.run_helper(
             image,
-            ["/opt/ray/bin/python", "/opt/rc/ibm_standin.py", "--port", str(STANDIN_PORT),
-             "--api-key", self.api_key, "--subnet", INSTANCES, "--floating", FLOATING],
-            "standin", STANDIN_IP, max(1.0, deadline - time.monotonic()),
+            [
+                "/opt/ray/bin/python",
+                "/opt/rc/ibm_standin.py",
+                "--port",
+                str(STANDIN_PORT),
+                "--api-key",
+                self.api_key,
+                "--subnet",
+                INSTANCES,
+                "--floating",
+                FLOATING,
+            ],
+            "standin",
+            STANDIN_IP,
+            max(1.0, deadline - time.monotonic()),
             wait=LogMessageWaitStrategy(READY_LINE).with_poll_interval(0.25),
             volumes={str(STANDIN_SCRIPT): {"bind": "/opt/rc/ibm_standin.py", "mode": "ro"}},
-        )  # fmt: skip
+        )
         self.run_helper(
-            image, ["sleep", "infinity"], "client", CLIENT_IP, max(1.0, deadline - time.monotonic()),
+            image,
+            ["sleep", "infinity"],
+            "client",
+            CLIENT_IP,
+            max(1.0, deadline - time.monotonic()),
             floating=True,
             volumes={str(p): {"bind": str(p), "mode": "rw"} for p in {self.workdir, *mounts}},
-        )  # fmt: skip
+        )
         vpc = vpc_client(self.endpoint, self.api_key, self.endpoint)
         self.start_loop(image, {"RC_SSH_USER": "root", "RC_PROFILE": ""}, vpc_listing(vpc))
-        self.progress(f"VPC stand-in at {self.endpoint} on {self.network} ({INSTANCES}; floating {FLOATING})")  # fmt: skip
+        self.progress(
+            f"VPC stand-in at {self.endpoint} on {self.network} ({INSTANCES}; floating {FLOATING})"
+        )
 
     def vpc(self) -> Any:
         return vpc_client(self.endpoint, self.api_key, self.endpoint)
@@ -132,16 +162,23 @@ def vpc_listing(vpc: Any) -> Callable[[], list[Instance]]:
 
     def listing() -> list[Instance]:
         keys = {k["id"]: k["public_key"] for k in collect(vpc.list_keys, "keys")}
-        fips = {(f.get("target") or {}).get("id"): f["address"]
-                for f in collect(vpc.list_floating_ips, "floating_ips")}  # fmt: skip
+        fips = {
+            (f.get("target") or {}).get("id"): f["address"]
+            for f in collect(vpc.list_floating_ips, "floating_ips")
+        }
         out = []
         for inst in collect(vpc.list_instances, "instances"):
             key = next((keys[k["id"]] for k in inst.get("keys", []) if k.get("id") in keys), "")
-            out.append(Instance(
-                inst["id"], STATES.get(inst["status"], "gone"), primary_address(inst),
-                inst["name"], fips.get(inst["primary_network_interface"]["id"]),
-                {"RC_AUTHORIZED_KEY": key},
-            ))  # fmt: skip
+            out.append(
+                Instance(
+                    inst["id"],
+                    STATES.get(inst["status"], "gone"),
+                    primary_address(inst),
+                    inst["name"],
+                    fips.get(inst["primary_network_interface"]["id"]),
+                    {"RC_AUTHORIZED_KEY": key},
+                )
+            )
         return out
 
     return listing

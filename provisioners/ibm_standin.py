@@ -73,9 +73,13 @@ class Cloud:
         self._private = itertools.islice(ipaddress.IPv4Network(self.subnet_cidr).hosts(), 3, None)
         self._public = ipaddress.IPv4Network(self.floating_cidr).hosts()
         self.rules["r006-rule-ssh"] = {
-            "id": "r006-rule-ssh", "direction": "inbound", "protocol": "tcp",
-            "port_min": 22, "port_max": 22, "remote": {"cidr_block": "0.0.0.0/0"},
-        }  # fmt: skip
+            "id": "r006-rule-ssh",
+            "direction": "inbound",
+            "protocol": "tcp",
+            "port_min": 22,
+            "port_max": 22,
+            "remote": {"cidr_block": "0.0.0.0/0"},
+        }
 
     # --- Objects, in the API's shapes ---------------------------------------------------------
 
@@ -89,34 +93,53 @@ class Cloud:
         boot = (body.get("boot_volume_attachment") or {}).get("volume") or {}
         vol_id = f"r006-{uuid.uuid4()}"
         self.volumes[vol_id] = {
-            "id": vol_id, "name": boot.get("name") or f"{name}-boot", "status": "available",
-            "capacity": boot.get("capacity", 100), "href": f"{base}/v1/volumes/{vol_id}",
+            "id": vol_id,
+            "name": boot.get("name") or f"{name}-boot",
+            "status": "available",
+            "capacity": boot.get("capacity", 100),
+            "href": f"{base}/v1/volumes/{vol_id}",
             "profile": boot.get("profile") or {"name": "general-purpose"},
             "volume_attachments": [{"instance": {"id": iid, "name": name}, "type": "boot"}],
-            "_delete_with": (body.get("boot_volume_attachment") or {}).get("delete_volume_on_instance_delete", True),
-        }  # fmt: skip
+            "_delete_with": (body.get("boot_volume_attachment") or {}).get(
+                "delete_volume_on_instance_delete", True
+            ),
+        }
         primary = {
-            "id": nic, "name": "eth0", "href": f"{base}/v1/instances/{iid}/network_interfaces/{nic}",
+            "id": nic,
+            "name": "eth0",
+            "href": f"{base}/v1/instances/{iid}/network_interfaces/{nic}",
             "resource_type": "network_interface",
             "primary_ip": {
-                "address": ip, "id": f"0717-rip-{uuid.uuid4()}", "name": f"rip-{ip}",
+                "address": ip,
+                "id": f"0717-rip-{uuid.uuid4()}",
+                "name": f"rip-{ip}",
                 "href": f"{base}/v1/subnets/{self.subnet_id}/reserved_ips/{ip}",
                 "resource_type": "subnet_reserved_ip",
             },
             "subnet": {"id": self.subnet_id},
-        }  # fmt: skip
+        }
         inst = {
-            "id": iid, "name": name, "href": f"{base}/v1/instances/{iid}",
+            "id": iid,
+            "name": name,
+            "href": f"{base}/v1/instances/{iid}",
             "crn": f"crn:v1:standin:public:is:{ZONE}:a/standin::instance:{iid}",
-            "status": "pending", "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "profile": body.get("profile") or {}, "vpc": body.get("vpc") or {},
-            "zone": body.get("zone") or {"name": ZONE}, "image": body.get("image") or {},
-            "resource_group": body.get("resource_group") or {}, "keys": body.get("keys") or [],
-            "primary_network_interface": primary, "network_interfaces": [primary],
-            "boot_volume_attachment": {"volume": {"id": vol_id, "name": self.volumes[vol_id]["name"]}},
-            "vcpu": {"architecture": "amd64", "count": 2}, "memory": 8,
+            "status": "pending",
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "profile": body.get("profile") or {},
+            "vpc": body.get("vpc") or {},
+            "zone": body.get("zone") or {"name": ZONE},
+            "image": body.get("image") or {},
+            "resource_group": body.get("resource_group") or {},
+            "keys": body.get("keys") or [],
+            "primary_network_interface": primary,
+            "network_interfaces": [primary],
+            "boot_volume_attachment": {
+                "volume": {"id": vol_id, "name": self.volumes[vol_id]["name"]}
+            },
+            "vcpu": {"architecture": "amd64", "count": 2},
+            "memory": 8,
             "_running_at": time.monotonic() + 1.0,
-        }  # fmt: skip
+        }
         self.instances[iid] = inst
         return inst
 
@@ -158,11 +181,14 @@ class Cloud:
     def create_floating_ip(self, body: dict[str, Any], base: str) -> dict[str, Any]:
         fid = f"r006-{uuid.uuid4()}"
         fip = {
-            "id": fid, "name": body.get("name") or f"fip-{fid[-6:]}", "address": str(next(self._public)),
-            "status": "available", "href": f"{base}/v1/floating_ips/{fid}",
+            "id": fid,
+            "name": body.get("name") or f"fip-{fid[-6:]}",
+            "address": str(next(self._public)),
+            "status": "available",
+            "href": f"{base}/v1/floating_ips/{fid}",
             "zone": body.get("zone") or {"name": ZONE},
             "resource_group": body.get("resource_group") or {},
-        }  # fmt: skip
+        }
         self.floating_ips[fid] = fip
         return fip
 
@@ -176,10 +202,14 @@ class Cloud:
         if any(k["name"] == body.get("name") for k in self.keys.values()):
             raise ApiError(409, "key_name_conflict", f"Key name {body.get('name')} already exists")
         key = {
-            "id": kid, "name": body.get("name"), "public_key": body.get("public_key", ""),
-            "type": body.get("type", "rsa"), "href": f"{base}/v1/keys/{kid}",
-            "fingerprint": "SHA256:standin", "resource_group": body.get("resource_group") or {},
-        }  # fmt: skip
+            "id": kid,
+            "name": body.get("name"),
+            "public_key": body.get("public_key", ""),
+            "type": body.get("type", "rsa"),
+            "href": f"{base}/v1/keys/{kid}",
+            "fingerprint": "SHA256:standin",
+            "resource_group": body.get("resource_group") or {},
+        }
         self.keys[kid] = key
         return key
 
@@ -204,8 +234,12 @@ def _page(
     limit = int(query.get("limit", PAGE_LIMIT))
     start = int(query.get("start", 0))
     chunk = items[start : start + limit]
-    out: dict[str, Any] = {kind: [public(i) for i in chunk], "limit": limit, "total_count": len(items),
-                           "first": {"href": f"{url}?limit={limit}"}}  # fmt: skip
+    out: dict[str, Any] = {
+        kind: [public(i) for i in chunk],
+        "limit": limit,
+        "total_count": len(items),
+        "first": {"href": f"{url}?limit={limit}"},
+    }
     if start + limit < len(items):
         out["next"] = {"href": f"{url}?limit={limit}&start={start + limit}"}
     return out
@@ -265,8 +299,13 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "BXNIM0415E", "Provided API key could not be found.")
         token = _jwt()
         self.server.cloud.tokens.add(token)
-        return {"access_token": token, "refresh_token": "not-used", "token_type": "Bearer",
-                "expires_in": 3600, "expiration": int(time.time()) + 3600}  # fmt: skip
+        return {
+            "access_token": token,
+            "refresh_token": "not-used",
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "expiration": int(time.time()) + 3600,
+        }
 
     def _vpc(
         self, method: str, path: str, query: dict[str, str], raw: bytes

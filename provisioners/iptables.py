@@ -90,9 +90,19 @@ class EgressRule(CountedRule):
 
     def spec(self) -> list[str]:
         return [
-            "DOCKER-USER", "-i", self.bridge, "!", "-o", self.bridge,
-            "-m", "comment", "--comment", self.comment, "-j", "DROP",
-        ]  # fmt: skip
+            "DOCKER-USER",
+            "-i",
+            self.bridge,
+            "!",
+            "-o",
+            self.bridge,
+            "-m",
+            "comment",
+            "--comment",
+            self.comment,
+            "-j",
+            "DROP",
+        ]
 
 
 #: The DNS server the run's containers get with the egress lock: Docker's embedded resolver
@@ -117,9 +127,22 @@ class MetadataRule(CountedRule):
 
     def spec(self) -> list[str]:
         return [
-            "DOCKER-USER", "-i", self.bridge, "-d", METADATA_ADDRESS, "-p", "tcp",
-            "-m", "comment", "--comment", self.comment, "-j", "REJECT", "--reject-with", "tcp-reset",
-        ]  # fmt: skip
+            "DOCKER-USER",
+            "-i",
+            self.bridge,
+            "-d",
+            METADATA_ADDRESS,
+            "-p",
+            "tcp",
+            "-m",
+            "comment",
+            "--comment",
+            self.comment,
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ]
 
 
 class EgressLock:
@@ -139,7 +162,9 @@ class EgressLock:
     def missing(mode: str) -> list[str]:
         """Why this machine cannot add the rule ({NO_EGRESS.flag} was asked for)."""
         if iptables() is None or os.geteuid() != 0:
-            return [f"{mode}: {NO_EGRESS.flag} needs root and iptables (its rule keeps containers off the network)"]  # fmt: skip
+            return [
+                f"{mode}: {NO_EGRESS.flag} needs root and iptables (its rule keeps containers off the network)"
+            ]
         return []
 
     def add(self, network_id: str) -> None:
@@ -197,8 +222,10 @@ class EgressLock:
             # Not a leftover but a breach: reported where a clean run must show nothing.
             items.append(
                 InventoryItem(
-                    "blocked-connection", f"{self.hits} packet(s)", self.run_id,
+                    "blocked-connection",
+                    f"{self.hits} packet(s)",
+                    self.run_id,
                     "containers tried to reach past this machine",
                 )
-            )  # fmt: skip
+            )
         return items

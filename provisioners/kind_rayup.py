@@ -71,12 +71,17 @@ def legacy_wheel(timeout: float) -> Path:
     try:
         pip_download(
             [
-                f"ray=={LEGACY_RAY}", "--no-deps",
-                "--only-binary=:all:", "--python-version", LEGACY_PYTHON, "-d", str(dest),
+                f"ray=={LEGACY_RAY}",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                LEGACY_PYTHON,
+                "-d",
+                str(dest),
             ],
             timeout,
             what=f"pip download ray=={LEGACY_RAY}",
-        )  # fmt: skip
+        )
     except (CommandError, CommandTimeout) as exc:
         raise ProvisionError(str(exc)) from None
     found = sorted(dest.glob(f"ray-{LEGACY_RAY}-*.whl"))

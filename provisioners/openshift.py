@@ -135,9 +135,13 @@ class OpenShiftRules:
         for sa in list(self._oc_granted):
             try:
                 self._oc_policy(
-                    oc, kube.kubeconfig, kube.context, "remove-scc-from-user", sa,
+                    oc,
+                    kube.kubeconfig,
+                    kube.context,
+                    "remove-scc-from-user",
+                    sa,
                     deployer.namespace,
-                )  # fmt: skip
+                )
                 self._oc_granted.remove(sa)
             except (OSError, ProvisionError) as exc:
                 problems.append(str(exc))  # the inventory still lists the grant

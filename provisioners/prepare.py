@@ -150,15 +150,35 @@ RUN_ID = "prepare-" + time.strftime("%Y%m%d-%H%M%S")
 #: the Kubernetes build is the longest (about 15 minutes cold on 2 cores).
 STEPS: tuple[Step, ...] = (
     Step("node-image", "the node image (Debian + Ray wheels)", 1200, _node_image),
-    Step("aws-image", "the AWS rehearsal image (+ boto3, moto)", 900, _rehearsal_image("provisioners.aws_rehearsal")),
-    Step("ibm-image", "the IBM rehearsal image (+ the Gen2 connector)", 900, _rehearsal_image("provisioners.ibm_rehearsal")),
-    Step("kube-toolchain", "the offline Kubernetes toolchain (kind, Kubernetes, KubeRay)", 3000, _toolchain),
-    Step("kind-node", "the kind node image with the Ray and operator images baked in", 1200, _kind_node),
+    Step(
+        "aws-image",
+        "the AWS rehearsal image (+ boto3, moto)",
+        900,
+        _rehearsal_image("provisioners.aws_rehearsal"),
+    ),
+    Step(
+        "ibm-image",
+        "the IBM rehearsal image (+ the Gen2 connector)",
+        900,
+        _rehearsal_image("provisioners.ibm_rehearsal"),
+    ),
+    Step(
+        "kube-toolchain",
+        "the offline Kubernetes toolchain (kind, Kubernetes, KubeRay)",
+        3000,
+        _toolchain,
+    ),
+    Step(
+        "kind-node",
+        "the kind node image with the Ray and operator images baked in",
+        1200,
+        _kind_node,
+    ),
     Step("kube-artifacts", "the kind runs' ingress controller", 1200, _kube_artifacts),
     # The upgrade check (make test's kind-operator) and --ray-operator-version; 98 s cold.
     Step("kuberay-releases", "the other KubeRay releases", 1200, _kuberay_releases),
     Step("legacy-wheel", "Ray 2.1.0's wheel (kind-rayup's schema check)", 300, _legacy_wheel),
-)  # fmt: skip
+)
 
 
 #: Steps that build on one another, in order; the chains themselves run side by side.

@@ -135,11 +135,15 @@ def ensure_image(
         tail: list[str] = []
         try:
             for chunk in client.api.build(
-                path=str(context), tag=tag, rm=True, forcerm=True, decode=True,
+                path=str(context),
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                decode=True,
                 network_mode="none",  # wheels come from the context: the build needs no network
                 buildargs={"RUN_ID": run_id},
                 timeout=max(1, round(deadline - time.monotonic())),
-            ):  # fmt: skip
+            ):
                 line = str(chunk.get("stream") or chunk.get("status") or "").strip()
                 tail = [*tail[-9:], line] if line else tail
                 if "error" in chunk:
@@ -176,10 +180,21 @@ def _wheels(requirements: Sequence[str], progress: Callable[[str], None], timeou
     dest.mkdir(parents=True, exist_ok=True)
     py = nodeimage.NODE_PYTHON.replace(".", "")
     argv = [
-        *requirements, "-d", str(dest), "--only-binary=:all:", "--implementation", "cp",
-        "--python-version", nodeimage.NODE_PYTHON, "--abi", f"cp{py}", "--abi", "abi3",
-        "--abi", "none",
-    ]  # fmt: skip
+        *requirements,
+        "-d",
+        str(dest),
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        nodeimage.NODE_PYTHON,
+        "--abi",
+        f"cp{py}",
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+    ]
     for plat in ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "linux_x86_64", "any"):
         argv += ["--platform", plat]
     try:
@@ -208,9 +223,20 @@ class DropRule(CountedRule):
 
     def spec(self) -> list[str]:
         return [
-            "INPUT", "-i", self.bridge, "-m", "conntrack", "--ctstate", "NEW",
-            "-m", "comment", "--comment", self.comment, "-j", "DROP",
-        ]  # fmt: skip
+            "INPUT",
+            "-i",
+            self.bridge,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            self.comment,
+            "-j",
+            "DROP",
+        ]
 
 
 # --- The instance loop --------------------------------------------------------------------------
@@ -313,7 +339,9 @@ class InstanceLoop:
         assert self._docker is not None
         instances = self.listing()
         flt = {"label": [f"{k}={v}" for k, v in self.stage.labels.items()] + [INSTANCE_LABEL]}
-        have = {c.labels[INSTANCE_LABEL]: c for c in self._docker.containers.list(all=True, filters=flt)}  # fmt: skip
+        have = {
+            c.labels[INSTANCE_LABEL]: c for c in self._docker.containers.list(all=True, filters=flt)
+        }
         for inst in instances:
             box = have.get(inst.id)
             if inst.state == "running":
@@ -342,24 +370,34 @@ class InstanceLoop:
             return
         layout = self.stage.LAYOUT
         if not in_network(inst.ip, layout.instances) or in_network(inst.ip, layout.helpers):
-            self._refuse(inst.id, f"private ip {inst.ip or 'none'} is not an instance address of {layout.subnet}")  # fmt: skip
+            self._refuse(
+                inst.id,
+                f"private ip {inst.ip or 'none'} is not an instance address of {layout.subnet}",
+            )
             return
         assert self._docker is not None
         net, name = self.stage.network, run_name(self.stage.run_id, self.stage.mode, inst.id)
         self._docker.containers.run(
-            self.image, ["bash", "-c", INSTANCE_COMMAND], name=name, hostname=inst.hostname,
-            detach=True, labels={**self.stage.labels, INSTANCE_LABEL: inst.id}, shm_size=SHM_SIZE,
+            self.image,
+            ["bash", "-c", INSTANCE_COMMAND],
+            name=name,
+            hostname=inst.hostname,
+            detach=True,
+            labels={**self.stage.labels, INSTANCE_LABEL: inst.id},
+            shm_size=SHM_SIZE,
             environment={**self.env, **inst.env},
             networking_config={net: self._docker.api.create_endpoint_config(ipv4_address=inst.ip)},
             network=net,
-        )  # fmt: skip
+        )
         self.state.backed[inst.id] = inst.ip
         self.stage.progress(f"instance {inst.id} backed by a container at {inst.ip}")
 
     def _float(self, inst: Instance, box: Any) -> None:
         layout, fip = self.stage.LAYOUT, str(inst.floating_ip)
         if layout.floating is None or not in_network(fip, layout.floating):
-            self._refuse(inst.id, f"floating ip {fip} is not on the run's floating network {layout.floating}")  # fmt: skip
+            self._refuse(
+                inst.id, f"floating ip {fip} is not on the run's floating network {layout.floating}"
+            )
             return
         assert self._docker is not None
         self._docker.networks.get(self.stage.floating_network).connect(box, ipv4_address=fip)
@@ -383,15 +421,19 @@ class ClientLauncher(Launcher):
     def __init__(self, base: Launcher, container: str, docker_host: str | None) -> None:
         env = {"DOCKER_HOST": docker_host} if docker_host else {}
         super().__init__(
-            base.config_path, run_id=base.run_id, log=base.log, env={**base.env, **env},
-            progress=base.progress, tmp_dir=base.tmp_dir,
-        )  # fmt: skip
+            base.config_path,
+            run_id=base.run_id,
+            log=base.log,
+            env={**base.env, **env},
+            progress=base.progress,
+            tmp_dir=base.tmp_dir,
+        )
         self.container = container
 
     def _ray(self, *args: str, log_style: bool = True) -> list[str]:
         style = ["--log-style", "record"] if log_style else []
         env = [f"--env={k}={v}" for k, v in sorted(self.env.items()) if k != "DOCKER_HOST"]
-        return ["docker", "exec", *env, self.container, "ray", *args, *style, str(self.config_path)]  # fmt: skip
+        return ["docker", "exec", *env, self.container, "ray", *args, *style, str(self.config_path)]
 
 
 class Stage:
@@ -442,21 +484,39 @@ class Stage:
     def create_networks(self, client: docker.DockerClient) -> None:
         """The run's internal network(s), each with a drop rule on its bridge."""
         layout = self.LAYOUT
-        nets = [(self.network, docker.types.IPAMPool(subnet=layout.subnet, iprange=layout.helpers, gateway=layout.gateway))]  # fmt: skip
+        nets = [
+            (
+                self.network,
+                docker.types.IPAMPool(
+                    subnet=layout.subnet, iprange=layout.helpers, gateway=layout.gateway
+                ),
+            )
+        ]
         if layout.floating:
-            pool = docker.types.IPAMPool(subnet=layout.floating, iprange=layout.floating_helpers, gateway=layout.floating_gateway)  # fmt: skip
+            pool = docker.types.IPAMPool(
+                subnet=layout.floating,
+                iprange=layout.floating_helpers,
+                gateway=layout.floating_gateway,
+            )
             nets.append((self.floating_network, pool))
         for name, pool in nets:
             try:
                 net = client.networks.create(
-                    name, driver="bridge", internal=True, labels=self.labels,
+                    name,
+                    driver="bridge",
+                    internal=True,
+                    labels=self.labels,
                     ipam=docker.types.IPAMConfig(pool_configs=[pool]),
-                )  # fmt: skip
+                )
             except docker.errors.APIError as exc:
                 holders = [
-                    n.name for n in client.networks.list()
-                    if any(c.get("Subnet") == pool["Subnet"] for c in (n.attrs.get("IPAM") or {}).get("Config") or [])
-                ]  # fmt: skip
+                    n.name
+                    for n in client.networks.list()
+                    if any(
+                        c.get("Subnet") == pool["Subnet"]
+                        for c in (n.attrs.get("IPAM") or {}).get("Config") or []
+                    )
+                ]
                 raise ProvisionError(
                     f"{self.CLOUD} rehearsal: cannot create network {name} on {pool['Subnet']}: "
                     f"{containers.one_line(exc)}"
@@ -485,10 +545,17 @@ class Stage:
         """A service container of the run on its network at ``ip`` (and on the floating one),
         ready by ``wait`` (default: running) within ``timeout``."""
         service = Service(
-            image, command, name=run_name(self.run_id, self.mode, name), labels=self.labels,
-            docker_host=self.docker_host, env=env, volumes=volumes, network=self.network, ip=ip,
+            image,
+            command,
+            name=run_name(self.run_id, self.mode, name),
+            labels=self.labels,
+            docker_host=self.docker_host,
+            env=env,
+            volumes=volumes,
+            network=self.network,
+            ip=ip,
             wait=wait,
-        )  # fmt: skip
+        )
         self.services.append(service)
         try:
             service.start_within(timeout)
@@ -564,7 +631,7 @@ class Stage:
             "exec": f"docker exec {self.client_container} ray exec {config} 'ray status'",
             "dashboard": f"ssh tunnel: {shlex.join(head.argv(None, '-N', '-L', '8265:127.0.0.1:8265'))}",
             "cloud api": self.endpoint,
-        }  # fmt: skip
+        }
 
     def removal_commands(self) -> list[str]:
         """What removes a kept rehearsal by hand (``--ray-keep-cluster``): the sweep of the run's
@@ -574,7 +641,10 @@ class Stage:
     def inventory(self) -> list[InventoryItem]:
         items: list[InventoryItem] = []
         try:  # an engine that does not answer lists nothing: a failure, never "clean"
-            with listing(f"Docker objects of run {self.run_id} ({self.mode})"), self._client() as client:  # fmt: skip
+            with (
+                listing(f"Docker objects of run {self.run_id} ({self.mode})"),
+                self._client() as client,
+            ):
                 items += containers.inventory(client, self.run_id, self.mode)
         except InventoryError as exc:
             items.append(exc.item(self.run_id))
@@ -593,8 +663,10 @@ class Stage:
             # Not a leftover but a breach: reported where a clean run must show nothing.
             items.append(
                 InventoryItem(
-                    "blocked-connection", f"{self.rule_hits} packet(s)", self.run_id,
+                    "blocked-connection",
+                    f"{self.rule_hits} packet(s)",
+                    self.run_id,
                     "instances tried to open connections to this host",
                 )
-            )  # fmt: skip
+            )
         return items

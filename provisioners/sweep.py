@@ -128,10 +128,15 @@ def _processes(selection: Selection) -> list[Leftover]:
             continue
         out.append(
             Leftover(
-                run_id, mode, "process", str(proc.pid), cmdline[:100],
-                remove=_killer(proc), order=10,
+                run_id,
+                mode,
+                "process",
+                str(proc.pid),
+                cmdline[:100],
+                remove=_killer(proc),
+                order=10,
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -168,8 +173,18 @@ def _docker(selection: Selection) -> list[Leftover]:
             continue
         name = (obj.tags[0] if obj.tags else obj.short_id) if kind == "image" else obj.name
         detail = obj.short_id + (f" {obj.status}" if kind == "container" else "")
-        out.append(Leftover(run_id, mode, kind, name, detail, _docker_remover(kind, obj), order,
-                            created=_created(obj.attrs.get("Created") or obj.attrs.get("CreatedAt"))))  # fmt: skip
+        out.append(
+            Leftover(
+                run_id,
+                mode,
+                kind,
+                name,
+                detail,
+                _docker_remover(kind, obj),
+                order,
+                created=_created(obj.attrs.get("Created") or obj.attrs.get("CreatedAt")),
+            )
+        )
     return out
 
 
@@ -239,9 +254,14 @@ def _unreachable(run_id: str, entry: dict[str, Any], why: str) -> Leftover:
         raise RuntimeError(why)
 
     return Leftover(
-        run_id, str(entry.get("mode") or ""), str(entry.get("kind")), "?", f"cannot tell: {why}",
-        remove=fail, order=80,
-    )  # fmt: skip
+        run_id,
+        str(entry.get("mode") or ""),
+        str(entry.get("kind")),
+        "?",
+        f"cannot tell: {why}",
+        remove=fail,
+        order=80,
+    )
 
 
 def _path(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
@@ -255,8 +275,17 @@ def _path(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
         else:
             path.unlink(missing_ok=True)
 
-    return [Leftover(run_id, str(entry.get("mode") or ""), "directory" if path.is_dir() else "file",
-                     str(path), str(entry.get("what") or ""), remove, 85)]  # fmt: skip
+    return [
+        Leftover(
+            run_id,
+            str(entry.get("mode") or ""),
+            "directory" if path.is_dir() else "file",
+            str(path),
+            str(entry.get("what") or ""),
+            remove,
+            85,
+        )
+    ]
 
 
 def _ray_cluster(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
@@ -294,8 +323,16 @@ def _iptables_rule(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
         while run_full([binary, "-w", "5", "-C", *spec], 30, check=False).returncode == 0:
             run([binary, "-w", "5", "-D", *spec], 30, what="iptables -D")
 
-    return [Leftover(run_id, str(entry.get("mode") or ""), "iptables-rule", shlex.join(spec),
-                     remove=remove, order=65)]  # fmt: skip
+    return [
+        Leftover(
+            run_id,
+            str(entry.get("mode") or ""),
+            "iptables-rule",
+            shlex.join(spec),
+            remove=remove,
+            order=65,
+        )
+    ]
 
 
 def _kube(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
@@ -317,7 +354,9 @@ def _kube(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
         for o in kube.list_objects(api_version, kind, selector=selector)
     ]
     namespace = str(entry.get("namespace") or "")
-    if namespace and not any(o["kind"] == "Namespace" and o["metadata"]["name"] == namespace for o in objs):  # fmt: skip
+    if namespace and not any(
+        o["kind"] == "Namespace" and o["metadata"]["name"] == namespace for o in objs
+    ):
         found = kube.get("v1", "Namespace", namespace)
         objs += [found] if found else []
 
@@ -330,10 +369,17 @@ def _kube(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
 
     shutil.rmtree(cache.parent, ignore_errors=True)
     return [
-        Leftover(run_id, mode, o["kind"].lower(), o["metadata"]["name"], where, remover(o),
-                 45 if o["kind"] == "Namespace" else 46)
+        Leftover(
+            run_id,
+            mode,
+            o["kind"].lower(),
+            o["metadata"]["name"],
+            where,
+            remover(o),
+            45 if o["kind"] == "Namespace" else 46,
+        )
         for o in objs
-    ]  # fmt: skip
+    ]
 
 
 def _ssh_hosts(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
@@ -352,15 +398,33 @@ def _ssh_hosts(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
         target = SshTarget(str(host), user, key)
         pids = target.run(MARKED_PROCS.format(run_id=run_id), 30).split()
         if pids:
-            out.append(Leftover(run_id, mode, "remote-processes", f"{host}: {' '.join(pids)}", "Ray",
-                                functools.partial(target.run, stop, 60), 20))  # fmt: skip
+            out.append(
+                Leftover(
+                    run_id,
+                    mode,
+                    "remote-processes",
+                    f"{host}: {' '.join(pids)}",
+                    "Ray",
+                    functools.partial(target.run, stop, 60),
+                    20,
+                )
+            )
         if i == 0 and cluster:
             # Only when the config there is this run's: another cluster's copies are not ours.
-            mine = f"grep -qs -- {shlex.quote(cluster)} ~/{BOOTSTRAP_FILES[0]} && ls {files} 2>/dev/null || true"  # fmt: skip
+            mine = f"grep -qs -- {shlex.quote(cluster)} ~/{BOOTSTRAP_FILES[0]} && ls {files} 2>/dev/null || true"
             found = target.run(mine, 30).split()
             if found:
-                out.append(Leftover(run_id, mode, "remote-files", f"{host}: {' '.join(found)}",
-                                    "ray up's copies", functools.partial(target.run, f"rm -f {files}", 30), 21))  # fmt: skip
+                out.append(
+                    Leftover(
+                        run_id,
+                        mode,
+                        "remote-files",
+                        f"{host}: {' '.join(found)}",
+                        "ray up's copies",
+                        functools.partial(target.run, f"rm -f {files}", 30),
+                        21,
+                    )
+                )
     return out
 
 
@@ -373,7 +437,13 @@ def _aws(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
     from provisioners.aws import aws_inventory, credentials_found, security_group_name
 
     if not credentials_found():
-        return [_unreachable(run_id, entry, "no AWS credentials to list EC2 with (the metadata service is never asked)")]  # fmt: skip
+        return [
+            _unreachable(
+                run_id,
+                entry,
+                "no AWS credentials to list EC2 with (the metadata service is never asked)",
+            )
+        ]
     session = botocore.session.Session()
     resolver = session.get_component("credential_provider")
     for method in ("iam-role", "container-role"):  # never 169.254.169.254
@@ -386,8 +456,11 @@ def _aws(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
     items = aws_inventory(ec2, cluster, run_id, key_name)
     instances = [i.name for i in items if i.kind == "instance"]
     mode = str(entry.get("mode") or "")
-    out = [Leftover(run_id, mode, f"aws {i.kind}", i.name, f"{region} {i.detail}".strip(), order=30)
-           for i in items if i.kind not in ("instance", "security-group", "key-pair")]  # fmt: skip
+    out = [
+        Leftover(run_id, mode, f"aws {i.kind}", i.name, f"{region} {i.detail}".strip(), order=30)
+        for i in items
+        if i.kind not in ("instance", "security-group", "key-pair")
+    ]
 
     def remove() -> None:
         from provisioners.waits import wait_for
@@ -395,9 +468,15 @@ def _aws(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
         if instances:
             ec2.terminate_instances(InstanceIds=instances)
         wait_for(
-            lambda: not [i for i in aws_inventory(ec2, cluster, run_id, key_name) if i.kind == "instance"],
-            timeout=_CLOUD_TIMEOUT_S, what=f"instances of {cluster} to terminate", interval=2.0,
-        )  # fmt: skip
+            lambda: (
+                not [
+                    i for i in aws_inventory(ec2, cluster, run_id, key_name) if i.kind == "instance"
+                ]
+            ),
+            timeout=_CLOUD_TIMEOUT_S,
+            what=f"instances of {cluster} to terminate",
+            interval=2.0,
+        )
         group = security_group_name(cluster)
 
         def group_gone() -> bool:
@@ -415,9 +494,16 @@ def _aws(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
     if named:
         # One removal for all: instances must be gone before their group can be deleted.
         out.append(
-            Leftover(run_id, mode, "aws objects", ", ".join(f"{i.kind} {i.name}" for i in named),
-                     region, remove, 30)
-        )  # fmt: skip
+            Leftover(
+                run_id,
+                mode,
+                "aws objects",
+                ", ".join(f"{i.kind} {i.name}" for i in named),
+                region,
+                remove,
+                30,
+            )
+        )
     return out
 
 
@@ -443,10 +529,22 @@ def _ibm(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
         for inst in (i for i in items if i.kind == "instance"):
             vpc.delete_instance(inst.name)
         wait_for(
-            lambda: not [i for i in ibm_inventory(vpc, cluster, run_id, key_name, before) if i.kind == "instance"],
-            timeout=_CLOUD_TIMEOUT_S, what=f"instances of {cluster} to be deleted", interval=2.0,
-        )  # fmt: skip
-        deleters = {"floating-ip": vpc.delete_floating_ip, "volume": vpc.delete_volume, "key": vpc.delete_key}  # fmt: skip
+            lambda: (
+                not [
+                    i
+                    for i in ibm_inventory(vpc, cluster, run_id, key_name, before)
+                    if i.kind == "instance"
+                ]
+            ),
+            timeout=_CLOUD_TIMEOUT_S,
+            what=f"instances of {cluster} to be deleted",
+            interval=2.0,
+        )
+        deleters = {
+            "floating-ip": vpc.delete_floating_ip,
+            "volume": vpc.delete_volume,
+            "key": vpc.delete_key,
+        }
         for item in items:
             if item.kind in deleters:
                 try:
@@ -455,9 +553,17 @@ def _ibm(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
                     if getattr(exc, "code", None) != 404:
                         raise
 
-    return [Leftover(run_id, str(entry.get("mode") or ""), "ibm objects",
-                     ", ".join(f"{i.kind} {i.name}" for i in items), str(entry["endpoint"]),
-                     remove, 30)]  # fmt: skip
+    return [
+        Leftover(
+            run_id,
+            str(entry.get("mode") or ""),
+            "ibm objects",
+            ", ".join(f"{i.kind} {i.name}" for i in items),
+            str(entry["endpoint"]),
+            remove,
+            30,
+        )
+    ]
 
 
 def _run_dirs(selection: Selection) -> list[Leftover]:
@@ -470,13 +576,25 @@ def _run_dirs(selection: Selection) -> list[Leftover]:
         if selection.mode:
             private = directory / runstate.PRIVATE_DIR / selection.mode
             if private.exists():
-                out += _path(run_id, {"mode": selection.mode, "path": str(private), "what": "the mode's secrets"})  # fmt: skip
+                out += _path(
+                    run_id,
+                    {"mode": selection.mode, "path": str(private), "what": "the mode's secrets"},
+                )
             continue
         secrets = directory / runstate.PRIVATE_DIR
         held = secrets.exists() and any(p.is_file() for p in secrets.rglob("*"))
-        out.append(Leftover(run_id, "", "run-state", str(directory),
-                            "its lock, notes and secrets" if held else "its lock and notes",
-                            functools.partial(shutil.rmtree, directory), 90, quiet=not held))  # fmt: skip
+        out.append(
+            Leftover(
+                run_id,
+                "",
+                "run-state",
+                str(directory),
+                "its lock, notes and secrets" if held else "its lock and notes",
+                functools.partial(shutil.rmtree, directory),
+                90,
+                quiet=not held,
+            )
+        )
     return out
 
 
@@ -622,9 +740,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mode", default="", help="Only what this mode of the run made")
     p.add_argument(
-        "--older-than", type=parse_age, metavar="AGE",
+        "--older-than",
+        type=parse_age,
+        metavar="AGE",
         help="Only runs that started longer ago than AGE (90s, 30m, 2h, 1d)",
-    )  # fmt: skip
+    )
     p.add_argument("--images", action="store_true", help="Also remove images the runs built")
     return p
 

@@ -78,9 +78,16 @@ class VmProvisioner(SshRayUpMode):
 
     TEMPLATE: ClassVar[str] = "vm.yaml"
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
-        HOSTS, SSH_USER, SSH_KEY, LAUNCHER_CONFIG, AUTOSCALER_V2,
-        nodeimage.IMAGE, nodeimage.IMAGE_BUILD, containers.DOCKER_HOST, NO_EGRESS,
-    )  # fmt: skip
+        HOSTS,
+        SSH_USER,
+        SSH_KEY,
+        LAUNCHER_CONFIG,
+        AUTOSCALER_V2,
+        nodeimage.IMAGE,
+        nodeimage.IMAGE_BUILD,
+        containers.DOCKER_HOST,
+        NO_EGRESS,
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -168,9 +175,14 @@ class VmProvisioner(SshRayUpMode):
         if hosts:
             # Before Ray runs there: how a sweep after a crash reaches the hosts to stop it.
             runstate.note(
-                self.spec.run_id, self.spec.mode, "ssh-hosts", hosts=list(hosts),
-                user=self.ssh_user, key=str(self.ssh_key), cluster=self._cluster_name(),
-            )  # fmt: skip
+                self.spec.run_id,
+                self.spec.mode,
+                "ssh-hosts",
+                hosts=list(hosts),
+                user=self.ssh_user,
+                key=str(self.ssh_key),
+                cluster=self._cluster_name(),
+            )
             return [Machine(h, h) for h in hosts]
         return self._start_containers(self.remaining())
 
@@ -248,8 +260,12 @@ class VmProvisioner(SshRayUpMode):
         dest.mkdir(parents=True, exist_ok=True)
         if not any(dest.glob("*.whl")):
             argv = [
-                "--no-deps", "--only-binary=:all:", "-d", str(dest), SETUP_REQUIREMENT,
-            ]  # fmt: skip
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(dest),
+                SETUP_REQUIREMENT,
+            ]
             try:
                 pip_download(argv, timeout, what=f"pip download {SETUP_REQUIREMENT}")
             except CommandError as e:
@@ -259,15 +275,21 @@ class VmProvisioner(SshRayUpMode):
     def _start_containers(self, timeout: float) -> list[Machine]:
         spec = self.spec
         image = self._image = nodeimage.ensure_node_image(
-            spec.progress, timeout,
-            image=spec.get(nodeimage.IMAGE), force_build=spec.get(nodeimage.IMAGE_BUILD),
-            need_ssh=True, docker_host=spec.get(containers.DOCKER_HOST), run_id=spec.run_id,
-        )  # fmt: skip
+            spec.progress,
+            timeout,
+            image=spec.get(nodeimage.IMAGE),
+            force_build=spec.get(nodeimage.IMAGE_BUILD),
+            need_ssh=True,
+            docker_host=spec.get(containers.DOCKER_HOST),
+            run_id=spec.run_id,
+        )
         labels = containers.labels(spec.run_id, spec.mode)
         assert self.ssh_key is not None
         pub = Path(f"{self.ssh_key}.pub").read_text().strip()
         names = [run_name(spec.run_id, spec.mode, "head")]
-        names += [run_name(spec.run_id, spec.mode, "worker", str(i)) for i in range(1, self._workers + 1)]  # fmt: skip
+        names += [
+            run_name(spec.run_id, spec.mode, "worker", str(i)) for i in range(1, self._workers + 1)
+        ]
         self._creating = True  # until every node exists: see containers.remove(late=)
         with self._docker() as client:
             assert client is not None
@@ -280,11 +302,17 @@ class VmProvisioner(SshRayUpMode):
             machines = []
             for name in names:
                 container = client.containers.run(
-                    image, ["bash", "-c", SSHD_COMMAND], name=name, hostname=name,
-                    detach=True, labels=labels, network=net.name, shm_size=SHM_SIZE,
+                    image,
+                    ["bash", "-c", SSHD_COMMAND],
+                    name=name,
+                    hostname=name,
+                    detach=True,
+                    labels=labels,
+                    network=net.name,
+                    shm_size=SHM_SIZE,
                     environment={"RC_AUTHORIZED_KEY": pub},
                     **({"dns": NO_UPSTREAM_DNS} if self._egress is not None else {}),
-                )  # fmt: skip
+                )
                 info = client.api.inspect_container(container.id)
                 ip = info["NetworkSettings"]["Networks"][net.name]["IPAddress"]
                 if not ip:
@@ -347,8 +375,15 @@ class VmProvisioner(SshRayUpMode):
             out = self.target(self.machines[0]).run(self._bootstrap_listing(), 30)
         except (CommandError, ProvisionError):
             return []  # an unreachable head: its processes' listing says so already
-        return [InventoryItem("file", f"{self.machines[0].name}:{f}", self.spec.run_id, "ray up's copy on the head")
-                for f in out.split()]  # fmt: skip
+        return [
+            InventoryItem(
+                "file",
+                f"{self.machines[0].name}:{f}",
+                self.spec.run_id,
+                "ray up's copy on the head",
+            )
+            for f in out.split()
+        ]
 
     def _bootstrap_listing(self) -> str:
         # Only when the config there is this run's: another cluster's copies are not ours.
@@ -380,6 +415,8 @@ class VmProvisioner(SshRayUpMode):
                 what = f"Ray processes on {machine.name} ({machine.ip})"
                 items.append(InventoryError(what, exc).item(self.spec.run_id))
                 continue
-            items += [InventoryItem("process", f"{machine.name}:{pid}", self.spec.run_id, "Ray")
-                      for pid in out.split()]  # fmt: skip
+            items += [
+                InventoryItem("process", f"{machine.name}:{pid}", self.spec.run_id, "Ray")
+                for pid in out.split()
+            ]
         return items

@@ -204,7 +204,11 @@ def write_archive(report_dir: Path, dest: Path) -> Path:
 
     Refuses (:class:`~reports.secrets.SecretInReport`, naming the file) a dir holding a key.
     """
-    refuse_secrets(report_dir, (p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*") if p.is_file()), dest.name)  # fmt: skip
+    refuse_secrets(
+        report_dir,
+        (p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*") if p.is_file()),
+        dest.name,
+    )
     top = dest.name.removesuffix(".tar.gz")
     tmp = dest.with_name(f".{dest.name}.tmp")
     with tarfile.open(tmp, "w:gz") as tar:

@@ -88,9 +88,13 @@ def test_head_loss_cluster_recovers(
         seen[0] = (
             f"head: {'new ' + str(new[0]['node_id'])[:12] + ' at ' + str(new[0].get('node_ip')) if new else 'no new head node'}; "
             f"workers alive: {workers} of {ray_cluster.expected_nodes - 1} ("
-            + ", ".join(f"{str(n['node_id'])[:12]} at {n.get('node_ip')}" for n in alive if not n.get("is_head_node"))
+            + ", ".join(
+                f"{str(n['node_id'])[:12]} at {n.get('node_ip')}"
+                for n in alive
+                if not n.get("is_head_node")
+            )
             + ")"
-        )  # fmt: skip
+        )
         return bool(new) and 0 <= len(alive) - ray_cluster.expected_nodes <= extra
 
     t0 = time.monotonic()

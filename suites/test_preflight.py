@@ -44,10 +44,12 @@ def test_preflight_ray_version_matches_client(
     apart = "; ".join(f"Ray {v}: {release_distance(here, v)}" for v in theirs)
     tried = what_ray_client_does(request.config, ray_provisioner, ray_run_script)
     raise AssertionError(
-        f"Ray {here} here; " + "; ".join(other) + (f" ({apart})" if apart else "")
+        f"Ray {here} here; "
+        + "; ".join(other)
+        + (f" ({apart})" if apart else "")
         + f". What Ray Client does with it, tried: {tried}. Install the cluster's version here "
         "(or the same Ray on every node)"
-    )  # fmt: skip
+    )
 
 
 def release_distance(here: str, there: str) -> str:

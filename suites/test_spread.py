@@ -133,9 +133,12 @@ def test_spread_from_outside_every_node_runs_work(
     run = ray_run_script(source, ray_client_address)
     assert run.returncode == 0, run.explain()
     check_spread(
-        parse_result(run.stdout), ray_cluster, "outside", request.node.user_properties,
+        parse_result(run.stdout),
+        ray_cluster,
+        "outside",
+        request.node.user_properties,
         headroom(ray_provisioner),
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.ray_certification
@@ -157,9 +160,12 @@ def test_spread_from_inside_every_node_runs_work(
         spread_source(ray_spread_iterations, ray_spread_tasks, ray_spec.timeouts.job)
     )
     check_spread(
-        parse_result(output), ray_cluster, "inside", request.node.user_properties,
+        parse_result(output),
+        ray_cluster,
+        "inside",
+        request.node.user_properties,
         headroom(ray_provisioner),
-    )  # fmt: skip
+    )
 
 
 def check_together(results: list[dict[str, Any]], sessions: int, address: str) -> None:

@@ -128,8 +128,11 @@ def rules(run_id: str) -> list[list[str]]:
 def sweep(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "provisioners", "sweep", *args],
-        capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
 
 def listed(dry_run_output: str, run_id: str) -> set[str]:
@@ -150,9 +153,14 @@ def clean_shell(command: str, timeout: float = 600) -> subprocess.CompletedProce
     """``command`` in a shell with nothing of ours in its environment: no venv, a bare PATH."""
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
     return subprocess.run(
-        ["/bin/sh", "-c", command], env=env, cwd="/", capture_output=True, text=True,
-        timeout=timeout, check=False,
-    )  # fmt: skip
+        ["/bin/sh", "-c", command],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def run_argv(
@@ -160,9 +168,17 @@ def run_argv(
 ) -> list[str]:
     """A real run of one mode as a person starts it, with its own run id and report dir."""
     return [
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--ray-modes={mode}",
-        f"--ray-run-id={run_id}", f"--ray-report-dir={report}", *flags, *selection,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        f"--ray-modes={mode}",
+        f"--ray-run-id={run_id}",
+        f"--ray-report-dir={report}",
+        *flags,
+        *selection,
+    ]
 
 
 def start_run(
@@ -171,6 +187,10 @@ def start_run(
     """``argv`` started from the checkout in a session of its own, its output into ``output``."""
     with output.open("wb") as out:
         return subprocess.Popen(
-            argv, cwd=REPO, env={**os.environ, **(env or {})}, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            argv,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

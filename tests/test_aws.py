@@ -41,10 +41,17 @@ REPO = Path(__file__).resolve().parent.parent
 #: The image cache as this user has it: pytester moves HOME, which would mean a rebuild.
 CACHE_HOME = nodeimage.cache_dir().parent
 AWS_VARS = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-)  # fmt: skip
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
 
 
 def _spec(tmp_path: Path, **options: object) -> ClusterSpec:
@@ -175,8 +182,11 @@ def test_render_sets_run_name_key_tags_and_no_network_setup(tmp_path: Path) -> N
     for node_type in config["available_node_types"].values():
         node = node_type["node_config"]
         assert node["KeyName"] == run_name(spec.run_id, "aws", "key")
-        tagged = {s["ResourceType"] for s in node["TagSpecifications"]
-                  if {"Key": RUN_ID_LABEL, "Value": spec.run_id} in s["Tags"]}  # fmt: skip
+        tagged = {
+            s["ResourceType"]
+            for s in node["TagSpecifications"]
+            if {"Key": RUN_ID_LABEL, "Value": spec.run_id} in s["Tags"]
+        }
         assert tagged == {"instance", "volume"}
     assert all(config[key] == [] for key in aws.SETUP_KEYS)
     assert config["available_node_types"]["ray.worker.default"]["min_workers"] == 2
@@ -260,17 +270,26 @@ def _launch(ec2: Any, cluster: str, run_id: str) -> str:
     group = ec2.create_security_group(GroupName=security_group_name(cluster), Description="ray")
     tags = [{"Key": "ray-cluster-name", "Value": cluster}, {"Key": RUN_ID_LABEL, "Value": run_id}]
     r = ec2.run_instances(
-        ImageId="ami-785db401", MinCount=1, MaxCount=1, InstanceType="m5.large",
-        SubnetId=subnet, SecurityGroupIds=[group["GroupId"]], KeyName="k",
-        TagSpecifications=[{"ResourceType": "instance", "Tags": tags},
-                           {"ResourceType": "volume", "Tags": tags[1:]}],
-    )  # fmt: skip
+        ImageId="ami-785db401",
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="m5.large",
+        SubnetId=subnet,
+        SecurityGroupIds=[group["GroupId"]],
+        KeyName="k",
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": tags},
+            {"ResourceType": "volume", "Tags": tags[1:]},
+        ],
+    )
     return str(r["Instances"][0]["InstanceId"])
 
 
 def test_inventory_lists_what_the_run_left_and_nothing_of_others(ec2: Any, tmp_path: Path) -> None:
     key = tmp_path / "k.pub"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)  # fmt: skip
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
+    )
     ec2.import_key_pair(KeyName="k", PublicKeyMaterial=key.read_bytes())
     ec2.create_security_group(GroupName="someone-elses", Description="not ours")
     iid = _launch(ec2, "rc-r1-aws", "r1")
@@ -292,12 +311,19 @@ def test_teardown_removes_rays_leftovers_and_reports_a_planted_group(
     ec2.import_key_pair(KeyName=p._key_name, PublicKeyMaterial=_public_key(tmp_path))
     _launch(ec2, p._cluster, spec.run_id)  # an instance `ray down` missed, and Ray's group
     planted = ec2.create_security_group(
-        GroupName="planted", Description="left on purpose",
-        TagSpecifications=[{"ResourceType": "security-group",
-                            "Tags": [{"Key": RUN_ID_LABEL, "Value": spec.run_id}]}],
-    )  # fmt: skip
+        GroupName="planted",
+        Description="left on purpose",
+        TagSpecifications=[
+            {
+                "ResourceType": "security-group",
+                "Tags": [{"Key": RUN_ID_LABEL, "Value": spec.run_id}],
+            }
+        ],
+    )
     monkeypatch.setattr(p, "ec2", lambda: ec2)
-    monkeypatch.setattr(p, "_client", lambda service: boto3.client(service, region_name="us-west-2"))  # fmt: skip
+    monkeypatch.setattr(
+        p, "_client", lambda service: boto3.client(service, region_name="us-west-2")
+    )
     p._cleaned = False
     p.remove_machines()
     left = p.leak_query()
@@ -472,21 +498,39 @@ def test_rehearsal_reports_a_planted_group_and_never_writes_secrets(
         "AWS_SESSION_TOKEN": "planted-env-token-ZmFrZVRva2Vu",
     }
     shared = tmp_path / "credentials"
-    shared.write_text("[default]\naws_access_key_id = AKIAPLANTEDFILE00042\n"
-                      "aws_secret_access_key = planted-file-secret-c2VjcmV0\n")  # fmt: skip
+    shared.write_text(
+        "[default]\naws_access_key_id = AKIAPLANTEDFILE00042\n"
+        "aws_secret_access_key = planted-file-secret-c2VjcmV0\n"
+    )
     env = {**secrets, "AWS_SHARED_CREDENTIALS_FILE": str(shared), "XDG_CACHE_HOME": str(CACHE_HOME)}
     for name, value in env.items():
         pytester._monkeypatch.setenv(name, value)
-    pytester.makepyfile(test_a_plant=PLANT, test_z_leak=(REPO / "suites" / "test_teardown_leak.py").read_text())  # fmt: skip
+    pytester.makepyfile(
+        test_a_plant=PLANT, test_z_leak=(REPO / "suites" / "test_teardown_leak.py").read_text()
+    )
     report = tmp_path / "report"
     result = pytester.runpytest_subprocess(
-        "--ray-modes", "aws", "--ray-aws-rehearsal", "--ray-workers", "0",
-        "--ray-report-dir", str(report), "-p", "no:cacheprovider", timeout=840,
-    )  # fmt: skip
+        "--ray-modes",
+        "aws",
+        "--ray-aws-rehearsal",
+        "--ray-workers",
+        "0",
+        "--ray-report-dir",
+        str(report),
+        "-p",
+        "no:cacheprovider",
+        timeout=840,
+    )
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*teardown left 1 thing(s) behind:*", "*security-group sg-* (rc-*-planted)*"])  # fmt: skip
+    result.stdout.fnmatch_lines(
+        ["*teardown left 1 thing(s) behind:*", "*security-group sg-* (rc-*-planted)*"]
+    )
     # The run keeps its notes for the sweep the harness prints; the printed command runs as is.
-    [remove] = [line.split("remove them with: ", 1)[1] for line in result.outlines if "remove them with: " in line]  # fmt: skip
+    [remove] = [
+        line.split("remove them with: ", 1)[1]
+        for line in result.outlines
+        if "remove them with: " in line
+    ]
     run(["bash", "-c", remove], 300, what="the printed sweep")
     run_id = remove.split("--run-id ", 1)[1].split()[0]
     assert not runstate.run_dir(run_id).exists()  # nothing of the run is left, its notes neither

@@ -150,7 +150,13 @@ def test_a_complete_target_passes_the_same_checks(pytester: pytest.Pytester) -> 
     target = pytester.path / "target.yaml"
     target.write_text(COMPLETE_TARGET)
     result = run(
-        pytester, *modes("fake=FakeProvisioner"), "--ray-report-dir", str(pytester.path / "r"),
-        "--ray-certify", str(target), "-k", "no_such_check",
-    )  # fmt: skip
+        pytester,
+        *modes("fake=FakeProvisioner"),
+        "--ray-report-dir",
+        str(pytester.path / "r"),
+        "--ray-certify",
+        str(target),
+        "-k",
+        "no_such_check",
+    )
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, result.errlines

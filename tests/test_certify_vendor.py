@@ -90,16 +90,26 @@ def test_example_vendor_certifies_through_its_entry_point(tmp_path: Path) -> Non
     # Found through the entry point alone: in the modes list and, with its option, in --help.
     listed = subprocess.run(
         [python, "-m", "provisioners", "modes", "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     modes = {m["name"]: m for m in json.loads(listed.stdout)}
     assert modes["example"]["source"] == "rc_example:ExampleProvisioner", listed.stdout
     assert modes["example"]["options"] == ["--ray-example-zone"]
     assert modes["example"]["error"] == ""
     helped = subprocess.run(
         [python, "-m", "pytest", "--help"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert "--ray-example-zone" in helped.stdout
 
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=840)

@@ -224,10 +224,19 @@ def _broken(pytester: pytest.Pytester) -> None:
 def _run(pytester: pytest.Pytester, cls: str, select: str, *args: str) -> pytest.RunResult:
     # importlib: the suites' module names (test_launcher, ...) are taken in this process.
     return run(
-        pytester, "suites", "--import-mode=importlib",
-        "--ray-provisioner", f"broken=brokenmod:{cls}", "-k", select,
-        "--ray-node-timeout", "1", "--ray-report-dir", str(pytester.path / "report"), *args,
-    )  # fmt: skip
+        pytester,
+        "suites",
+        "--import-mode=importlib",
+        "--ray-provisioner",
+        f"broken=brokenmod:{cls}",
+        "-k",
+        select,
+        "--ray-node-timeout",
+        "1",
+        "--ray-report-dir",
+        str(pytester.path / "report"),
+        *args,
+    )
 
 
 def _fails(result: pytest.RunResult, check: str, *lines: str, param: str = "broken") -> None:
@@ -252,10 +261,23 @@ def test_spread_fails_on_misplaced_tasks_and_a_short_tally() -> None:
     cluster = ClusterHandle("m", 1, "2.60.0", "3.11", "h:6379")
     alive = [{"node_id": "aaaa", "hostname": "head", "ip": "10.0.0.1"}]
     load = {"tasks": 0, "submitted": 0, "done": 0, "seconds": 0.0, "tasks_per_s": 0.0}
-    misplaced = {"alive": alive, "joined": [], "load": load, "pinned": {"aaaa": 2}, "misplaced": [["aaaa", "zzzz"]]}  # fmt: skip
+    misplaced = {
+        "alive": alive,
+        "joined": [],
+        "load": load,
+        "pinned": {"aaaa": 2},
+        "misplaced": [["aaaa", "zzzz"]],
+    }
     with pytest.raises(AssertionError, match=r"pinned tasks ran on another node .*'zzzz'"):
         check_spread({**misplaced, "spread": {}, "iterations": 2}, cluster, "outside", [])
-    short = {"alive": alive, "joined": [], "load": load, "pinned": {"aaaa": 1}, "misplaced": [], "spread": {}}  # fmt: skip
+    short = {
+        "alive": alive,
+        "joined": [],
+        "load": load,
+        "pinned": {"aaaa": 1},
+        "misplaced": [],
+        "spread": {},
+    }
     with pytest.raises(AssertionError, match=r"outside: tally \{'aaaa': 1\} sums to 1"):
         check_spread({**short, "iterations": 3}, cluster, "outside", [])
 
@@ -416,10 +438,19 @@ def test_spread_allows_an_autoscalers_nodes_only_up_to_its_max() -> None:
     cluster = ClusterHandle("m", 1, "2.60.0", "3.11", "h:6379")
     alive = [{"node_id": n, "hostname": n, "ip": "10.0.0.1"} for n in ("aaaa", "bbbb", "cccc")]
     load = {"tasks": 3, "submitted": 3, "done": 3, "seconds": 1.0, "tasks_per_s": 3.0}
-    result = {"alive": alive, "joined": [], "load": load, "misplaced": [], "iterations": 1,
-              "pinned": {"aaaa": 1, "bbbb": 1, "cccc": 1}, "spread": {"aaaa": 3}}  # fmt: skip
+    result = {
+        "alive": alive,
+        "joined": [],
+        "load": load,
+        "misplaced": [],
+        "iterations": 1,
+        "pinned": {"aaaa": 1, "bbbb": 1, "cccc": 1},
+        "spread": {"aaaa": 3},
+    }
     check_spread(result, cluster, "outside", [], 2)
-    with pytest.raises(AssertionError, match=r"3 alive node\(s\), expected 1 \(\+ up to 1 autoscaled\)"):  # fmt: skip
+    with pytest.raises(
+        AssertionError, match=r"3 alive node\(s\), expected 1 \(\+ up to 1 autoscaled\)"
+    ):
         check_spread(result, cluster, "outside", [], 1)
     with pytest.raises(AssertionError, match=r"3 alive node\(s\), expected 1: "):
         check_spread(result, cluster, "outside", [])

@@ -134,9 +134,11 @@ def test_sigkill_mid_provision_then_sweep_removes_exactly_what_it_left(
     try:
         try:
             wait_for(
-                lambda: mid(run_id) or proc.poll() is not None, timeout=MID_TIMEOUT,
-                what=f"{mode} to be half-way through provisioning", interval=0.5,
-            )  # fmt: skip
+                lambda: mid(run_id) or proc.poll() is not None,
+                timeout=MID_TIMEOUT,
+                what=f"{mode} to be half-way through provisioning",
+                interval=0.5,
+            )
         except WaitTimeout as exc:
             pytest.fail(f"{exc}; output: {output.read_text()[-3000:]}")
         assert proc.poll() is None, (
@@ -192,8 +194,12 @@ def test_sigkill_mid_provision_then_sweep_removes_exactly_what_it_left(
 
         # Nothing the dead run wrote holds a secret, planted or its own.
         found = secrets_found([report], [output.read_text(errors="replace")])
-        found += [f"{report}: the run's own private key" for g in generated for f in report.rglob("*")
-                  if f.is_file() and g.strip() in f.read_text(errors="replace")]  # fmt: skip
+        found += [
+            f"{report}: the run's own private key"
+            for g in generated
+            for f in report.rglob("*")
+            if f.is_file() and g.strip() in f.read_text(errors="replace")
+        ]
         assert found == []
     finally:  # a failed assertion above must not leave the killed run behind
         if labeled(run_id) or rules(run_id) or processes(run_id):

@@ -337,10 +337,14 @@ def test_no_egress_drops_and_counts_what_a_node_sends_off_its_network(
     labels = {RUN_ID_LABEL: spec.run_id}
     with services.network(labels) as outside:
         target = Service(
-            provisioner._image, ["python3", "-m", "http.server", "8000"],
-            name=run_name(spec.run_id, "outside"), labels=labels, network=outside.name,
-            env={"PYTHONUNBUFFERED": "1"}, wait=LogMessageWaitStrategy("Serving HTTP"),
-        )  # fmt: skip
+            provisioner._image,
+            ["python3", "-m", "http.server", "8000"],
+            name=run_name(spec.run_id, "outside"),
+            labels=labels,
+            network=outside.name,
+            env={"PYTHONUNBUFFERED": "1"},
+            wait=LogMessageWaitStrategy("Serving HTTP"),
+        )
         try:
             ip = target.start_within(60).address(outside.name)
             probe = f"import socket; s = socket.socket(); s.settimeout(3); print(s.connect_ex(('{ip}', 8000)))"

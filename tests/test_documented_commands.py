@@ -87,7 +87,9 @@ def nightly_posargs() -> dict[str, list[str]]:
             for index, combination in enumerate(_combinations(job)):
                 line = str(step.get("run", "")).replace("${{ strategy.job-index }}", str(index))
                 for key, value in [*GITHUB.items(), *combination.items()]:
-                    line = line.replace(key if key.startswith(("$", '"')) else f"${{{{ matrix.{key} }}}}", value)  # fmt: skip
+                    line = line.replace(
+                        key if key.startswith(("$", '"')) else f"${{{{ matrix.{key} }}}}", value
+                    )
                 found = re.search(r"tox -e (\S+) -- (.*)", line)
                 if found:
                     env, rest = found.groups()
@@ -199,9 +201,17 @@ def test_kubeconfig_outside_the_checkout_reaches_the_mode(paths: dict[str, Path]
     kubeconfig = paths["--ray-kubeconfig"]  # exists, and is empty: not a kubeconfig
     report = paths["--ray-report-dir"]
     done = pytest_in_checkout(
-        ["--ray-modes", "kube-operator", "--ray-kubeconfig", str(kubeconfig),
-         "--ray-report-dir", str(report), "-k", "test_inventory_sees_the_running_cluster"]
-    )  # fmt: skip
+        [
+            "--ray-modes",
+            "kube-operator",
+            "--ray-kubeconfig",
+            str(kubeconfig),
+            "--ray-report-dir",
+            str(report),
+            "-k",
+            "test_inventory_sees_the_running_cluster",
+        ]
+    )
     seen = done.stdout + done.stderr
     assert "unrecognized arguments" not in seen, seen[-2000:]
     assert f"rootdir: {REPO}\n" in seen, seen[:1000]

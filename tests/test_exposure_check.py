@@ -39,10 +39,14 @@ def user_host(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     owner = f"t-host-{secrets.token_hex(3)}"  # not a run's: the vm runs must leave it alone
     with services.network({RUN_ID_LABEL: owner}) as net:
         host = Service(
-            image, ["bash", "-c", SSHD_COMMAND], name=f"rc-{owner}", labels={RUN_ID_LABEL: owner},
-            network=net.name, shm_size="400m",
+            image,
+            ["bash", "-c", SSHD_COMMAND],
+            name=f"rc-{owner}",
+            labels={RUN_ID_LABEL: owner},
+            network=net.name,
+            shm_size="400m",
             env={"RC_AUTHORIZED_KEY": Path(f"{key}.pub").read_text().strip()},
-        )  # fmt: skip
+        )
         try:
             host.start_within(60)
             ip = host.address(net.name)
@@ -57,12 +61,29 @@ def _vm_run(
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     report = tmp_path / f"report-{run_id}"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--ray-modes=vm",
-         f"--ray-vm-hosts={host}", "--ray-ssh-user=root", f"--ray-ssh-key={key}",
-         f"--ray-run-id={run_id}", f"--ray-report-dir={report}", *extra,
-         "suites/test_exposure.py", "suites/test_teardown_leak.py"],
-        cwd=REPO, capture_output=True, text=True, timeout=1500, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            "--ray-modes=vm",
+            f"--ray-vm-hosts={host}",
+            "--ray-ssh-user=root",
+            f"--ray-ssh-key={key}",
+            f"--ray-run-id={run_id}",
+            f"--ray-report-dir={report}",
+            *extra,
+            "suites/test_exposure.py",
+            "suites/test_teardown_leak.py",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
     return done, report
 
 

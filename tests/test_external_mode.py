@@ -45,11 +45,15 @@ def test_external_suites_pass_and_leave_cluster_running(
     )
     access = someone_elses_cluster.access
     result = pytester.runpytest_subprocess(
-        "-rs", "--ray-modes=external",
-        f"--ray-address={access['ray client']}", f"--ray-dashboard-url={access['dashboard']}",
+        "-rs",
+        "--ray-modes=external",
+        f"--ray-address={access['ray client']}",
+        f"--ray-dashboard-url={access['dashboard']}",
         # Two sessions at once: this test is about the mode (the load's own: tests/test_load.py).
-        "--ray-expect-nodes=1", "--ray-spread-iterations=1", "--ray-client-sessions=2",
-    )  # fmt: skip
+        "--ray-expect-nodes=1",
+        "--ray-spread-iterations=1",
+        "--ray-client-sessions=2",
+    )
     result.assert_outcomes(passed=6, skipped=2)
     result.stdout.fnmatch_lines(["*external: this run did not create the cluster*"])
     # The harness deleted nothing: the cluster still answers.
@@ -64,9 +68,12 @@ def test_external_unanswering_address_fails_within_preflight_naming_it(tmp_path:
 
     port = free_port()  # nothing listens there
     spec = ClusterSpec(
-        mode="external", run_id="x", workdir=tmp_path, timeouts=Timeouts(preflight=1.5),
+        mode="external",
+        run_id="x",
+        workdir=tmp_path,
+        timeouts=Timeouts(preflight=1.5),
         options={ADDRESS.key: f"ray://127.0.0.1:{port}"},
-    )  # fmt: skip
+    )
     t0 = time.monotonic()
     with pytest.raises(
         ProvisionError, match=rf"127\.0\.0\.1:{port}.*--ray-address ray://127\.0\.0\.1:{port}"
@@ -114,9 +121,11 @@ def test_external_job_past_its_timeout_is_stopped(
 
     access = someone_elses_cluster.access
     spec = ClusterSpec(
-        mode="external", run_id="x", workdir=tmp_path,
+        mode="external",
+        run_id="x",
+        workdir=tmp_path,
         options={ADDRESS.key: access["ray client"], DASHBOARD_URL.key: access["dashboard"]},
-    )  # fmt: skip
+    )
     external = ExternalProvisioner()
     external.provision(spec)
     with pytest.raises(TimeoutError, match=r"timed out after 3 s waiting for job (\S+) at"):

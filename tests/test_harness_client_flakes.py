@@ -60,9 +60,13 @@ def inner(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def run_client(pytester: pytest.Pytester, fails: int, message: str) -> pytest.RunResult:
     return run(
-        pytester, "--ray-report-dir", str(pytester.path / "report"), f"--fails={fails}",
-        f"--message={message}", *modes("alpha=FakeProvisioner"),
-    )  # fmt: skip
+        pytester,
+        "--ray-report-dir",
+        str(pytester.path / "report"),
+        f"--fails={fails}",
+        f"--message={message}",
+        *modes("alpha=FakeProvisioner"),
+    )
 
 
 def test_known_flake_is_retried_and_recorded(inner: pytest.Pytester) -> None:

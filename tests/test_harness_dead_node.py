@@ -49,13 +49,22 @@ def _ray_start(bg: Background, temp: Path, name: str, args: list[str]) -> Starte
     ray = ray_cli()
     assert ray is not None
     argv = [
-        ray, "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-        f"--object-store-memory={128 * 1024**2}", f"--temp-dir={temp}", "--disable-usage-stats",
-        f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+        ray,
+        "start",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=1",
+        f"--object-store-memory={128 * 1024**2}",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
         f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-        f"--metrics-export-port={free_port()}", *args,
-    ]  # fmt: skip
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        *args,
+    ]
     return bg.spawn(argv, name)
 
 
@@ -90,9 +99,12 @@ def dead_worker_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[De
     dashboard = f"http://127.0.0.1:{dash}"
     try:
         head = [
-            "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+            "--head",
+            f"--port={gcs}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
             f"--ray-client-server-port={client}",
-        ]  # fmt: skip
+        ]
         nodes = [_ray_start(bg, temp, "head", head)]
 
         def alive(n: int, what: str) -> list[Node]:
@@ -143,11 +155,23 @@ def test_dead_worker_fails_node_checks_once_fast_naming_it(
     cluster = dead_worker_cluster
     t0 = time.monotonic()
     result = run_subprocess(
-        pytester, "suites", "-k", "spread or nodes_match", "--ray-modes", "external",
-        "--ray-address", cluster.client, "--ray-dashboard-url", cluster.dashboard,
-        "--ray-expect-nodes", "3", "--ray-node-timeout", str(NODE_TIMEOUT),
-        "--ray-report-dir", str(report),
-    )  # fmt: skip
+        pytester,
+        "suites",
+        "-k",
+        "spread or nodes_match",
+        "--ray-modes",
+        "external",
+        "--ray-address",
+        cluster.client,
+        "--ray-dashboard-url",
+        cluster.dashboard,
+        "--ray-expect-nodes",
+        "3",
+        "--ray-node-timeout",
+        str(NODE_TIMEOUT),
+        "--ray-report-dir",
+        str(report),
+    )
     elapsed = time.monotonic() - t0
 
     # The spread checks (outside, inside, sessions at once) and the dashboard's node list need
@@ -189,10 +213,21 @@ def test_dead_worker_is_reported_without_expect_nodes(
     shutil.copy(REPO / "suites" / "test_dashboard.py", suites / "test_dashboard.py")
     cluster = dead_worker_cluster
     result = run_subprocess(
-        pytester, "suites", "-k", "nodes_match", "--ray-modes", "external",
-        "--ray-address", cluster.client, "--ray-dashboard-url", cluster.dashboard,
-        "--ray-node-timeout", "2", "--ray-report-dir", str(pytester.path / "report"),
-    )  # fmt: skip
+        pytester,
+        "suites",
+        "-k",
+        "nodes_match",
+        "--ray-modes",
+        "external",
+        "--ray-address",
+        cluster.client,
+        "--ray-dashboard-url",
+        cluster.dashboard,
+        "--ray-node-timeout",
+        "2",
+        "--ray-report-dir",
+        str(pytester.path / "report"),
+    )
     result.assert_outcomes(errors=1, deselected=2)
     dead = cluster.dead
     result.stdout.fnmatch_lines(

@@ -96,9 +96,13 @@ def test_teardown_leftovers_are_printed_and_recorded_when_the_leak_check_is_dese
     pytester.makepyfile(test_leak=LEAK_SUITE.read_text())
     report = pytester.path / "report"
     result = run(
-        pytester, *modes("fake=LeakyProvisioner"), "-k", "not teardown_leaves",
-        f"--ray-report-dir={report}", "--ray-run-id=t-leftovers-said",
-    )  # fmt: skip
+        pytester,
+        *modes("fake=LeakyProvisioner"),
+        "-k",
+        "not teardown_leaves",
+        f"--ray-report-dir={report}",
+        "--ray-run-id=t-leftovers-said",
+    )
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.fnmatch_lines(
         [

@@ -137,9 +137,17 @@ def test_vendor_option_is_a_flag_whose_typed_value_reaches_the_mode(
     vendor: pytest.Pytester,
 ) -> None:
     result = run_subprocess(
-        vendor, "--ray-modes", "vendor", "--ray-fake-replicas", "5", "--ray-fake-fast",
-        "--ray-workers", "2", "--ray-node-timeout", "7",
-    )  # fmt: skip
+        vendor,
+        "--ray-modes",
+        "vendor",
+        "--ray-fake-replicas",
+        "5",
+        "--ray-fake-fast",
+        "--ray-workers",
+        "2",
+        "--ray-node-timeout",
+        "7",
+    )
     result.assert_outcomes(passed=2)
     seen = option_values(vendor)
     # Exactly the mode's declared options, typed; the harness's go to workers and timeouts.

@@ -239,7 +239,9 @@ def test_dead_head_makes_later_checks_fail_fast_naming_it(pytester: pytest.Pytes
 def test_head_that_still_answers_fails(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "UndeadHead")
     result.assert_outcomes(failed=1, skipped=1)
-    result.stdout.fnmatch_lines(["*yet its dashboard still answers: the kill did not take the head away*"])  # fmt: skip
+    result.stdout.fnmatch_lines(
+        ["*yet its dashboard still answers: the kill did not take the head away*"]
+    )
 
 
 def test_certification_never_kills_the_head(pytester: pytest.Pytester) -> None:

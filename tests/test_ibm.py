@@ -50,10 +50,15 @@ def test_probe_passes_the_fix_and_every_step_runs() -> None:
     found = probe(COMPAT_CLASS, cached=False)
     assert found.ok, found.steps
     assert [s["step"] for s in found.steps] == [
-        "load the provider as Ray does", "create the head", "non_terminated_nodes lists the head",
-        "external_ip(head)", "internal_ip(head)", "create a worker", "internal_ip(worker)",
+        "load the provider as Ray does",
+        "create the head",
+        "non_terminated_nodes lists the head",
+        "external_ip(head)",
+        "internal_ip(head)",
+        "create a worker",
+        "internal_ip(worker)",
         "terminate_nodes",
-    ]  # fmt: skip
+    ]
 
 
 def test_probe_names_the_books_class_renamed_in_b64() -> None:
@@ -77,13 +82,17 @@ def _user_yaml(tmp_path: Path, server: StandIn | None = None, **provider: object
     cloud = server.cloud if server else None
     base = server.base if server else "https://us-south.iaas.cloud.ibm.com"
     values = {
-        "cluster_name": "book", "endpoint": base,
-        "iam_endpoint": base if server else "https://iam.cloud.ibm.com", "zone_name": ZONE,
-        "vpc_id": cloud.vpc_id if cloud else "r006-vpc", "subnet_id": cloud.subnet_id if cloud else "0717-subnet",
+        "cluster_name": "book",
+        "endpoint": base,
+        "iam_endpoint": base if server else "https://iam.cloud.ibm.com",
+        "zone_name": ZONE,
+        "vpc_id": cloud.vpc_id if cloud else "r006-vpc",
+        "subnet_id": cloud.subnet_id if cloud else "0717-subnet",
         "security_group_id": cloud.security_group_id if cloud else "r006-sg",
-        "resource_group_id": cloud.resource_group_id if cloud else "rg", "image_id": "r006-image",
+        "resource_group_id": cloud.resource_group_id if cloud else "rg",
+        "image_id": "r006-image",
         "object_store_bytes": 150_000_000,
-    }  # fmt: skip
+    }
     config = launcher_config.load_template("ibm.yaml", values)
     config["provider"].update(provider)
     path = tmp_path / "cluster.yaml"
@@ -103,8 +112,10 @@ def no_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_the_template_passes_rays_schema(tmp_path: Path) -> None:
     config = yaml.safe_load(_user_yaml(tmp_path).read_text())
     launcher_config.validate(config, source="ibm template")
-    head, worker = (config["available_node_types"][n]["node_config"]["instance_profile_name"]
-                    for n in ("ray_head_default", "ray_worker_default"))  # fmt: skip
+    head, worker = (
+        config["available_node_types"][n]["node_config"]["instance_profile_name"]
+        for n in ("ray_head_default", "ray_worker_default")
+    )
     assert (head, worker) == ("bx2-4x16", "bx2-8x32")  # the book's profiles
 
 
@@ -140,8 +151,11 @@ def _launch(rendered: dict[str, Any], kind: str) -> None:
 
     provider = _get_node_provider(rendered["provider"], rendered["cluster_name"], use_cache=False)
     node_type = rendered["head_node_type"] if kind == "head" else "ray_worker_default"
-    tags = {"ray-node-kind": kind, "ray-node-name": f"ray-{rendered['cluster_name']}-{kind}",
-            "ray-user-node-type": node_type}  # fmt: skip
+    tags = {
+        "ray-node-kind": kind,
+        "ray-node-name": f"ray-{rendered['cluster_name']}-{kind}",
+        "ray-user-node-type": node_type,
+    }
     provider.create_node(rendered["available_node_types"][node_type]["node_config"], tags, 1)
 
 
@@ -184,8 +198,19 @@ def test_key_inventory_cleanup_and_secrets_against_the_standin(
     _launch(rendered, "worker")
     cloud.rules["r006-rule-planted"] = {"id": "r006-rule-planted", "direction": "inbound"}
     kinds = sorted(i.kind for i in mode.leak_query())
-    assert kinds == sorted(["instance", "instance", "floating-ip", "volume", "volume", "key",
-                            "security-group-rule", "file-entry", "directory"])  # fmt: skip
+    assert kinds == sorted(
+        [
+            "instance",
+            "instance",
+            "floating-ip",
+            "volume",
+            "volume",
+            "key",
+            "security-group-rule",
+            "file-entry",
+            "directory",
+        ]
+    )
     # Another cluster's head address, made as the connector names them, unbound for a moment.
     other = cloud.create_floating_ip({"name": "ray-recyclable-othr"}, standin.base)["id"]
 
@@ -234,22 +259,46 @@ def test_rehearsal_of_the_books_yaml_reports_a_planted_rule_and_never_writes_sec
 ) -> None:
     from provisioners.nodeimage import cache_dir
 
-    book = _user_yaml(tmp_path, iam_api_key="planted-yaml-key-4d2e", module="gen2.node_provider.Gen2NodeProvider")  # fmt: skip
-    for name, value in {API_KEY_ENVS[0]: PLANTED_KEY, "XDG_CACHE_HOME": str(cache_dir().parent)}.items():  # fmt: skip
+    book = _user_yaml(
+        tmp_path, iam_api_key="planted-yaml-key-4d2e", module="gen2.node_provider.Gen2NodeProvider"
+    )
+    for name, value in {
+        API_KEY_ENVS[0]: PLANTED_KEY,
+        "XDG_CACHE_HOME": str(cache_dir().parent),
+    }.items():
         pytester._monkeypatch.setenv(name, value)
-    pytester.makepyfile(test_a_plant=PLANT, test_z_leak=(REPO / "suites" / "test_teardown_leak.py").read_text())  # fmt: skip
+    pytester.makepyfile(
+        test_a_plant=PLANT, test_z_leak=(REPO / "suites" / "test_teardown_leak.py").read_text()
+    )
     report = tmp_path / "report"
     result = pytester.runpytest_subprocess(
-        "--ray-modes", "ibm", "--ray-ibm-rehearsal", "--ray-ibm-compat",
-        f"--ray-cluster-yaml={book}", "--ray-workers", "1", f"--ray-report-dir={report}",
-        "-p", "no:cacheprovider", timeout=840,
-    )  # fmt: skip
+        "--ray-modes",
+        "ibm",
+        "--ray-ibm-rehearsal",
+        "--ray-ibm-compat",
+        f"--ray-cluster-yaml={book}",
+        "--ray-workers",
+        "1",
+        f"--ray-report-dir={report}",
+        "-p",
+        "no:cacheprovider",
+        timeout=840,
+    )
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*teardown left 1 thing(s) behind:*", "*security-group-rule r006-rule-*added to r006-sg-standin*"])  # fmt: skip
+    result.stdout.fnmatch_lines(
+        [
+            "*teardown left 1 thing(s) behind:*",
+            "*security-group-rule r006-rule-*added to r006-sg-standin*",
+        ]
+    )
     files = [f for f in report.rglob("*") if f.is_file()]
     assert any(f.name == "cluster.yaml" for f in files)  # the rendered copy was searched too
-    hits = [(str(f), s) for f in files for s in (PLANTED_KEY, "planted-yaml-key-4d2e")
-            if s in f.read_text(errors="replace")]  # fmt: skip
+    hits = [
+        (str(f), s)
+        for f in files
+        for s in (PLANTED_KEY, "planted-yaml-key-4d2e")
+        if s in f.read_text(errors="replace")
+    ]
     assert hits == []
     assert "blocked-connection" not in result.stdout.str()
 

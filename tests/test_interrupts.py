@@ -83,7 +83,9 @@ def _send(proc: subprocess.Popen[bytes], signum: signal.Signals) -> None:
 
 
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize(("mode", "point", "signum"), CASES, ids=[f"{m}-{p}-{s.name}" for m, p, s in CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("mode", "point", "signum"), CASES, ids=[f"{m}-{p}-{s.name}" for m, p, s in CASES]
+)
 def test_an_interrupted_run_tears_down_reports_and_leaves_nothing(
     mode: str, point: str, signum: signal.Signals, tmp_path: Path
 ) -> None:
@@ -94,11 +96,17 @@ def test_an_interrupted_run_tears_down_reports_and_leaves_nothing(
     report = tmp_path / "report"
     output = tmp_path / "pytest.out"
     argv = run_argv(
-        mode, run_id, report, flags,
+        mode,
+        run_id,
+        report,
+        flags,
         # A few seconds of checks to be interrupted in (the counter from inside takes longest).
-        "suites/test_preflight.py", "suites/test_spread.py", "suites/test_teardown_leak.py",
-        "-k", "ray_version or spread_from_inside or inventory_sees",
-    )  # fmt: skip
+        "suites/test_preflight.py",
+        "suites/test_spread.py",
+        "suites/test_teardown_leak.py",
+        "-k",
+        "ray_version or spread_from_inside or inventory_sees",
+    )
     moments: dict[str, Callable[[], bool]] = {
         "provision": lambda: half_way(run_id),
         "checks": lambda: "ready in " in output.read_text(errors="replace"),
@@ -108,9 +116,11 @@ def test_an_interrupted_run_tears_down_reports_and_leaves_nothing(
     try:
         try:
             wait_for(
-                lambda: moments[point]() or proc.poll() is not None, timeout=MOMENT_TIMEOUT,
-                what=f"{mode} to reach its {point}", interval=0.2,
-            )  # fmt: skip
+                lambda: moments[point]() or proc.poll() is not None,
+                timeout=MOMENT_TIMEOUT,
+                what=f"{mode} to reach its {point}",
+                interval=0.2,
+            )
         except WaitTimeout as exc:
             pytest.fail(f"{exc}; output: {output.read_text()[-3000:]}", pytrace=False)
         assert proc.poll() is None, f"the run ended first: {output.read_text()[-3000:]}"

@@ -95,14 +95,19 @@ def _errors(items: list[InventoryItem]) -> list[str]:
 def ec2_down() -> Iterator[Any]:
     with answering(503, EC2_DOWN) as url:
         yield boto3.client(
-            "ec2", endpoint_url=url, region_name="us-west-2",
-            aws_access_key_id="rc-test", aws_secret_access_key="rc-test",
+            "ec2",
+            endpoint_url=url,
+            region_name="us-west-2",
+            aws_access_key_id="rc-test",
+            aws_secret_access_key="rc-test",
             config=Config(retries={"max_attempts": 1}, connect_timeout=3, read_timeout=5),
-        )  # fmt: skip
+        )
 
 
 def test_aws_inventory_that_cannot_list_raises_naming_the_kind(ec2_down: Any) -> None:
-    with pytest.raises(InventoryError, match=r"could not list EC2 instances: ClientError: .*Unavailable"):  # fmt: skip
+    with pytest.raises(
+        InventoryError, match=r"could not list EC2 instances: ClientError: .*Unavailable"
+    ):
         aws_inventory(ec2_down, "rc-r1-aws", "r1", "k")
 
 
@@ -197,18 +202,27 @@ def test_kuberay_inventory_without_an_api_raises_naming_the_kind(tmp_path: Path)
     from provisioners.kube.kuberay import KubeRayDeployer, RaySize
 
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "dead",
         "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
         "users": [{"name": "u", "user": {"token": "t"}}],
         "contexts": [{"name": "dead", "context": {"cluster": "c", "user": "u"}}],
-    }  # fmt: skip
+    }
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
     kube = Kube(path, cache_file=tmp_path / "cache.json", context="dead")
     deployer = KubeRayDeployer(
-        kube, run_id="r1", namespace="rc-r1", name="rc-r1", image="ray", size=RaySize(workers=1),
-        operator=None, workdir=tmp_path, progress=lambda _msg: None,
-    )  # fmt: skip
+        kube,
+        run_id="r1",
+        namespace="rc-r1",
+        name="rc-r1",
+        image="ray",
+        size=RaySize(workers=1),
+        operator=None,
+        workdir=tmp_path,
+        progress=lambda _msg: None,
+    )
     t0 = time.monotonic()
     with pytest.raises(InventoryError, match=r"could not list Pod objects of the run: "):
         deployer.inventory()

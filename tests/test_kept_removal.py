@@ -48,11 +48,24 @@ def _pytest(
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     report = tmp_path / f"report-{run_id}"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--ray-run-id={run_id}",
-         f"--ray-report-dir={report}", "--ray-image-build", *args],
-        cwd=REPO, env={**os.environ, **plant(tmp_path)}, capture_output=True, text=True,
-        timeout=3000, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            f"--ray-run-id={run_id}",
+            f"--ray-report-dir={report}",
+            "--ray-image-build",
+            *args,
+        ],
+        cwd=REPO,
+        env={**os.environ, **plant(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        check=False,
+    )
     return done, report
 
 
@@ -62,11 +75,18 @@ def test_kept_clusters_are_removed_as_printed_and_nothing_leaks_a_secret(tmp_pat
         pytest.skip(reason)
     run_id = f"t-keep-{secrets.token_hex(3)}"
     done, report = _pytest(
-        tmp_path, run_id, f"--ray-modes={','.join(MODES)}", "--ray-keep-cluster",
-        "--ray-no-egress", "suites/test_teardown_leak.py", "suites/test_exposure.py",
+        tmp_path,
+        run_id,
+        f"--ray-modes={','.join(MODES)}",
+        "--ray-keep-cluster",
+        "--ray-no-egress",
+        "suites/test_teardown_leak.py",
+        "suites/test_exposure.py",
         # The dashboard forward: vm's goes through `ray dashboard`, which caches the config.
-        "suites/test_port_forward.py", "-k", "inventory_sees or exposure or reachable_on_loopback",
-    )  # fmt: skip
+        "suites/test_port_forward.py",
+        "-k",
+        "inventory_sees or exposure or reachable_on_loopback",
+    )
     try:
         assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
         records = {m: json.loads((report / "modes" / f"{m}.json").read_text()) for m in MODES}
@@ -103,7 +123,11 @@ def test_kept_clusters_are_removed_as_printed_and_nothing_leaks_a_secret(tmp_pat
         assert not Path(f"/tmp/rc-{run_id}").exists()  # local's temp dir
         binary = iptables()
         assert binary is not None
-        still = [r for r in noted if run_full([binary, "-w", "5", "-C", *r], 30, check=False).returncode == 0]  # fmt: skip
+        still = [
+            r
+            for r in noted
+            if run_full([binary, "-w", "5", "-C", *r], 30, check=False).returncode == 0
+        ]
         assert still == [], f"the removal commands as printed left firewall rules: {still}"
         left = sweep("--dry-run", "--run-id", run_id)
         assert left.stdout.strip() == f"nothing left of {run_id}", left.stdout
@@ -116,9 +140,13 @@ def test_kept_clusters_are_removed_as_printed_and_nothing_leaks_a_secret(tmp_pat
     overrides.write_text(yaml.safe_dump({"setup_commands": ["echo rc-failing-setup; false"]}))
     try:
         done, report = _pytest(
-            tmp_path, failing, "--ray-modes=vm", "--ray-workers=0",
-            f"--ray-launcher-config={overrides}", "suites/test_teardown_leak.py",
-        )  # fmt: skip
+            tmp_path,
+            failing,
+            "--ray-modes=vm",
+            "--ray-workers=0",
+            f"--ray-launcher-config={overrides}",
+            "suites/test_teardown_leak.py",
+        )
         assert done.returncode == 1, done.stdout[-3000:]
         assert "rc-failing-setup" in (report / "diagnostics" / "vm" / "launcher.log").read_text()
         assert (report / "manifest.json").exists()  # sealed: nothing to refuse

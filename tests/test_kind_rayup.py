@@ -76,9 +76,18 @@ def test_schema_check_catches_missing_resources(schema_2_1: dict[str, Any]) -> N
 @pytest.mark.skipif(kubernetes_provider(), reason="this Ray has a `kubernetes` provider")
 def test_mode_is_skipped_naming_the_provider_and_kind_operator(tmp_path: Path) -> None:
     argv = [
-        sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-        "--ray-modes", "kind-rayup", "--ray-report-dir", str(tmp_path / "report"),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "--ray-modes",
+        "kind-rayup",
+        "--ray-report-dir",
+        str(tmp_path / "report"),
+    ]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]

@@ -261,7 +261,12 @@ def test_kube_operator_passes_on_a_cluster_given_as_existing(
     # `--flag=value`: pytest takes a bare path argument as a hint for its rootdir (and would
     # then miss this project's conftest); the joined form is an option only.
     argv = [
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
         "--ray-modes=kube-operator",
         f"--ray-kubeconfig={kube.kubeconfig}",
         f"--ray-kubectl={tools.kubectl}",
@@ -271,8 +276,9 @@ def test_kube_operator_passes_on_a_cluster_given_as_existing(
         # Left out as make test's suites leave it out (see the Makefile): on 2 cores beside
         # another mode, one session of eight lost three births in a row to Ray's known
         # proxier bug (psutil.ZombieProcess, ray-project/ray#63202) in a cold trial.
-        "-k", "not sessions_at_once",
-    ]  # fmt: skip
+        "-k",
+        "not sessions_at_once",
+    ]
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=1500, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

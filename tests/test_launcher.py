@@ -67,9 +67,15 @@ def config_path(tmp_path: Path) -> Path:
 
 
 VM_VALUES = [
-    "cluster_name", "ssh_user", "ssh_key", "wheel_dir_remote", "wheel_dir_local",
-    "setup_requirement", "run_id", "object_store_bytes",
-]  # fmt: skip
+    "cluster_name",
+    "ssh_user",
+    "ssh_key",
+    "wheel_dir_remote",
+    "wheel_dir_local",
+    "setup_requirement",
+    "run_id",
+    "object_store_bytes",
+]
 
 
 def test_validate_names_the_bad_field() -> None:
@@ -123,8 +129,10 @@ def test_render_lays_provider_then_user_keys_over_the_template() -> None:
         {"provider": {"worker_ips": ["10.0.0.9"]}, "idle_timeout_minutes": 7},
     )
     assert rendered["provider"] == {
-        "type": "local", "head_ip": "10.0.0.1", "worker_ips": ["10.0.0.9"],
-    }  # fmt: skip
+        "type": "local",
+        "head_ip": "10.0.0.1",
+        "worker_ips": ["10.0.0.9"],
+    }
     assert (rendered["max_workers"], rendered["idle_timeout_minutes"]) == (1, 7)
 
 

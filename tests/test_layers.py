@@ -16,9 +16,13 @@ LINT = Path(sys.executable).parent / "lint-imports"
 
 def lint(root: Path) -> tuple[int, str]:
     done = run_full(
-        [str(LINT), "--no-cache"], 300, what="lint-imports", cwd=root, env={"PYTHONPATH": str(root)},
+        [str(LINT), "--no-cache"],
+        300,
+        what="lint-imports",
+        cwd=root,
+        env={"PYTHONPATH": str(root)},
         check=False,
-    )  # fmt: skip
+    )
     return done.returncode, done.stdout
 
 

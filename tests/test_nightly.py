@@ -139,7 +139,10 @@ def test_kuberay_job_has_the_operator_version_axis_and_the_upgrade() -> None:
     job = workflow()["jobs"]["kuberay"]
     matrix = job["strategy"]["matrix"]
     assert matrix["operator"] == list(KUBERAY_VERSIONS)
-    upgrade = {"operator": KUBERAY_VERSIONS[-1], "upgrade": f"--ray-operator-upgrade-from={KUBERAY_VERSIONS[0]}"}  # fmt: skip
+    upgrade = {
+        "operator": KUBERAY_VERSIONS[-1],
+        "upgrade": f"--ray-operator-upgrade-from={KUBERAY_VERSIONS[0]}",
+    }
     assert upgrade in matrix["include"]
     runs = " ".join(str(step.get("run", "")) for step in job["steps"])
     assert "tox -e kind-operator -- --ray-operator-version=${{ matrix.operator }}" in runs

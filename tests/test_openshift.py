@@ -119,8 +119,12 @@ def test_switching_the_operator_renders_the_new_ones_objects(
     deployer = _deployer(tmp_path, "t1", openshift=False, operator=operator_source)
 
     def images(objs: list[dict[str, Any]]) -> list[str]:
-        return [c["image"] for o in objs if o["kind"] == "Deployment"
-                for c in o["spec"]["template"]["spec"]["containers"]]  # fmt: skip
+        return [
+            c["image"]
+            for o in objs
+            if o["kind"] == "Deployment"
+            for c in o["spec"]["template"]["spec"]["containers"]
+        ]
 
     assert images(deployer.operator_objects()) == [operator_source.image]
     new = OperatorSource(

@@ -63,15 +63,19 @@ def test_preflight_mismatch_fails_client_checks_fast(pytester: pytest.Pytester) 
     pytester.makepyfile(oldcluster=FAKE_CLUSTER)
     pytester.makepyfile(test_client="def test_client(ray_client_address):\n    pass\n")
     result = pytester.runpytest(
-        "--ray-provisioner", "old=oldcluster:OldClusterProvisioner",
-        "--ray-report-dir", str(pytester.path / "report"),
-    )  # fmt: skip
+        "--ray-provisioner",
+        "old=oldcluster:OldClusterProvisioner",
+        "--ray-report-dir",
+        str(pytester.path / "report"),
+    )
     result.assert_outcomes(errors=1)
     ray_here, py_here = client_versions()
     result.stdout.fnmatch_lines(
-        [f"*old: Ray Client needs the same Ray version and Python minor on both sides: "
-         f"Ray {ray_here} here vs 2.59.1 in the cluster; Python {py_here} here vs 3.9 in the cluster*"]
-    )  # fmt: skip
+        [
+            f"*old: Ray Client needs the same Ray version and Python minor on both sides: "
+            f"Ray {ray_here} here vs 2.59.1 in the cluster; Python {py_here} here vs 3.9 in the cluster*"
+        ]
+    )
 
 
 def _suite(pytester: pytest.Pytester, *names: str) -> None:

@@ -113,8 +113,9 @@ def test_port_forward_check_fails_a_relay_that_listens_beyond_loopback(
     result = run(
         pytester,
         *modes("good=RelayProvisioner", "exposed=ExposedRelayProvisioner"),
-        "-k", "reachable_on_loopback",
-    )  # fmt: skip
+        "-k",
+        "reachable_on_loopback",
+    )
     result.assert_outcomes(passed=2, failed=2, deselected=2)
     for port in ("client", "dashboard"):
         result.stdout.fnmatch_lines(

@@ -37,8 +37,11 @@ def _sweep(*args: str) -> subprocess.CompletedProcess[str]:
     """The sweep as a person runs it: a fresh interpreter, the CLI."""
     return subprocess.run(
         [sys.executable, "-m", "provisioners", "sweep", *args],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def _holder(run_id: str) -> subprocess.Popen[str]:
@@ -242,10 +245,19 @@ def test_a_dead_aws_runs_ec2_objects_are_found_by_its_notes_and_removed(
         ec2.create_key_pair(KeyName=key_name)
         group = ec2.create_security_group(GroupName=security_group_name(cluster), Description="ray")
         [instance] = ec2.run_instances(
-            ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [
-                {"Key": RUN_ID_LABEL, "Value": run_id}, {"Key": CLUSTER_TAG, "Value": cluster}]}],
-        )["Instances"]  # fmt: skip
+            ImageId="ami-12c6146b",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": RUN_ID_LABEL, "Value": run_id},
+                        {"Key": CLUSTER_TAG, "Value": cluster},
+                    ],
+                }
+            ],
+        )["Instances"]
         ec2.create_key_pair(KeyName="someone-elses")  # not the run's: never touched
 
         dry = _sweep("--dry-run", "--run-id", run_id)
@@ -301,7 +313,15 @@ def test_a_dead_ibm_runs_vpc_objects_are_found_by_its_notes_and_removed(
         cloud, base = standin.cloud, standin.base
         run_id = run_ids[0]
         cluster, key_name = f"rc-{run_id}-ibm", f"rc-{run_id}-ibm-key"
-        runstate.note(run_id, "ibm", "ibm", endpoint=base, iam_endpoint=base, cluster=cluster, key_name=key_name)  # fmt: skip
+        runstate.note(
+            run_id,
+            "ibm",
+            "ibm",
+            endpoint=base,
+            iam_endpoint=base,
+            cluster=cluster,
+            key_name=key_name,
+        )
         head = cloud.create_instance({"name": f"ray-{cluster}-head-1a2b3c4d"}, base)
         fip = cloud.create_floating_ip({"name": "ray-recyclable-head"}, base)
         fip["target"] = {"id": head["primary_network_interface"]["id"]}

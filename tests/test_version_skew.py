@@ -55,9 +55,12 @@ def old_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     run_id = f"skew{int(time.time()) % 100000}"
     proc = subprocess.Popen(
         [python, "-c", CLUSTER, run_id, str(root), str(access)],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-    )  # fmt: skip
+    )
     try:
         wait_for(
             access.exists,
@@ -79,14 +82,25 @@ def test_preflight_names_a_patch_release_apart_and_what_ray_client_does(
     python = ray_venv(tmp_path / "client-venv", CLIENT_RAY)
     run = subprocess.run(
         [
-            python, "-m", "pytest", "-p", "no:cacheprovider", "suites/test_preflight.py",
-            "-k", "ray_version", "--ray-modes=external",
+            python,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "suites/test_preflight.py",
+            "-k",
+            "ray_version",
+            "--ray-modes=external",
             f"--ray-address={old_cluster['ray client']}",
-            f"--ray-dashboard-url={old_cluster['dashboard']}", "--ray-expect-nodes=1",
+            f"--ray-dashboard-url={old_cluster['dashboard']}",
+            "--ray-expect-nodes=1",
             f"--ray-report-dir={tmp_path / 'report'}",
         ],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 1, run.stdout[-4000:]
     failure = next((line for line in run.stdout.splitlines() if "AssertionError: Ray " in line), "")
     assert f"Ray {CLIENT_RAY} here; node " in failure, run.stdout[-4000:]

@@ -181,13 +181,21 @@ class DockerProvisioner:
             client,
             head,
             [
-                "ray", "start", "--head", "--block", "--port=6379",
-                "--dashboard-host=0.0.0.0", f"--ray-client-server-port={CLIENT_PORT}",
-                "--num-cpus=1", *self._object_store_args(),
+                "ray",
+                "start",
+                "--head",
+                "--block",
+                "--port=6379",
+                "--dashboard-host=0.0.0.0",
+                f"--ray-client-server-port={CLIENT_PORT}",
+                "--num-cpus=1",
+                *self._object_store_args(),
             ],
-            ports={f"{CLIENT_PORT}/tcp": ("127.0.0.1", host_ports[CLIENT_PORT]),
-                   f"{DASHBOARD_PORT}/tcp": ("127.0.0.1", host_ports[DASHBOARD_PORT])},
-        )  # fmt: skip
+            ports={
+                f"{CLIENT_PORT}/tcp": ("127.0.0.1", host_ports[CLIENT_PORT]),
+                f"{DASHBOARD_PORT}/tcp": ("127.0.0.1", host_ports[DASHBOARD_PORT]),
+            },
+        )
         self._published = self._read_published(client, head)
         dashboard = f"http://127.0.0.1:{self._published[DASHBOARD_PORT]}"
 
@@ -199,9 +207,15 @@ class DockerProvisioner:
             argv = (
                 ["sh", "-c", worker_cmd]
                 if worker_cmd
-                else ["ray", "start", "--block", f"--address={head_address}", "--num-cpus=1",
-                      *self._object_store_args()]
-            )  # fmt: skip
+                else [
+                    "ray",
+                    "start",
+                    "--block",
+                    f"--address={head_address}",
+                    "--num-cpus=1",
+                    *self._object_store_args(),
+                ]
+            )
             self._start_node(client, name, argv)
         self._creating = False
         self._wait_alive(

@@ -197,11 +197,17 @@ def _build_traefik(builder: _Builder, tag: str) -> None:
     builder.say(f"traefik {TRAEFIK_VERSION}: go build ./cmd/traefik ...")
     version_flag = f"-X github.com/traefik/traefik/v3/pkg/version.Version={TRAEFIK_VERSION}"
     builder._go(
-        ["build", "-trimpath", f"-ldflags=-s -w {version_flag}", "-o", str(builder.bin / "traefik"),
-         "./cmd/traefik"],
+        [
+            "build",
+            "-trimpath",
+            f"-ldflags=-s -w {version_flag}",
+            "-o",
+            str(builder.bin / "traefik"),
+            "./cmd/traefik",
+        ],
         tree,
         "go build (traefik)",
-    )  # fmt: skip
+    )
     builder.say(f"traefik {TRAEFIK_VERSION}: built in {time.monotonic() - t0:.0f} s")
     shutil.rmtree(tree, ignore_errors=True)
     # As upstream's image runs it: the binary alone, as a non-root user.

@@ -163,14 +163,22 @@ class KindCluster:
             try:
                 self._kind(
                     [
-                        "create", "cluster", "--name", self.name,
-                        "--image", self._node_image or tools.node_image,
-                        "--config", str(config), "--kubeconfig", str(self.kubeconfig),
-                        "--wait", f"{int(max(1, deadline - time.monotonic()))}s",
+                        "create",
+                        "cluster",
+                        "--name",
+                        self.name,
+                        "--image",
+                        self._node_image or tools.node_image,
+                        "--config",
+                        str(config),
+                        "--kubeconfig",
+                        str(self.kubeconfig),
+                        "--wait",
+                        f"{int(max(1, deadline - time.monotonic()))}s",
                     ],
                     max(1.0, deadline - time.monotonic()) + 30,
                     what=f"kind create cluster {self.name}",
-                )  # fmt: skip
+                )
             except (CommandError, CommandTimeout) as exc:
                 raise ProvisionError(str(exc)) from None
             self.progress(f"kind cluster {self.name} ready in {time.monotonic() - t0:.1f} s")

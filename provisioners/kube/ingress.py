@@ -118,8 +118,10 @@ def route_objects(
         ingress("dashboard", DASHBOARD_PATH, "Prefix", deployer.head_service, DASHBOARD_PORT),
         # ImplementationSpecific: a character-wise prefix in Traefik and NGINX alike ("Prefix"
         # matches whole path elements, and "/ray.rpc." is not one).
-        ingress("client", CLIENT_PATH, "ImplementationSpecific", client_service(deployer), CLIENT_PORT),
-    ]  # fmt: skip
+        ingress(
+            "client", CLIENT_PATH, "ImplementationSpecific", client_service(deployer), CLIENT_PORT
+        ),
+    ]
 
 
 def traefik_objects(deployer: KubeRayDeployer, image: str) -> list[dict[str, Any]]:
@@ -128,11 +130,27 @@ def traefik_objects(deployer: KubeRayDeployer, image: str) -> list[dict[str, Any
     meta = {"name": TRAEFIK, "namespace": ns, "labels": labels}
     pod_labels = {**labels, "app.kubernetes.io/name": TRAEFIK}
     rules = [
-        {"apiGroups": [""], "resources": ["services", "secrets"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["update"]},
-    ]  # fmt: skip
+        {
+            "apiGroups": [""],
+            "resources": ["services", "secrets"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": ["networking.k8s.io"],
+            "resources": ["ingresses"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": ["networking.k8s.io"],
+            "resources": ["ingresses/status"],
+            "verbs": ["update"],
+        },
+    ]
     args = [
         f"--entryPoints.web.address=:{WEB_PORT}",
         # Ray Client's streams live as long as its session: no read deadline on them.
@@ -169,7 +187,12 @@ def traefik_objects(deployer: KubeRayDeployer, image: str) -> list[dict[str, Any
     }
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": rules},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": rules,
+        },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
@@ -201,7 +224,7 @@ def traefik_objects(deployer: KubeRayDeployer, image: str) -> list[dict[str, Any
                 "ports": [{"name": "web", "port": 80, "targetPort": WEB_PORT}],
             },
         },
-    ]  # fmt: skip
+    ]
 
 
 def deploy_traefik(
@@ -221,7 +244,9 @@ def deploy_traefik(
     node_port = ports[0].get("nodePort")
     if not node_port:
         raise ProvisionError(f"Service {deployer.namespace}/{TRAEFIK} got no nodePort: {ports}")
-    deployer.progress(f"ingress (Traefik) ready in {time.monotonic() - t0:.1f} s at {node_address}:{node_port}, host {host}")  # fmt: skip
+    deployer.progress(
+        f"ingress (Traefik) ready in {time.monotonic() - t0:.1f} s at {node_address}:{node_port}, host {host}"
+    )
     return IngressRoute(
         address=f"{node_address}:{node_port}",
         host=host,

@@ -575,9 +575,14 @@ class KubeRayDeployer:
     def _forward(self, remote_port: int, timeout: float) -> Iterator[Endpoint]:
         port = free_port()
         argv = self.kube.kubectl_argv(
-            "port-forward", "-n", self.namespace, "--address", "127.0.0.1",
-            f"service/{self.head_service}", f"{port}:{remote_port}",
-        )  # fmt: skip
+            "port-forward",
+            "-n",
+            self.namespace,
+            "--address",
+            "127.0.0.1",
+            f"service/{self.head_service}",
+            f"{port}:{remote_port}",
+        )
         with self.background.start(
             argv,
             f"kubectl port-forward {remote_port}",
@@ -606,9 +611,14 @@ class KubeRayDeployer:
 
         try:
             outcome = wait_for(
-                finished, timeout=timeout + 30, what=f"Job {self.namespace}/{name}", interval=1.0,
-                last_seen=lambda: "; ".join(pod_state(p) for p in self.kube.pods(self.namespace, f"job-name={name}")),
-            )  # fmt: skip
+                finished,
+                timeout=timeout + 30,
+                what=f"Job {self.namespace}/{name}",
+                interval=1.0,
+                last_seen=lambda: "; ".join(
+                    pod_state(p) for p in self.kube.pods(self.namespace, f"job-name={name}")
+                ),
+            )
             logs = self._job_logs(name)
         except WaitTimeout as exc:
             outcome, logs = "timed out", f"{exc}\n{self._job_logs(name)}"

@@ -309,7 +309,15 @@ class OperatorMode:
         self._ingress = source.deploy_ingress(spec, cluster, deployer, version, _left(deadline))
         t0 = time.monotonic()
         head = deployer.pods()[0]["metadata"]["name"]
-        py = deployer.exec(head, ["python", "-c", "import sys, ray; print(ray.__version__, '%d.%d' % sys.version_info[:2])"], 60)  # fmt: skip
+        py = deployer.exec(
+            head,
+            [
+                "python",
+                "-c",
+                "import sys, ray; print(ray.__version__, '%d.%d' % sys.version_info[:2])",
+            ],
+            60,
+        )
         ray_version, python_version = py.split()[-2:]
         spec.progress(
             f"head runs Ray {ray_version}, Python {python_version} (read in {time.monotonic() - t0:.1f} s)"
@@ -339,7 +347,7 @@ class OperatorMode:
                 **(ingress.as_mapping(self._ingress) if self._ingress else {}),
                 "remove": " && ".join(remove),
             },
-        )  # fmt: skip
+        )
 
     def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
         timeout = self._spec.timeouts.preflight if self._spec else 30.0
@@ -361,7 +369,11 @@ class OperatorMode:
         if self._spec is not None:
             private = runstate.private_path(self._spec.run_id, self._spec.mode)
             if private.exists():
-                items.append(InventoryItem("directory", str(private), self._spec.run_id, "the cluster's kubeconfig"))  # fmt: skip
+                items.append(
+                    InventoryItem(
+                        "directory", str(private), self._spec.run_id, "the cluster's kubeconfig"
+                    )
+                )
         return items
 
     def collect_diagnostics(self, dest: Path) -> None:

@@ -48,9 +48,15 @@ PSA_RESTRICTED = {
 
 #: Volume kinds both shipped SCCs allow.
 _VOLUMES = [
-    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-    "persistentVolumeClaim", "projected", "secret",
-]  # fmt: skip
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+]
 _CLOSED = {
     "allowHostDirVolumePlugin": False,
     "allowHostIPC": False,

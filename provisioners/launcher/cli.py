@@ -99,8 +99,9 @@ class Launcher:
 
     def up(self, timeout: float) -> None:
         """``ray up -y``; the error carries Ray's own verdict and points at the full log."""
-        argv = self._ray("up", "-y", "--no-config-cache", "--disable-usage-stats",
-                         "--log-color", "false")  # fmt: skip
+        argv = self._ray(
+            "up", "-y", "--no-config-cache", "--disable-usage-stats", "--log-color", "false"
+        )
         try:
             self._run(argv, timeout, "ray up")
         except CommandError as e:
@@ -255,6 +256,7 @@ class Launcher:
             items.append(
                 InventoryItem("directory", str(self.control_dir()), self.run_id, "ssh sockets")
             )
-        items += [InventoryItem("file", str(p), self.run_id, "ray up state") for p in
-                  self.state_files()]  # fmt: skip
+        items += [
+            InventoryItem("file", str(p), self.run_id, "ray up state") for p in self.state_files()
+        ]
         return items

@@ -230,15 +230,21 @@ class RayUpMode:
             self.reach(self.machines, min(spec.timeouts.preflight, self.remaining()))
         path = self.write_config(self.render(self.machines))
         self.launcher = Launcher(
-            path, run_id=spec.run_id, log=spec.workdir / "launcher.log",
+            path,
+            run_id=spec.run_id,
+            log=spec.workdir / "launcher.log",
             env={**runstate.run_env(spec.run_id, spec.mode), **self.launcher_env()},
-            progress=spec.progress, tmp_dir=self.private_dir() / "tmp",
-        )  # fmt: skip
+            progress=spec.progress,
+            tmp_dir=self.private_dir() / "tmp",
+        )
         # Before `ray up`: Ray's files of this cluster outside the run's dirs, for a sweep.
         runstate.note(
-            spec.run_id, spec.mode, "ray-cluster", name=self.launcher.cluster_name,
+            spec.run_id,
+            spec.mode,
+            "ray-cluster",
+            name=self.launcher.cluster_name,
             tmp_dir=str(self.launcher.tmp_dir),
-        )  # fmt: skip
+        )
         spec.progress(
             f"starting Ray on {len(self.machines)} machine(s)" if self.machines else "starting Ray"
         )
@@ -282,9 +288,12 @@ class RayUpMode:
 
         try:
             return wait_for(
-                probe, timeout=timeout, what=f"{count} Ray node(s)", interval=1.0,
+                probe,
+                timeout=timeout,
+                what=f"{count} Ray node(s)",
+                interval=1.0,
                 give_up=self.gave_up,
-            )  # fmt: skip
+            )
         except WaitTimeout:
             alive: list[dict[str, Any]] = last["alive"]
             ips = {n["ip"] for n in alive}
@@ -330,7 +339,14 @@ class RayUpMode:
         items += self.leak_query()
         private = runstate.private_path(self.spec.run_id, self.spec.mode)
         if private.exists():
-            items.append(InventoryItem("directory", str(private), self.spec.run_id, "the run's keys and Ray's temp files"))  # fmt: skip
+            items.append(
+                InventoryItem(
+                    "directory",
+                    str(private),
+                    self.spec.run_id,
+                    "the run's keys and Ray's temp files",
+                )
+            )
         return list({(i.kind, i.name): i for i in items}.values())
 
     def collect_diagnostics(self, dest: Path) -> None:

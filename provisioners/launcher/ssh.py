@@ -31,18 +31,28 @@ class SshTarget:
             if self.jump
             else []
         )
-        return [*via,
-            "-i", str(self.key),
-            "-o", "IdentitiesOnly=yes",
-            "-o", "BatchMode=yes",
+        return [
+            *via,
+            "-i",
+            str(self.key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
             # Run nodes are new each run: their host keys cannot be known in advance.
-            "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR",
-            "-o", f"ConnectTimeout={max(1, int(self.connect_timeout))}",
-            "-o", "ServerAliveInterval=5",
-            "-p", str(self.port),
-        ]  # fmt: skip
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            f"ConnectTimeout={max(1, int(self.connect_timeout))}",
+            "-o",
+            "ServerAliveInterval=5",
+            "-p",
+            str(self.port),
+        ]
 
     def argv(self, remote_command: str | None = None, *extra: str) -> list[str]:
         tail = [remote_command] if remote_command is not None else []
