@@ -29,8 +29,8 @@ from figures import save
 from fixtures.clients import run_retrying_flakes
 from fixtures.offline import run_offline
 from provisioners.base import Timeouts
-from provisioners.local import _STOP_GRACE_S
 from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
+from provisioners.raystart import STOP_GRACE_S
 from provisioners.relay import free_port
 from provisioners.runner import run_full
 from provisioners.waits import urlopen_ok, wait_for
@@ -98,7 +98,7 @@ def baseline(workdir: Path) -> float:
     finally:
         head.send_signal(signal.SIGTERM)  # as the harness stops its nodes
         with contextlib.suppress(subprocess.TimeoutExpired):
-            head.wait(timeout=_STOP_GRACE_S)
+            head.wait(timeout=STOP_GRACE_S)
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
         # Some Ray processes leave the group; they are ours by the temp dir in their args.

@@ -1,8 +1,9 @@
 """Mode ``local``: a Ray cluster of processes on this machine (``ray start`` head + workers).
 
-Every node is a ``ray start --block`` child in its own process group, with a per-run
-``--temp-dir`` and kernel-picked ports, so it never collides with a Ray the user already runs
-and teardown can stop exactly what this run started (``ray stop`` would kill every Ray here).
+The ``ray start`` deployer (:mod:`provisioners.raystart`) on :class:`LocalHosts`: every node is
+a ``ray start --block`` child in its own process group, with a per-run ``--temp-dir`` and
+kernel-picked ports, so it never collides with a Ray the user already runs and teardown stops
+exactly what this run started (``ray stop`` would kill every Ray here).
 """
 
 from __future__ import annotations
@@ -13,24 +14,15 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import psutil
 
 from provisioners import runstate
-from provisioners.base import (
-    CLIENT_PORT,
-    DASHBOARD_PORT,
-    ClusterHandle,
-    ClusterSpec,
-    Endpoint,
-    InventoryError,
-    InventoryItem,
-    ProvisionError,
-    listing,
-)
+from provisioners.base import ClusterSpec, InventoryError, InventoryItem, ProvisionError, listing
 from provisioners.options import Option
 from provisioners.processes import (
     env_with_interpreter_first,
@@ -40,51 +32,68 @@ from provisioners.processes import (
     ray_cli,
     run_processes,
 )
-from provisioners.relay import free_port, tcp_relay
-from provisioners.runner import Background, Started, run_full, tail_file
-from provisioners.waits import WaitTimeout, urlopen_ok, wait_for, wait_for_nodes
+from provisioners.raystart import RayNode, RayStartMode
+from provisioners.relay import free_port
+from provisioners.runner import Background, Completed, Started, run_full, tail_file
 
 LOCAL_WORKERS = 1  # one machine: a head and one worker process
 #: Small on purpose: several nodes share this machine's /dev/shm, and the suites move little data.
 OBJECT_STORE_BYTES = 256 * 1024**2
-#: How long `ray start --block` may drain its node after SIGTERM before its group is killed.
-_STOP_GRACE_S = 8.0
+LOOPBACK = "127.0.0.1"
 
 
-class LocalProvisioner:
-    """Head and ``--ray-workers`` nodes as local processes; the nodes share one hostname."""
+@dataclass
+class LocalNode:
+    """A node's ``ray start --block``, leader of its own process group."""
+
+    started: Started
+
+    @property
+    def what(self) -> str:
+        return self.started.what
+
+    def exited(self) -> int | None:
+        return self.started.exited()
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.started.popen.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.started.pid, signal.SIGKILL)
+
+    def last_words(self) -> str:
+        log = self.started.log
+        return f"pid {self.started.pid}, last lines of {log}:\n{tail_file(log, 8)}"
+
+
+class LocalHosts:
+    """This machine as the nodes' host: processes on loopback, the nodes sharing one hostname."""
 
     #: Nothing to set: ports are the kernel's pick and the temp dir is the run's.
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = ()
 
     def __init__(self) -> None:
         self._spec: ClusterSpec | None = None
-        self._nodes: Background | None = None
-        self._procs: list[Started] = []  # `ray start --block` of each node, head first
+        self._background: Background | None = None
+        self._nodes: list[LocalNode] = []
         self._temp_dir: Path | None = None
-        self._ports: dict[str, int] = {}
         self._shm_before: set[str] = set()
-        self._dashboard_url = ""
         self._python = ""  # the nodes' interpreter: in-cluster scripts run with it
-        self._held = False  # this provision holds the run (runstate)
-
-    # -- contract ----------------------------------------------------------------------------
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         if ray_cli() is None:
-            return ["local: the `ray` command is not installed (pip install 'ray[default]')"]
+            return [f"{spec.mode}: the `ray` command is not installed (pip install 'ray[default]')"]
         return []
 
-    def provision(self, spec: ClusterSpec) -> ClusterHandle:
+    def open(self, spec: ClusterSpec) -> None:
         self._spec = spec
-        runstate.hold(spec.run_id)
-        self._held = True
-        self._nodes = Background(
+        self._background = Background(
             spec.run_id,
             spec.workdir,
             {**env_with_interpreter_first(), **runstate.run_env(spec.run_id, spec.mode)},
         )
-        workers = spec.worker_count(LOCAL_WORKERS)
         # Short path: Ray puts unix sockets under it (108-byte limit).
         self._temp_dir = Path(f"/tmp/rc-{spec.run_id}")
         runstate.note(
@@ -93,92 +102,74 @@ class LocalProvisioner:
         runstate.note(spec.run_id, spec.mode, "process-marker", marker=str(self._temp_dir))
         self._temp_dir.mkdir(parents=True, exist_ok=True)
         self._shm_before = _shm_entries()
-        self._ports = {"gcs": free_port(), "dashboard": free_port(), "client": free_port()}
-        self._dashboard_url = f"http://127.0.0.1:{self._ports['dashboard']}"
-        t0 = time.monotonic()
-        self._start_node(
-            "head",
-            [
-                "--head",
-                f"--port={self._ports['gcs']}",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={self._ports['dashboard']}",
-                f"--ray-client-server-port={self._ports['client']}",
-            ],
-        )
-        self._wait(
-            lambda: urlopen_ok(f"{self._dashboard_url}/api/version"),
-            f"the head's dashboard at {self._dashboard_url}",
-        )
-        self._wait_nodes(1)
-        spec.progress(f"head up in {time.monotonic() - t0:.1f} s")
-        for i in range(1, workers + 1):
-            self._start_node(f"worker{i}", [f"--address=127.0.0.1:{self._ports['gcs']}"])
-        if workers:
 
-            def joined(alive: int) -> None:
-                if alive > 1:  # the head alone was reported above
-                    spec.progress(f"worker {alive - 1}/{workers} joined")
+    def address(self) -> str:
+        return LOOPBACK
 
-            self._wait_nodes(1 + workers, on_change=joined)
-        spec.progress(f"{1 + workers} node(s) alive in {time.monotonic() - t0:.1f} s")
-        gcs = f"127.0.0.1:{self._ports['gcs']}"
+    def port(self, role: str) -> int:
+        return free_port()
+
+    def node_args(self) -> list[str]:
+        return [
+            f"--node-ip-address={LOOPBACK}",
+            "--num-cpus=1",
+            f"--object-store-memory={OBJECT_STORE_BYTES}",
+            f"--temp-dir={self._temp_dir}",
+            # Kernel-picked ports so a Ray the user runs (defaults 52365, 8080, ...) never clashes.
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+        ]
+
+    def start(self, name: str, argv: list[str]) -> RayNode:
+        assert self._background is not None
+        ray = ray_cli()
+        if ray is None:
+            raise ProvisionError("the `ray` command is not installed")
+        # Its own process group, output to <workdir>/<name>-<ns>.log; close() reaps it.
+        node = LocalNode(self._background.spawn([ray, *argv], name))
+        self._nodes.append(node)
+        return node
+
+    def versions(self, head: RayNode, timeout: float) -> tuple[str, str]:
         # The nodes' interpreter (the head's `ray start`), asked: not the harness's own.
-        self._python = node_interpreter(self._procs[0].pid)
-        ray_version, python_version = interpreter_versions(self._python, spec.timeouts.job)
-        return ClusterHandle(
-            mode=spec.mode,
-            expected_nodes=1 + workers,
-            ray_version=ray_version,
-            python_version=python_version,
-            head_address=gcs,
-            access={
-                "RAY_ADDRESS": gcs,
-                "ray client": f"ray://127.0.0.1:{self._ports['client']}",
-                "dashboard": self._dashboard_url,
-                "temp dir": str(self._temp_dir),
-                # Every process of the run (by the RC_RUN_ID in its environment, workers Ray
-                # moved out of the nodes' process groups too), then the temp dir.
-                "remove": runstate.sweep_command(spec.run_id, spec.mode),
-            },
-        )
+        self._python = node_interpreter(self._nodes[0].started.pid)
+        return interpreter_versions(self._python, timeout)
 
-    def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
-        local = {CLIENT_PORT: "client", DASHBOARD_PORT: "dashboard"}.get(remote_port)
-        if local is None or local not in self._ports:
-            raise ValueError(
-                f"local: no forward for port {remote_port} (known: {CLIENT_PORT}, {DASHBOARD_PORT})"
-            )
-        return tcp_relay("127.0.0.1", self._ports[local])
-
-    def run_in_cluster(self, script: str, timeout: float) -> str:
-        if self._spec is None:
-            raise RuntimeError("local: run_in_cluster before provision")
+    def run_script(self, script: str, env: Mapping[str, str], timeout: float) -> Completed:
+        assert self._spec is not None
         path = self._spec.workdir / f"in-cluster-{time.monotonic_ns()}.py"
         path.write_text(script)
-        proc = run_full(
+        return run_full(
             [self._python or sys.executable, str(path)],
             timeout,
-            what="local: in-cluster script",
-            env={"RAY_ADDRESS": f"127.0.0.1:{self._ports['gcs']}"},
+            what=f"{self._spec.mode}: in-cluster script",
+            env=dict(env),
             merge=False,  # stdout is the script's answer; stderr only its noise
             check=False,  # the whole output, not runner's tail: tracebacks run long
         )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"local: in-cluster script exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc.stdout
+
+    def access(self) -> dict[str, str]:
+        return {"temp dir": str(self._temp_dir)}
+
+    def remove_command(self, spec: ClusterSpec) -> str:
+        # Every process of the run (by the RC_RUN_ID in its environment, workers Ray moved out
+        # of the nodes' process groups too), then the temp dir.
+        return runstate.sweep_command(spec.run_id, spec.mode)
 
     def inventory(self) -> list[InventoryItem]:
         if self._spec is None:
             return []
         run_id = self._spec.run_id
+        processes = self._ray_processes()
         items = [
             InventoryItem("process", str(p.pid), run_id, " ".join(p.cmdline())[:120])
-            for p in self._ray_processes()
+            for p in processes
         ]
-        ours = {p.pid for p in self._ray_processes()}
+        ours = {p.pid for p in processes}
         try:
             with listing("listening TCP ports"):
                 connections = psutil.net_connections(kind="tcp")
@@ -201,7 +192,6 @@ class LocalProvisioner:
         return items
 
     def collect_diagnostics(self, dest: Path) -> None:
-        dest.mkdir(parents=True, exist_ok=True)
         if self._spec:
             for log in self._spec.workdir.glob("*.log"):
                 shutil.copy2(log, dest / log.name)
@@ -210,115 +200,29 @@ class LocalProvisioner:
                 self._temp_dir / "session_latest" / "logs", dest / "ray-logs", dirs_exist_ok=True
             )
 
-    def teardown(self) -> None:
-        try:
-            self._stop_nodes()
-        finally:
-            if self._held and self._spec is not None:
-                self._held = False
-                runstate.release(self._spec.run_id)
-
-    def _stop_nodes(self) -> None:
-        # Workers first, then the head. SIGTERM to `ray start --block` alone lets it drain and
-        # stop its children itself (seconds); SIGTERM to its whole group kills the GCS under
-        # the drain, and the rest then lingers for ~20 s.
-        for node in reversed(self._procs):
-            with contextlib.suppress(ProcessLookupError):
-                node.popen.send_signal(signal.SIGTERM)
-        with contextlib.suppress(WaitTimeout):
-            wait_for(
-                lambda: all(node.exited() is not None for node in self._procs),
-                timeout=_STOP_GRACE_S,
-                what="local: nodes to drain",
-                interval=0.05,
-            )
-        # Whatever survived (workers Ray re-parented, a hung raylet) is still ours by its
-        # session dir or process group: kill exactly those, then reap the leaders.
+    def close(self) -> None:
+        # Whatever survived the drain (workers Ray re-parented, a hung raylet) is still ours by
+        # its session dir or process group: kill exactly those, then reap the leaders.
         kill_all(self._ray_processes())
-        if self._nodes is not None:
-            self._nodes.close()
+        if self._background is not None:
+            self._background.close()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    def _start_node(self, name: str, args: list[str]) -> None:
-        assert self._spec is not None
-        assert self._temp_dir is not None
-        ray = ray_cli()
-        if ray is None:
-            raise ProvisionError("local: the `ray` command is not installed")
-        argv = [
-            ray,
-            "start",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=1",
-            f"--object-store-memory={OBJECT_STORE_BYTES}",
-            f"--temp-dir={self._temp_dir}",
-            "--disable-usage-stats",
-            # Kernel-picked ports so a Ray the user runs (defaults 52365, 8080, ...) never clashes.
-            f"--node-manager-port={free_port()}",
-            f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-            *args,
-        ]
-        assert self._nodes is not None
-        # Its own process group, output to <workdir>/<name>-<ns>.log; teardown reaps it.
-        self._procs.append(self._nodes.spawn(argv, name))
-
-    def _wait(self, probe: Callable[[], bool], what: str) -> None:
-        assert self._spec is not None
-        try:
-            wait_for(
-                probe, timeout=self._spec.timeouts.node_join, what=what, give_up=self._node_died
-            )
-        except WaitTimeout as exc:
-            raise ProvisionError(f"local: {exc}") from None
-
-    def _wait_nodes(self, n: int, on_change: Callable[[int], None] | None = None) -> None:
-        assert self._spec is not None
-        try:
-            wait_for_nodes(
-                self._dashboard_url,
-                n,
-                timeout=self._spec.timeouts.node_join,
-                on_change=on_change,
-                give_up=self._node_died,
-            )
-        except WaitTimeout as exc:
-            raise ProvisionError(f"local: {exc}") from None
-
-    def _node_died(self) -> str | None:
-        """Which ``ray start`` exited (a node that can no longer join), with its log's tail."""
-        for node in self._procs:
-            code = node.exited()
-            if code is not None:
-                return (
-                    f"local: {node.what} (`ray start`, pid {node.pid}) exited {code}; "
-                    f"last lines of {node.log}:\n{tail_file(node.log, 8)}"
-                )
-        return None
-
-    def kill_head(self) -> str:
-        """SIGKILL the head's process group (its `ray start`, GCS, raylet and dashboard)."""
-        if not self._procs:
-            raise RuntimeError("local: no head process to kill")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._procs[0].pid, signal.SIGKILL)
-        return "127.0.0.1"
-
-    def recovers_head(self) -> bool:
-        return False
 
     def _ray_processes(self) -> list[psutil.Process]:
         """Live processes of this run: in a process group we started, or using our temp dir."""
         return run_processes(
-            (p.pid for p in self._procs), str(self._temp_dir) if self._temp_dir else None
+            (n.started.pid for n in self._nodes), str(self._temp_dir) if self._temp_dir else None
         )
+
+
+class LocalProvisioner(RayStartMode):
+    """Head and ``--ray-workers`` nodes as local processes (``ray start`` on :class:`LocalHosts`)."""
+
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = LocalHosts.OPTIONS
+
+    def __init__(self) -> None:
+        super().__init__(LocalHosts(), default_workers=LOCAL_WORKERS)
 
 
 def _shm_entries() -> set[str]:
