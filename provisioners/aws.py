@@ -36,6 +36,7 @@ from provisioners.base import (
     Endpoint,
     InventoryError,
     InventoryItem,
+    NightlyRun,
     ProvisionError,
     listing,
 )
@@ -192,6 +193,10 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
     """``ray up`` on AWS through Ray's aws provider, or its rehearsal on moto."""
 
     TEMPLATE: ClassVar[str] = "aws.yaml"
+    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (
+        NightlyRun("secrets"),
+        NightlyRun("root", "aws-rehearsal", (REHEARSAL.flag,)),
+    )
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         CLUSTER_YAML,
         REGION,

@@ -403,3 +403,47 @@ class SupportsNodeAddresses(Protocol):
         outside the nodes' network where the mode has one (a container on another network),
         else from this machine. Every target gets one bounded try."""
         ...
+
+
+# --- Where a mode runs in the nightly matrix ------------------------------------------------
+
+#: The kinds of runner the nightly workflow has (.github/workflows/nightly.yml).
+RUNNERS = ("plain", "root", "kind", "secrets")
+
+
+@dataclass(frozen=True)
+class NightlyRun:
+    """One run of a mode in the nightly matrix (``python -m provisioners modes --matrix``).
+
+    ``runner`` says where it runs: "plain" a hosted runner with Docker; "root" the same as root
+    (the cloud rehearsals add iptables rules); "kind" a runner that can run kind; "secrets" a job
+    of its own in the workflow, named after the run, that holds the platform's secrets and runs
+    only when they are set. ``name`` defaults to the mode's name (give one to a variant:
+    "aws-rehearsal"); ``args`` are extra pytest flags.
+    """
+
+    runner: str = "plain"
+    name: str = ""
+    args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.runner not in RUNNERS:
+            raise ValueError(
+                f"NightlyRun runner {self.runner!r} is not one of {', '.join(RUNNERS)}"
+            )
+        # A bare string would be joined letter by letter into the run's flags.
+        if not isinstance(self.args, tuple) or not all(isinstance(a, str) for a in self.args):
+            raise TypeError(f"NightlyRun args must be a tuple of strings, not {self.args!r}")
+
+
+def nightly_runs(provisioner_class: Any) -> tuple[NightlyRun, ...]:
+    """The runs a provisioner class (or factory) declares as ``NIGHTLY``; one plain run if none.
+
+    An empty ``NIGHTLY`` is an error too: the mode would drop out of the nightly unseen.
+    """
+    runs = getattr(provisioner_class, "NIGHTLY", (NightlyRun(),))
+    if not isinstance(runs, tuple) or not runs or not all(isinstance(r, NightlyRun) for r in runs):
+        raise TypeError(
+            f"NIGHTLY must be a non-empty tuple of provisioners.base.NightlyRun, not {runs!r}"
+        )
+    return runs

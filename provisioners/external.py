@@ -21,6 +21,7 @@ from provisioners.base import (
     ClusterSpec,
     Endpoint,
     InventoryItem,
+    NightlyRun,
     ProvisionError,
 )
 from provisioners.options import Option
@@ -62,6 +63,7 @@ class ExternalProvisioner:
     """Suites against a running cluster; the harness never changes or removes it."""
 
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (ADDRESS, DASHBOARD_URL, EXPECT_NODES)
+    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (NightlyRun("secrets"),)
 
     def __init__(self) -> None:
         self._spec: ClusterSpec | None = None

@@ -37,6 +37,7 @@ from provisioners.base import (
     Endpoint,
     InventoryError,
     InventoryItem,
+    NightlyRun,
     ProvisionError,
     listing,
 )
@@ -173,6 +174,10 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
     """``ray up`` on IBM Cloud VPC through the Gen2 connector (an external node provider)."""
 
     TEMPLATE: ClassVar[str] = "ibm.yaml"
+    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (
+        NightlyRun("secrets"),
+        NightlyRun("root", "ibm-rehearsal", (REHEARSAL.flag, COMPAT.flag)),
+    )
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         CLUSTER_YAML,
         PROVIDER,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from provisioners.base import NightlyRun
 from provisioners.kube.mode import OperatorMode, mode_options
 from provisioners.kube.sources import KindSource
 from provisioners.options import Option
@@ -20,6 +21,7 @@ class KindOperatorProvisioner(OperatorMode):
     """KubeRay on a kind cluster created for the run (or ``--ray-kind-cluster``)."""
 
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = mode_options(KindSource())
+    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (NightlyRun("kind"),)
 
     def __init__(self) -> None:
         super().__init__(KindSource())

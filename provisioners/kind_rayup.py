@@ -25,6 +25,7 @@ from provisioners.base import (
     ClusterSpec,
     Endpoint,
     InventoryItem,
+    NightlyRun,
     ProvisionError,
 )
 from provisioners.launcher.config import load_template
@@ -114,6 +115,7 @@ class KindRayUpProvisioner:
     """``ray up`` with Ray's ``kubernetes`` provider; SKIPPED where the installed Ray has none."""
 
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = ()
+    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (NightlyRun("kind"),)
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         ray_version = nodeimage.client_ray_version()

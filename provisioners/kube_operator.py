@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from provisioners.base import NightlyRun
 from provisioners.kube.mode import OperatorMode, mode_options
 from provisioners.kube.sources import ExistingSource
 from provisioners.options import Option
@@ -20,6 +21,7 @@ class KubeOperatorProvisioner(OperatorMode):
     """KubeRay on an existing cluster, reached by kubeconfig."""
 
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = mode_options(ExistingSource())
+    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (NightlyRun("secrets"),)
 
     def __init__(self) -> None:
         super().__init__(ExistingSource())

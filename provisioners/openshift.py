@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 from typing import Any, ClassVar
 
-from provisioners.base import RUN_ID_LABEL, ClusterSpec, InventoryItem, ProvisionError
+from provisioners.base import RUN_ID_LABEL, ClusterSpec, InventoryItem, NightlyRun, ProvisionError
 from provisioners.kube import openshift as scc
 from provisioners.kube.api import ref
 from provisioners.kube.kuberay import KubeRayDeployer
@@ -165,6 +165,10 @@ class OpenShiftProvisioner(OperatorMode):
     """KubeRay on OpenShift (``--ray-kubeconfig``), or its rehearsal on kind."""
 
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = mode_options(openshift_source(), OpenShiftRules())
+    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (
+        NightlyRun("secrets"),
+        NightlyRun("kind", "openshift-rehearsal", (REHEARSAL.flag,)),
+    )
 
     def __init__(self) -> None:
         super().__init__(openshift_source(), OpenShiftRules())
