@@ -456,7 +456,9 @@ def _releases(as_json: bool) -> int:
         return 0
     for entry in found:
         lock = " (requirements.lock)" if not entry["tox"] else ""
-        sys.stdout.write(f"Ray {entry['ray']}{lock}: tox -e <mode>{entry['tox']}\n")
+        sys.stdout.write(
+            f"Ray {entry['ray']}{lock}: tox -e mode{entry['tox']} -- --ray-modes <mode>\n"
+        )
     return 0
 
 

@@ -114,8 +114,8 @@ MAX_FLAKE_RETRIES = policy().max_flake_retries
 
 
 def tox_suffix(release: str) -> str:
-    """What a mode's tox env name gets to run on ``release``: "" for the lock's (the newest
-    supported), else its ``-rayX.Y`` factor (``tox -e docker-ray2.59``)."""
+    """What the mode tox env's name gets to run on ``release``: "" for the lock's (the newest
+    supported), else its ``-rayX.Y`` factor (``tox -e mode-ray2.59 -- --ray-modes docker``)."""
     if release == policy().ray_releases[0]:
         return ""
     return "-ray" + ".".join(release.split(".")[:2])

@@ -1,7 +1,8 @@
 """Every documented way to start the suites, run as written, with its paths outside the checkout.
 
-The commands come from the README's shell blocks, tox.ini's envs (with the arguments the nightly
-workflow passes after ``--``) and the workflow itself. Each path a ``--ray-*`` flag takes is
+The commands come from the README's shell blocks and the nightly workflow's runs of tox.ini's
+generic env (``tox -e mode -- ARGS``), each matrix job once per run of the registry's matrix
+(``python -m provisioners modes --matrix``, as the workflow's `modes` job computes it). Each path a ``--ray-*`` flag takes is
 replaced by one outside the checkout, in the form the document writes it (``--flag value`` or
 ``--flag=value``): pytest used to take such a value for a test path, move its rootdir there and
 then reject every ``--ray-*`` flag as unrecognized (pytest-dev/pytest#8846).
@@ -10,6 +11,8 @@ then reject every ``--ray-*`` flag as unrecognized (pytest-dev/pytest#8846).
 from __future__ import annotations
 
 import configparser
+import functools
+import json
 import os
 import re
 import shlex
@@ -25,6 +28,8 @@ import yaml
 from harness_fakes import REPO
 
 WORKFLOW = REPO / ".github" / "workflows" / "nightly.yml"
+#: The generic tox env the workflow runs every mode through.
+MODE_ENV = "mode"
 #: Flags whose value is a path (``Option.path`` / ``Option.file``), as the documents use them.
 PATH_FLAGS = (
     "--ray-kubeconfig",
@@ -39,6 +44,7 @@ PATH_FLAGS = (
 GITHUB = {
     "${{ env.RUN_ID }}": "n12345678901",  # n and an 11-digit github.run_id
     '"$RUNNER_TEMP/ibm.yaml"': "$RUNNER_TEMP/ibm.yaml",
+    '"$RAY_CONFORMANCE_ADDRESS"': "ray://127.0.0.1:9",
     # The `releases` job's axis, on the lock's Ray (its env has no -rayX.Y suffix).
     "${{ matrix.ray.tox }}": "",
     "${{ matrix.ray.ray }}": "2.60.0",
@@ -66,53 +72,79 @@ def readme_commands() -> list[Command]:
     return out
 
 
+@functools.cache
+def nightly_matrix() -> dict[str, list[dict[str, str]]]:
+    """The registry's runs by runner, as the workflow's `modes` job computes them."""
+    done = subprocess.run(
+        [sys.executable, "-m", "provisioners", "modes", "--matrix"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    found: dict[str, list[dict[str, str]]] = json.loads(done.stdout)
+    return found
+
+
+def _axis(values: Any) -> list[Any] | None:
+    """A matrix axis's values: a list, or the registry's runs it reads
+    (``fromJSON(needs.modes.outputs.RUNNER)``); None for another job's output (``ray``: the
+    lock's only, in GITHUB)."""
+    if isinstance(values, list):
+        return values
+    found = re.fullmatch(r"\$\{\{ fromJSON\(needs\.modes\.outputs\.(\w+)\) \}\}", str(values))
+    return nightly_matrix()[found.group(1)] if found else None
+
+
 def _combinations(job: dict[str, Any]) -> list[dict[str, str]]:
     """Matrix entries covering every value of every axis (the others at their first), then
-    each ``include``."""
+    each ``include``; an object value (a run) as ``run.mode``, ``run.args``, ..."""
     matrix = dict(job.get("strategy", {}).get("matrix", {}))
     include = matrix.pop("include", [])
-    axes = {k: [str(x) for x in v] for k, v in matrix.items() if isinstance(v, list)}
+    axes = {k: v for k, v in ((k, _axis(v)) for k, v in matrix.items()) if v is not None}
     first = {k: v[0] for k, v in axes.items()}
     out = [first]
     for key, values in axes.items():
         out += [{**first, key: value} for value in values[1:]]
-    return out + [{**first, **{k: str(v) for k, v in extra.items()}} for extra in include]
+    out += [{**first, **extra} for extra in include]
+    return [
+        {
+            f"{key}.{sub}" if isinstance(value, dict) else key: str(v)
+            for key, value in entry.items()
+            for sub, v in (value.items() if isinstance(value, dict) else [("", value)])
+        }
+        for entry in out
+    ]
 
 
-def nightly_posargs() -> dict[str, list[str]]:
-    """tox env -> what each of the workflow's runs passes after ``--`` (expressions expanded)."""
-    out: dict[str, list[str]] = {}
-    for job in yaml.safe_load(WORKFLOW.read_text())["jobs"].values():
+def nightly_commands(kubeconfig: Path) -> list[Command]:
+    """Each of the workflow's runs of the generic tox env, expressions expanded, as the pytest
+    command it makes (tox.ini's ``commands`` with the run's arguments as ``{posargs}``)."""
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(REPO / "tox.ini")
+    sections = [s for s in ini.sections() if re.sub(r"\{[^}]*\}", "", s) == f"testenv:{MODE_ENV}"]
+    assert len(sections) == 1, ini.sections()
+    command = ini[sections[0]]["commands"].strip()
+    github = {**GITHUB, '"$KUBECONFIG"': str(kubeconfig)}
+    out = []
+    for name, job in yaml.safe_load(WORKFLOW.read_text())["jobs"].items():
         for step in job.get("steps", []):
             for index, combination in enumerate(_combinations(job)):
                 line = str(step.get("run", "")).replace("${{ strategy.job-index }}", str(index))
-                for key, value in [*GITHUB.items(), *combination.items()]:
+                for key, value in [*github.items(), *combination.items()]:
                     line = line.replace(
                         key if key.startswith(("$", '"')) else f"${{{{ matrix.{key} }}}}", value
                     )
                 found = re.search(r"tox -e (\S+) -- (.*)", line)
-                if found:
-                    env, rest = found.groups()
-                    if rest not in out.setdefault(env, []):
-                        out[env].append(rest)
-    return out
-
-
-def tox_commands(kubeconfig: Path) -> list[Command]:
-    ini = configparser.ConfigParser(interpolation=None)
-    ini.read(REPO / "tox.ini")
-    posargs = nightly_posargs()
-    env = {"KUBECONFIG": str(kubeconfig), "RAY_CONFORMANCE_ADDRESS": "ray://127.0.0.1:9"}
-    out = []
-    for section in ini.sections():
-        name = re.sub(r"\{[^}]*\}", "", section.removeprefix("testenv:"))  # the lock's Ray
-        command = ini[section].get("commands", "").strip()
-        if not command.startswith("pytest") or "--ray-" not in command:
-            continue
-        command = re.sub(r"\{env:(\w+)\}", lambda m: env[m[1]], command)
-        for extra in posargs.get(name, [""]):
-            where = f"tox.ini [{section}]" + (" + nightly.yml" if name in posargs else "")
-            out.append(Command(where, shlex.split(command.replace("{posargs}", extra))[1:]))
+                if found is None:
+                    continue
+                env, rest = found.groups()
+                assert env == MODE_ENV, f"nightly.yml job {name} runs tox env {env}"
+                # A matrix run by its name (kuberay's by its axes), a job of its own by the job's.
+                run = combination.get("run.name") or " ".join(v for v in combination.values() if v)
+                where = f"nightly.yml {name} [{run or name}] + tox.ini [{sections[0]}]"
+                out.append(Command(where, shlex.split(command.replace("{posargs}", rest))[1:]))
     return out
 
 
@@ -162,7 +194,7 @@ def pytest_in_checkout(args: list[str], env: dict[str, str] | None = None) -> An
 
 def test_documents_name_path_flags_in_both_forms() -> None:
     """The commands below cover what they claim: the space form and the = form both occur."""
-    docs = readme_commands() + tox_commands(Path("/tmp/kubeconfig"))
+    docs = readme_commands() + nightly_commands(Path("/tmp/kubeconfig"))
     words = [w for c in docs for w in c.args]
     assert any(w in PATH_FLAGS for w in words), "no `--flag value` path in the documents"
     assert any(w.partition("=")[0] in PATH_FLAGS and "=" in w for w in words)
@@ -190,7 +222,7 @@ def test_every_documented_command_parses_with_paths_outside_the_checkout(
             return f"{ran}, the checkout's pyproject.toml unread:\n{seen[-800:]}"
         return None
 
-    commands = readme_commands() + tox_commands(paths["--ray-kubeconfig"])
+    commands = readme_commands() + nightly_commands(paths["--ray-kubeconfig"])
     with ThreadPoolExecutor(2) as pool:  # each start imports every mode: seconds apiece
         problems = [p for p in pool.map(problem, commands) if p]
     assert not problems, "\n\n".join(problems)
