@@ -1,9 +1,12 @@
 """The vendor path end to end: a package of their own, installed with uv, certified by entry point.
 
-``tests/vendor_example/`` is a vendor's package (one class, one entry point line). It is built
-and installed into a fresh virtual environment, and the certification run starts from that
-environment's interpreter with nothing but ``--ray-modes example --ray-certify target.yaml``:
-no ``--ray-provisioner``, no file of this project edited. It provisions real local Ray nodes.
+``tests/vendor_example/`` is a vendor's package: one new node source (``ExampleHosts``), the
+mode it makes with the project's ``ray start`` deployer, and one entry point line. It is built
+and installed into a fresh virtual environment; from that environment's interpreter alone the
+mode shows in the modes list, in ``pytest --help`` (its option), in the nightly matrix the
+workflow derives, and passes the shared suites in a certification run started with nothing but
+``--ray-modes example --ray-certify target.yaml``: no ``--ray-provisioner``, no file of this
+project edited. It provisions real Ray nodes on this machine.
 """
 
 from __future__ import annotations
@@ -111,6 +114,20 @@ def test_example_vendor_certifies_through_its_entry_point(tmp_path: Path) -> Non
         check=True,
     )
     assert "--ray-example-zone" in helped.stdout
+    # In the nightly matrix the workflow derives from the registry: a mode that declares no
+    # NIGHTLY runs on a plain runner, by its entry point alone.
+    derived = subprocess.run(
+        [python, "-m", "provisioners", "modes", "--matrix"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert {"mode": "example", "name": "example", "args": ""} in json.loads(derived.stdout)[
+        "plain"
+    ], derived.stdout
 
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=840)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
@@ -133,7 +150,10 @@ def test_example_vendor_certifies_through_its_entry_point(tmp_path: Path) -> Non
         done.stdout + main_summary(python, archive, env)
     )
     record = json.loads((report_dir / "modes" / "example.json").read_text())
-    assert record["handle"]["access"]["zone"] == "zone-a"  # the vendor's declared option
+    access = record["handle"]["access"]
+    assert access["zone"] == "zone-a"  # the option the vendor's node source declares
+    assert access["directory"] == "/tmp/rcx-vendor1"  # the source's own, through the deployer
+    assert {i["kind"] for i in record["inventory_before"]} >= {"process", "directory"}
     assert record["inventory_before"]
     assert record["inventory_after"] == []
     tools = json.loads((report_dir / "certification" / "tools.json").read_text())
