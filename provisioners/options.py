@@ -23,13 +23,16 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 import yaml
 
 T = TypeVar("T")
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+#: "string": one value; "bool": a flag without a value on the command line; "multi": repeatable.
+OptionKind = Literal["string", "bool", "multi"]
+OPTION_KINDS: tuple[str, ...] = get_args(OptionKind)
 
 #: The longest any single bound may be (a day): anything longer is a typo, not a plan.
 MAX_SECONDS = 86400.0
@@ -51,12 +54,16 @@ class Option(Generic[T]):
     help: str
     parse: Callable[[str], T] = field(compare=False)
     default: T
-    kind: str = "string"  # "string" | "bool" (a flag on the command line) | "multi" (repeatable)
+    kind: OptionKind = "string"
     metavar: str = "VALUE"
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
             raise ValueError(f"option name {self.name!r}: use lowercase words joined by dashes")
+        if self.kind not in OPTION_KINDS:  # a vendor's mode is not type-checked
+            raise ValueError(
+                f"option {self.name!r}: kind {self.kind!r} is not one of {', '.join(OPTION_KINDS)}"
+            )
 
     @property
     def flag(self) -> str:

@@ -7,7 +7,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal, get_args
 
 from reports import schema
 
@@ -52,13 +52,28 @@ class RunContext:
     modes: tuple[str, ...]  # selected modes, in run order
 
 
+#: Where a mode's lifecycle stands; "unknown" is a record the writer could not read. A reader
+#: shows a status it does not know as it is (the published schema says so), so this is the
+#: writer's contract, not a reader's.
+ModeStatus = Literal[
+    "pending",
+    "provisioned",
+    "skipped",
+    "provision-failed",
+    "torn-down",
+    "teardown-failed",
+    "kept",
+    "unknown",
+]
+MODE_STATUSES: tuple[str, ...] = get_args(ModeStatus)
+
+
 @dataclass
 class ModeRecord:
     """What the harness learned about one mode; ``Results.modes`` holds one per mode."""
 
     mode: str
-    #: pending | provisioned | skipped | provision-failed | torn-down | teardown-failed | kept
-    status: str = "pending"
+    status: ModeStatus = "pending"
     reason: str = ""  # skip reason or provision error
     provision_seconds: float | None = None
     teardown_seconds: float | None = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reports.certify import PROFILE, profile_problems
-from reports.model import OF_MODE, RAY_KEY, Result, Results, first_line, title_of
+from reports.model import OF_MODE, RAY_KEY, ModeStatus, Result, Results, first_line, title_of
 
 CONFORMANT = "CONFORMANT"
 NOT_CONFORMANT = "NOT CONFORMANT"
@@ -26,7 +26,7 @@ NOT_RUN = "NOT RUN"
 #: Failed checks named on the verdict line; the rest are counted.
 NAMED = 3
 #: Mode statuses after which the mode's cluster had been up (if its provision succeeded).
-RAN = ("provisioned", "torn-down", "teardown-failed", "kept")
+RAN: tuple[ModeStatus, ...] = ("provisioned", "torn-down", "teardown-failed", "kept")
 
 
 def provision_failed(record: dict[str, Any]) -> bool:

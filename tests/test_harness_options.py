@@ -220,3 +220,13 @@ def test_runs_that_run_no_test_write_no_report_bundle(
     assert result.ret == pytest.ExitCode.OK
     assert not (pytester.path / "reports").exists()
     assert not list(pytester.path.rglob("junit.xml"))
+
+
+def test_an_option_of_an_unknown_kind_is_refused_naming_the_kinds() -> None:
+    from provisioners.options import Option
+
+    assert Option("zone", "a zone", str, "a", kind="multi").kind == "multi"
+    with pytest.raises(
+        ValueError, match=r"option 'zone': kind 'flag' is not one of string, bool, multi"
+    ):
+        Option("zone", "a zone", str, "a", kind="flag")  # type: ignore[arg-type]

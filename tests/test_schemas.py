@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped]
@@ -97,3 +98,14 @@ def test_a_results_document_off_the_schema_is_refused_naming_where(
         "$.results[0].outcome: 'maybe' is not one of "
         "['error', 'failed', 'skipped', 'xfailed', 'passed']\n"
     )
+
+
+def test_the_results_schema_names_every_status_a_mode_record_can_have() -> None:
+    from reports.model import MODE_STATUSES
+
+    status = json.loads((SCHEMA_DIR / RESULTS).read_text())
+    text = json.dumps(status)
+    described = re.search(r'"description": "([^"]*provision-failed[^"]*)"', text)
+    assert described is not None
+    named = set(re.findall(r"[a-z]+(?:-[a-z]+)*", described.group(1).split("(")[0])) - {"or"}
+    assert named == set(MODE_STATUSES)
