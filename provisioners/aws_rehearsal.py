@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import shlex
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +22,7 @@ from botocore.config import Config
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
 from provisioners import rehearsal, runstate
+from provisioners.base import Deadline
 from provisioners.rehearsal import Instance, Layout
 
 #: moto's default VPC and the addresses of the run's own helpers, outside its four default /20s
@@ -144,7 +144,7 @@ class Stage(rehearsal.Stage):
         return self.session().client(service, endpoint_url=self.endpoint, config=config)
 
     def start(self, node_image: str, ssh_user: str, public_key: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = Deadline.after(timeout, "the AWS rehearsal stage")
         with self._client() as client:
             image = build_image(client, node_image, self.progress, timeout, self.run_id)
             self.create_networks(client)
@@ -154,7 +154,7 @@ class Stage(rehearsal.Stage):
             ["/opt/moto/bin/moto_server", "-H", "0.0.0.0", "-p", str(MOTO_PORT)],
             "moto",
             MOTO_IP,
-            max(1.0, deadline - time.monotonic()),
+            deadline.left(),
             # werkzeug's line once the socket is bound
             wait=LogMessageWaitStrategy("Running on").with_poll_interval(0.25),
             env={"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
@@ -164,7 +164,7 @@ class Stage(rehearsal.Stage):
             ["sleep", "infinity"],
             "client",
             CLIENT_IP,
-            max(1.0, deadline - time.monotonic()),
+            deadline.left(),
             env=env,
             # The config and log (workdir), the key and Ray's temp files (private), at the
             # host's paths, for the `ray` commands run in it.

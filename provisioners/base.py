@@ -8,8 +8,10 @@ that suites probe with ``isinstance`` and skip without.
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -44,6 +46,43 @@ class Timeouts:
     teardown: float = 600.0  # whole teardown step (the harness stops waiting after it)
 
 
+#: The least a wait inside a step gets, even when the step's time is up: one real try whose
+#: failure names what it waited for, rather than a zero-second wait that names nothing.
+MIN_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a step must be done by (``time.monotonic()`` seconds): the one shape of "time left".
+
+    ``remaining()`` is never negative; ``left(cap)`` is what a wait inside the step may take;
+    ``part(what, seconds)`` is a named sub-budget that never outlives this deadline.
+    """
+
+    at: float
+    what: str = "the step"
+
+    @classmethod
+    def after(cls, seconds: float, what: str) -> Deadline:
+        return cls(time.monotonic() + seconds, what)
+
+    def remaining(self) -> float:
+        """Seconds until the deadline; 0 once it has passed."""
+        return max(0.0, self.at - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.remaining() == 0.0
+
+    def left(self, cap: float = math.inf) -> float:
+        """The bound for one wait inside the step: what is left, at most ``cap``, at least
+        :data:`MIN_WAIT_S`."""
+        return max(MIN_WAIT_S, min(cap, self.remaining()))
+
+    def part(self, what: str, seconds: float) -> Deadline:
+        """A named share of this step: done ``seconds`` from now or with the step, if earlier."""
+        return Deadline(min(self.at, time.monotonic() + seconds), what)
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """What to provision: one per mode per session, built from the ``--ray-*`` options."""
@@ -58,6 +97,20 @@ class ClusterSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: Live one-line progress ("head up in 14.2 s"); the harness prefixes the mode name.
     progress: Callable[[str], None] = field(default=lambda _msg: None, compare=False)
+    #: When provisioning must be done by: every wait of a provision takes its bound from it.
+    #: The harness starts it as provisioning starts (:meth:`provisioning`); a spec built
+    #: without one (a test, a bench) runs it from its creation.
+    deadline: Deadline = field(default=None, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.deadline is None:
+            object.__setattr__(
+                self, "deadline", Deadline.after(self.timeouts.provision, "provisioning")
+            )
+
+    def provisioning(self) -> ClusterSpec:
+        """This spec with its provision deadline starting now."""
+        return replace(self, deadline=Deadline.after(self.timeouts.provision, "provisioning"))
 
     def get(self, option: Option[T]) -> T:
         """The typed value of one of the mode's declared options (its default when not given)."""

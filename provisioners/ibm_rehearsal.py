@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import secrets
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +22,7 @@ from typing import Any, ClassVar
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
 from provisioners import rehearsal
+from provisioners.base import Deadline
 from provisioners.ibm_standin import READY_LINE, Cloud
 from provisioners.ibm_vpc import collect, primary_address, vpc_client
 from provisioners.rehearsal import Instance, Layout
@@ -114,7 +114,7 @@ class Stage(rehearsal.Stage):
 
     def start(self, node_image: str, mounts: list[Path], timeout: float) -> None:
         """Image, networks, stand-in, client (``mounts`` at the same paths), instance loop."""
-        deadline = time.monotonic() + timeout
+        deadline = Deadline.after(timeout, "the IBM rehearsal stage")
         with self._client() as client:
             image = build_image(client, node_image, self.progress, timeout, self.run_id)
             self.create_networks(client)
@@ -134,7 +134,7 @@ class Stage(rehearsal.Stage):
             ],
             "standin",
             STANDIN_IP,
-            max(1.0, deadline - time.monotonic()),
+            deadline.left(),
             wait=LogMessageWaitStrategy(READY_LINE).with_poll_interval(0.25),
             volumes={str(STANDIN_SCRIPT): {"bind": "/opt/rc/ibm_standin.py", "mode": "ro"}},
         )
@@ -143,7 +143,7 @@ class Stage(rehearsal.Stage):
             ["sleep", "infinity"],
             "client",
             CLIENT_IP,
-            max(1.0, deadline - time.monotonic()),
+            deadline.left(),
             floating=True,
             volumes={str(p): {"bind": str(p), "mode": "rw"} for p in {self.workdir, *mounts}},
         )

@@ -37,7 +37,7 @@ import docker.types
 from testcontainers.core.waiting_utils import WaitStrategy
 
 from provisioners import containers, nodeimage, runstate
-from provisioners.base import InventoryError, InventoryItem, ProvisionError, listing
+from provisioners.base import Deadline, InventoryError, InventoryItem, ProvisionError, listing
 from provisioners.iptables import CountedRule
 from provisioners.launcher.cli import Launcher
 from provisioners.launcher.ssh import SshTarget
@@ -108,7 +108,7 @@ def ensure_image(
     ``dockerfile`` is formatted with ``node``, ``hash_label``, ``image_hash`` and ``values``;
     the wheels are in ``wheels/`` of its context.
     """
-    deadline = time.monotonic() + timeout
+    deadline = Deadline.after(timeout, f"building {repo}")
     wheels = _wheels(requirements, progress, timeout)
     names = sorted(p.name for p in wheels.glob("*.whl"))
     node_id = client.images.get(node_image).id
@@ -142,7 +142,7 @@ def ensure_image(
                 decode=True,
                 network_mode="none",  # wheels come from the context: the build needs no network
                 buildargs={"RUN_ID": run_id},
-                timeout=max(1, round(deadline - time.monotonic())),
+                timeout=round(deadline.left()),  # docker-py takes whole seconds
             ):
                 line = str(chunk.get("stream") or chunk.get("status") or "").strip()
                 tail = [*tail[-9:], line] if line else tail
