@@ -8,7 +8,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,44 +127,103 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+#: Lists the alive Ray nodes: dicts with at least ``ip``, ``hostname`` and ``node_id``.
+NodeLister = Callable[[], list[dict[str, Any]]]
+
+
+class NodesTimeout(WaitTimeout):
+    """:func:`wait_for_nodes` ran out; ``never_joined`` holds the expected addresses not alive."""
+
+    def __init__(self, message: str, never_joined: list[str]) -> None:
+        super().__init__(message)
+        self.never_joined = never_joined
+
+
+def dashboard_lister(
+    dashboard_url: str, *, view: str = "state", timeout: float = 5.0
+) -> NodeLister:
+    """The alive nodes as the dashboard at ``dashboard_url`` lists them (see :func:`alive_nodes`)."""
+    return lambda: alive_nodes(dashboard_url, timeout, view=view)
+
+
 def wait_for_nodes(
-    dashboard_url: str,
-    expected: int,
+    nodes: str | NodeLister,
+    count: int,
     *,
     timeout: float,
+    at_least: bool = False,
+    expected: Mapping[str, str] | None = None,
     on_change: Callable[[int], None] | None = None,
-    view: str = "state",
     give_up: Callable[[], str | None] | None = None,
+    where: str | None = None,
+    view: str = "state",
+    interval: float = 0.25,  # a local query; finer polling shaves the wait that gates every suite
 ) -> list[dict[str, Any]]:
-    """Wait until exactly ``expected`` nodes are alive; report each change of the count.
+    """Wait until ``count`` Ray nodes are alive (at least ``count`` with ``at_least``); return them.
 
-    ``give_up`` is :func:`wait_for`'s: a reason ends the wait at once (a node process died).
+    ``nodes`` lists the alive nodes: a :data:`NodeLister` (a probe over ssh, say), or a dashboard
+    URL whose ``view`` (:func:`alive_nodes`) is asked. ``expected`` maps the address (ip or
+    hostname) of each node that must be among them to how the timeout names it when it never
+    joined. ``on_change`` is told the count each time it changes (from 0). ``give_up`` is
+    :func:`wait_for`'s: a reason ends the wait at once (a node process exited). ``where`` says
+    where the nodes are listed, for the messages. A timeout raises :class:`NodesTimeout` naming
+    the alive nodes, each expected one that never joined and the last probe error.
     """
-    seen: list[int] = [-1]
-    last: list[list[dict[str, Any]]] = [[]]
+    if isinstance(nodes, str):
+        list_nodes = dashboard_lister(nodes, view=view)
+        where = f"at {nodes} ({view} view)" if where is None else where
+    else:
+        list_nodes = nodes
+    named = dict(expected or {})
+    last: dict[str, Any] = {"alive": [], "count": 0, "error": ""}
+
+    def never_joined(alive: list[dict[str, Any]]) -> list[str]:
+        present = {n["ip"] for n in alive} | {n["hostname"] for n in alive}
+        return [address for address in named if address not in present]
 
     def probe() -> list[dict[str, Any]] | None:
-        nodes = alive_nodes(dashboard_url, view=view)
-        last[0] = nodes
-        if len(nodes) != seen[0]:
-            seen[0] = len(nodes)
+        try:
+            alive = list_nodes()
+        except Exception as exc:
+            # Ssh probes fail with pages of output; their last line says why.
+            lines = str(exc).strip().splitlines() or [""]
+            last["error"] = f"{type(exc).__name__}: {lines[-1][:200]}"
+            raise
+        last.update(alive=alive, error="")
+        if len(alive) != last["count"]:
+            last["count"] = len(alive)
             if on_change:
-                on_change(len(nodes))
-        return nodes if len(nodes) == expected else None
+                on_change(len(alive))
+        enough = len(alive) >= count if at_least else len(alive) == count
+        return alive if enough and not never_joined(alive) else None
 
     def describe() -> str:
-        return f"{len(last[0])} alive: " + (
-            ", ".join(f"{n['hostname']}/{n['ip']}/{n['node_id'][:8]}" for n in last[0]) or "none"
-        )
+        alive: list[dict[str, Any]] = last["alive"]
+        missing = [named[a] for a in never_joined(alive)]
+        if (unnamed := count - len(alive) - len(missing)) > 0:
+            missing.append(f"{unnamed} more node(s)")
+        listed = ", ".join(f"{n['hostname']}/{n['ip']}/{n['node_id'][:8]}" for n in alive)
+        parts = [f"{len(alive)} alive: {listed or 'none'}"]
+        if missing:
+            parts.append(f"never joined: {', '.join(missing)}")
+        if not at_least and len(alive) > count:
+            parts.append(f"{len(alive) - count} more than expected")
+        if last["error"]:
+            parts.append(f"last probe error: {last['error']}")
+        return "; ".join(parts)
 
-    return wait_for(
-        probe,
-        timeout=timeout,
-        what=f"{expected} alive Ray node(s) at {dashboard_url} ({view} view)",
-        interval=0.25,  # a local query; finer polling shaves the wait that gates every suite
-        last_seen=describe,
-        give_up=give_up,
-    )
+    try:
+        return wait_for(
+            probe,
+            timeout=timeout,
+            what=f"{'at least ' if at_least else ''}{count} alive Ray node(s)"
+            + (f" {where}" if where else ""),
+            interval=interval,
+            last_seen=describe,
+            give_up=give_up,
+        )
+    except WaitTimeout as exc:
+        raise NodesTimeout(str(exc), never_joined(last["alive"])) from None
 
 
 def urlopen_ok(url: str, timeout: float = 5.0) -> bool:

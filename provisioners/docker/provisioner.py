@@ -46,7 +46,7 @@ from provisioners.naming import run_name
 from provisioners.options import Option
 from provisioners.relay import free_port, tcp_relay
 from provisioners.runner import tail
-from provisioners.waits import WaitGaveUp, WaitTimeout, alive_nodes, wait_for
+from provisioners.waits import NodesTimeout, WaitGaveUp, WaitTimeout, wait_for, wait_for_nodes
 
 #: Share of the engine's memory given to /dev/shm across all nodes (the Ray docs' "about 30%").
 SHM_SHARE = 0.30
@@ -566,62 +566,46 @@ class DockerProvisioner:
     ) -> None:
         """Wait until every node container (head first) is an alive Ray node (by hostname).
 
-        Gives up at once, quoting its log, when a container exits: it can never join.
+        Gives up at once, quoting its log, when a container exits: its node can never be alive.
         """
         spec = self._require_spec()
-        head, workers = names[0], names[1:]
-        alive: set[str] = set()
-        seen_error = [""]
+        reported = [0]
 
-        def all_alive() -> bool:
-            try:
-                now = {n["hostname"] for n in alive_nodes(dashboard, timeout=5, view="summary")}
-                seen_error[0] = ""
-            except Exception as exc:  # the dashboard is still starting
-                seen_error[0] = f"{type(exc).__name__}: {exc}"
-                return False
-            for name in names:
-                if name in now and name not in alive:
-                    alive.add(name)
-                    elapsed = time.monotonic() - started
-                    if name == head:
-                        spec.progress(f"head up in {elapsed:.1f} s")
-                    else:
-                        joined = len(alive - {head})
-                        spec.progress(f"worker {joined}/{len(workers)} joined ({elapsed:.1f} s)")
-            return alive >= set(names)
-
-        def missing() -> list[str]:
-            return [n for n in names if n not in alive]
+        def joined(alive: int) -> None:
+            # Workers join only through the head, so the first node alive is the head.
+            elapsed = time.monotonic() - started
+            for n in range(reported[0] + 1, alive + 1):
+                spec.progress(
+                    f"head up in {elapsed:.1f} s"
+                    if n == 1
+                    else f"worker {n - 1}/{len(names) - 1} joined ({elapsed:.1f} s)"
+                )
+            reported[0] = max(reported[0], alive)
 
         def exited() -> str | None:
-            for name in missing():
+            for name in names:
                 state = client.api.inspect_container(name)["State"]
                 if not state.get("Running"):
                     return (
                         f"node container {name} exited with code {state.get('ExitCode')} before "
-                        f"joining the cluster; last log lines:\n{self._log_tail(client, name)}"
+                        f"the cluster was up; last log lines:\n{self._log_tail(client, name)}"
                     )
             return None
 
-        def last_seen() -> str:
-            return (
-                f"alive: {', '.join(sorted(alive)) or 'none'}; not yet: {', '.join(missing())}"
-                + (f"; dashboard: {seen_error[0]}" if seen_error[0] else "")
-            )
-
         try:
-            wait_for(
-                all_alive,
+            wait_for_nodes(
+                dashboard,
+                len(names),
                 timeout=timeout,
-                what=f"{len(names)} node container(s) to be alive Ray nodes",
-                last_seen=last_seen,
+                expected={name: name for name in names},
+                on_change=joined,
                 give_up=exited,
+                view="summary",
             )
         except WaitGaveUp as exc:
             raise ProvisionError(f"docker: {exc}") from None
-        except WaitTimeout as exc:
-            logs = "\n".join(f"--- {n}:\n{self._log_tail(client, n)}" for n in missing())
+        except NodesTimeout as exc:
+            logs = "\n".join(f"--- {n}:\n{self._log_tail(client, n)}" for n in exc.never_joined)
             raise ProvisionError(f"docker: {exc}; last log lines:\n{logs}") from None
 
     def _log_tail(self, client: docker.DockerClient, name: str) -> str:

@@ -48,7 +48,7 @@ from provisioners.naming import run_name
 from provisioners.options import Option
 from provisioners.processes import ray_cli
 from provisioners.runner import CommandError
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.waits import WaitTimeout, wait_for_nodes
 
 GCS_PORT = 6379
 
@@ -270,43 +270,21 @@ class RayUpMode:
 
     def _wait_nodes(self, timeout: float) -> list[dict[str, Any]]:
         """Wait once for every expected node; the error names each that never joined."""
-        expected, count = self.expected_nodes(), self.node_count()
-        last: dict[str, Any] = {"alive": [], "error": ""}
-
-        def probe() -> list[dict[str, Any]] | None:
-            try:
-                alive = self.alive_nodes()
-            except Exception as exc:
-                lines = str(exc).strip().splitlines() or [""]
-                last["error"] = f"{type(exc).__name__}: {lines[-1][:200]}"
-                raise
-            if len(alive) != len(last["alive"]):
-                self.spec.progress(f"{len(alive)}/{count} node(s) alive")
-            last.update(alive=alive, error="")
-            ips = {n["ip"] for n in alive}
-            return alive if len(alive) >= count and all(m.ip in ips for m in expected) else None
-
+        count = self.node_count()
         try:
-            return wait_for(
-                probe,
+            return wait_for_nodes(
+                self.alive_nodes,
+                count,
                 timeout=timeout,
-                what=f"{count} Ray node(s)",
-                interval=1.0,
+                # An autoscaling cluster may have added workers beyond the expected ones.
+                at_least=True,
+                expected={m.ip: f"{m.name} ({m.ip})" for m in self.expected_nodes()},
+                on_change=lambda alive: self.spec.progress(f"{alive}/{count} node(s) alive"),
                 give_up=self.gave_up,
+                interval=1.0,  # each probe is an ssh round trip to the head
             )
-        except WaitTimeout:
-            alive: list[dict[str, Any]] = last["alive"]
-            ips = {n["ip"] for n in alive}
-            missing = [f"{m.name} ({m.ip})" for m in expected if m.ip not in ips]
-            unnamed = count - len(alive) - len(missing)
-            if unnamed > 0:
-                missing.append(f"{unnamed} more node(s)")
-            seen = ", ".join(f"{n['hostname']} ({n['ip']})" for n in alive) or "none"
-            error = f"; last probe error: {last['error']}" if last["error"] else ""
-            raise ProvisionError(
-                f"{self.spec.mode}: {len(alive)}/{count} nodes alive after {timeout:.0f} s; "
-                f"never joined: {', '.join(missing)}; alive: {seen}{error}"
-            ) from None
+        except WaitTimeout as exc:
+            raise ProvisionError(f"{self.spec.mode}: {exc}") from None
 
     # --- Teardown and leaks -------------------------------------------------------------------
 
