@@ -32,7 +32,11 @@ DEFAULT_WORKERS = 2
 
 
 class ProvisionError(RuntimeError):
-    """Provisioning failed; the message is shown to the user as-is, so make it say why."""
+    """Provisioning failed; the message is shown to the user as-is, so make it say why.
+
+    Like every message of a mode, it does not start with the mode's name: the harness names
+    the mode wherever it shows one (``docker: provisioning failed: ...``), once.
+    """
 
 
 @dataclass(frozen=True)
@@ -218,7 +222,9 @@ class Provisioner(Protocol):
     """
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
-        """What this machine lacks for the mode ("docker: no engine answers"); empty if ready.
+        """What this machine lacks for the mode ("no engine answers"); empty if ready.
+
+        The mode is SKIPPED with each line, named by the harness (``docker: no engine answers``).
 
         Must be quick and side-effect free: it decides SKIPPED before anything is created.
         """

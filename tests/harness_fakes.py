@@ -146,7 +146,7 @@ class UnreadyProvisioner(FakeProvisioner):
     """This machine lacks what the mode needs."""
 
     def missing_prerequisites(self, spec):
-        return ["fake: the `frob` binary is not on PATH"]
+        return ["the `frob` binary is not on PATH"]  # the harness names the mode
 
 
 class NoRemoveProvisioner(FakeProvisioner):

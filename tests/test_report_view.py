@@ -288,7 +288,7 @@ def test_a_failing_run_opens_on_what_failed_and_why(pytester: pytest.Pytester) -
         "broken: NOT CONFORMANT — provisioning failed: ProvisionError: head started, "
         "worker fake-w1 never joined"
     ) in seen.first_screen
-    assert "unready: NOT RUN — fake: the `frob` binary is not on PATH" in seen.first_screen
+    assert "unready: NOT RUN — the `frob` binary is not on PATH" in seen.first_screen
     page = (report_dir / "report.html").read_text()
     # The failed provision is red with its reason; its teardown is a row of its own.
     provision = re.findall(r'<td class="(l-[a-z]+)" data-lifecycle="provision"', page)

@@ -42,7 +42,8 @@ def pytest_configure(config):
         handle={{"ray_version": "2.60.0", "python_version": "3.11.9", "expected_nodes": 3}},
         diagnostics=str(REPORT_DIR / "diagnostics" / "local.txt"),
     ).save(REPORT_DIR)
-    ModeRecord("docker", "skipped", reason="docker: no engine answers on /var/run/docker.sock").save(
+    # The record is the mode's: its reason is not named (the harness's SKIP message is).
+    ModeRecord("docker", "skipped", reason="no engine answers on /var/run/docker.sock").save(
         REPORT_DIR
     )
     (REPORT_DIR / "diagnostics").mkdir(exist_ok=True)
@@ -152,13 +153,13 @@ def test_writer_records_one_outcome_per_check_and_mode(pytester: pytest.Pytester
     assert doc["modes"][0]["diagnostics"] == "diagnostics/local.txt"  # relative: bundles move
     # A skipped mode's reason is said once, on its verdict line, not once per check.
     shown = render_text(load_results(report_dir)).splitlines()
-    assert "docker: NOT RUN — docker: no engine answers on /var/run/docker.sock" in shown
+    assert "docker: NOT RUN — no engine answers on /var/run/docker.sock" in shown
     assert not [line for line in shown if "[docker]" in line]
     # The run ends on each mode's verdict and where the report is.
     result.stdout.fnmatch_lines(
         [
             "ray-conformance local: NOT CONFORMANT — 2 failed: Bad; Leaky",
-            "ray-conformance docker: NOT RUN — docker: no engine answers on /var/run/docker.sock",
+            "ray-conformance docker: NOT RUN — no engine answers on /var/run/docker.sock",
             f"ray-conformance report: {report_dir}/report.html (results: {report_dir}/results.json)",
         ]
     )
@@ -173,7 +174,7 @@ def test_html_shows_the_matrix_escaped(pytester: pytest.Pytester) -> None:
     assert 'data-mode="docker"' not in page.split('<table class="matrix">')[1]
     assert (
         '<div class="verdict v-not-run" data-mode="docker" data-verdict="NOT RUN">'
-        '<span class="mode">docker:</span><strong>NOT RUN</strong> — docker: no engine answers'
+        '<span class="mode">docker:</span><strong>NOT RUN</strong> — no engine answers on'
     ) in page
     # The verdict comes first: before the matrix, the details and the run's metadata.
     assert page.index('data-verdict="NOT CONFORMANT"') < page.index('<table class="matrix">')
