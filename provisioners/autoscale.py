@@ -78,13 +78,13 @@ class AutoscaleProvisioner(RayUpMode):
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         missing = super().missing_prerequisites(spec)
         if not sys.platform.startswith("linux"):
-            missing.append(f"autoscale: needs Linux process groups (this is {sys.platform})")
+            missing.append(f"needs Linux process groups (this is {sys.platform})")
         return missing
 
     def plan(self, spec: ClusterSpec) -> None:
         self._max_workers = DEFAULT_MAX_WORKERS if spec.workers is None else spec.workers
         if self._max_workers < 1:
-            raise ProvisionError(f"autoscale: workers must be >= 1 (got {self._max_workers})")
+            raise ProvisionError(f"workers must be >= 1 (got {self._max_workers})")
         self._ports = {"gcs": free_port(), "dashboard": free_port(), "client": free_port()}
 
     def provider_section(self, machines: Sequence[Machine]) -> dict[str, Any]:
@@ -169,7 +169,7 @@ class AutoscaleProvisioner(RayUpMode):
     def _python(self) -> str:
         """The nodes' interpreter (the fake workers are the head's monitor's children)."""
         if self._head is None:
-            raise RuntimeError("autoscale: no head yet")
+            raise RuntimeError("no head yet")
         return node_interpreter(self._head.pid)
 
     def access(self) -> dict[str, str]:

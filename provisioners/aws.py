@@ -237,14 +237,12 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         missing = super().missing_prerequisites(spec)
         missing += [
-            f"aws: `{t}` not on PATH"
-            for t in ("ssh", "ssh-keygen", "rsync")
-            if shutil.which(t) is None
+            f"`{t}` not on PATH" for t in ("ssh", "ssh-keygen", "rsync") if shutil.which(t) is None
         ]
         if not spec.get(REHEARSAL):
             if not credentials_found():
                 missing.append(
-                    "aws: no AWS credentials found by boto3's chain (environment, shared "
+                    "no AWS credentials found by boto3's chain (environment, shared "
                     "credentials/config files, SSO or process; the metadata service is not "
                     f"asked); configure them, or rehearse without an account: {REHEARSAL.flag}"
                 )
@@ -267,7 +265,7 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             try:
                 self._base = launcher_config.load_user_overrides(user)
             except ProvisionError as exc:
-                raise ProvisionError(f"aws: --ray-cluster-yaml: {exc}") from None
+                raise ProvisionError(f"--ray-cluster-yaml: {exc}") from None
         else:
             workers = spec.worker_count()
             self._base = launcher_config.load_template(
@@ -282,12 +280,12 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         provider = self._base.get("provider") or {}
         if provider.get("type") != "aws":
             raise ProvisionError(
-                f"aws: the cluster YAML's provider.type is {provider.get('type')!r}, not 'aws'"
+                f"the cluster YAML's provider.type is {provider.get('type')!r}, not 'aws'"
             )
         if "aws_credentials" in provider:
             # Ray copies the config to the head, and we keep a copy in the report.
             raise ProvisionError(
-                "aws: the cluster YAML carries provider.aws_credentials; remove them and let "
+                "the cluster YAML carries provider.aws_credentials; remove them and let "
                 "boto3 find credentials (environment, ~/.aws/credentials, a profile)"
             )
         self.add_autoscaled_type(spec, self._base)
@@ -524,7 +522,7 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 ProvisionError,
                 WaitTimeout,
             ) as exc:
-                self.spec.progress(f"aws: cleanup incomplete: {exc}")
+                self.spec.progress(f"cleanup incomplete: {exc}")
             # The snapshot is what the leak check reads (the rehearsal's API goes next): a
             # listing that failed stays in it as the failure it is.
             self._left = self._ec2_inventory()

@@ -49,13 +49,11 @@ def parse_address(address: str) -> tuple[str, int, int | None]:
         text = text[len("ray://") :]
         host, sep, port = text.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise ProvisionError(f"external: {ADDRESS.flag} {address!r} is not ray://HOST:PORT")
+            raise ProvisionError(f"{ADDRESS.flag} {address!r} is not ray://HOST:PORT")
         return host, int(port), None
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ProvisionError(
-            f"external: {ADDRESS.flag} {address!r} is neither ray://HOST:PORT nor HOST:PORT"
-        )
+        raise ProvisionError(f"{ADDRESS.flag} {address!r} is neither ray://HOST:PORT nor HOST:PORT")
     return host, CLIENT_PORT, int(port)
 
 
@@ -74,7 +72,7 @@ class ExternalProvisioner:
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         if not spec.get(ADDRESS):
             return [
-                f"external: no cluster given ({ADDRESS.flag} ray://HOST:10001 or HOST:6379, "
+                f"no cluster given ({ADDRESS.flag} ray://HOST:10001 or HOST:6379, "
                 f"with {DASHBOARD_URL.flag} and {EXPECT_NODES.flag} as needed)"
             ]
         return []
@@ -101,7 +99,7 @@ class ExternalProvisioner:
                 what=f"the dashboard at {self._dashboard}/api/version ({DASHBOARD_URL.flag})",
             )
         except WaitTimeout as exc:
-            raise ProvisionError(f"external: {exc}") from None
+            raise ProvisionError(str(exc)) from None
         known = self._known_nodes()
         alive = [n for n in known if n.get("state") == "ALIVE"]
         dead = [n for n in known if n.get("state") != "ALIVE"]
@@ -142,7 +140,7 @@ class ExternalProvisioner:
             nodes: list[dict[str, Any]] = data["data"]["result"]["result"]
         except Exception as exc:  # the dashboard answered /api/version: say what it did here
             raise ProvisionError(
-                f"external: cannot list the nodes at {self._dashboard}/api/v0/nodes: "
+                f"cannot list the nodes at {self._dashboard}/api/v0/nodes: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
         return nodes
@@ -156,9 +154,7 @@ class ExternalProvisioner:
             if line.startswith("VERSIONS "):
                 _, ray_version, python = line.split()
                 return ray_version, python
-        raise ProvisionError(
-            f"external: could not read the cluster's Ray and Python versions:\n{out[-500:]}"
-        )
+        raise ProvisionError(f"could not read the cluster's Ray and Python versions:\n{out[-500:]}")
 
     def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
         if remote_port == CLIENT_PORT:
@@ -166,7 +162,7 @@ class ExternalProvisioner:
         if remote_port == DASHBOARD_PORT:
             parts = urlsplit(self._dashboard)
             return tcp_relay(parts.hostname or self._host, parts.port or 80)
-        raise ValueError(f"external: no forward for port {remote_port}")
+        raise ValueError(f"no forward for port {remote_port}")
 
     def run_in_cluster(self, script: str, timeout: float) -> str:
         from ray.job_submission import JobStatus, JobSubmissionClient
@@ -190,7 +186,7 @@ class ExternalProvisioner:
             raise
         logs = str(client.get_job_logs(job_id))
         if status != JobStatus.SUCCEEDED:
-            raise RuntimeError(f"external: job {job_id} ended {status}:\n{logs[-3000:]}")
+            raise RuntimeError(f"job {job_id} ended {status}:\n{logs[-3000:]}")
         return logs
 
     def inventory(self) -> list[InventoryItem]:

@@ -235,7 +235,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         if not found.ok:
             versions = ", ".join(f"{k} {v}" for k, v in found.versions.items())
             missing.append(
-                f"ibm: the node provider {module} cannot run a cluster ({versions}): "
+                f"the node provider {module} cannot run a cluster ({versions}): "
                 f"{found.failure} [probed against a loopback stand-in of IBM's IAM and VPC "
                 f"API; every step: python -m provisioners.ibm_probe {module}]"
                 + (
@@ -258,7 +258,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             return missing
         if user is None:
             missing.append(
-                f"ibm: needs your cluster YAML ({CLUSTER_YAML.flag}): the VPC, subnet, security "
+                f"needs your cluster YAML ({CLUSTER_YAML.flag}): the VPC, subnet, security "
                 "group, image and resource group are your account's (lithopscloud writes it; "
                 "or copy provisioners/templates/ibm.yaml)"
             )
@@ -269,7 +269,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             )
         if not api_key_from_env() and not yaml_key:
             missing.append(
-                f"ibm: no API key: set {API_KEY_ENVS[0]} (or provider.iam_api_key in your "
+                f"no API key: set {API_KEY_ENVS[0]} (or provider.iam_api_key in your "
                 "cluster YAML); create one at https://cloud.ibm.com/iam/apikeys"
             )
         return missing
@@ -289,7 +289,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 spec.progress,
             )
         if user is None and self.stage is None:
-            raise ProvisionError(f"ibm: needs your cluster YAML ({CLUSTER_YAML.flag})")
+            raise ProvisionError(f"needs your cluster YAML ({CLUSTER_YAML.flag})")
         if user is None:
             assert self.stage is not None
             self._base = launcher_config.load_template(
@@ -307,7 +307,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             try:
                 self._base = launcher_config.load_user_overrides(user)
             except ProvisionError as exc:
-                raise ProvisionError(f"ibm: {CLUSTER_YAML.flag}: {exc}") from None
+                raise ProvisionError(f"{CLUSTER_YAML.flag}: {exc}") from None
         if self.stage is not None:  # the stand-in answers for IAM and the VPC, with its own key
             provider = self._base.setdefault("provider", {})
             provider.update(
@@ -324,7 +324,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         provider = self._base.get("provider") or {}
         if provider.get("type") != "external":
             raise ProvisionError(
-                f"ibm: the cluster YAML's provider.type is {provider.get('type')!r}; the Gen2 "
+                f"the cluster YAML's provider.type is {provider.get('type')!r}; the Gen2 "
                 "connector is an external provider: type: external, module: " + CONNECTOR_CLASS
             )
         missing = [k for k in ("endpoint", "zone_name") if not provider.get(k)]
@@ -335,14 +335,14 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             if not (t.get("node_config") or {}).get(k)
         ]
         if missing:
-            raise ProvisionError(f"ibm: the cluster YAML lacks {', '.join(missing)}")
+            raise ProvisionError(f"the cluster YAML lacks {', '.join(missing)}")
         self._api_key = (
             (self.stage.api_key if self.stage else None)
             or api_key_from_env()
             or str(provider.get("iam_api_key") or "")
         )
         if not self._api_key:
-            raise ProvisionError(f"ibm: no API key: set {API_KEY_ENVS[0]}")
+            raise ProvisionError(f"no API key: set {API_KEY_ENVS[0]}")
         if spec.workers is not None:
             head = self._base.get("head_node_type")
             for name, node_type in (self._base.get("available_node_types") or {}).items():
@@ -439,7 +439,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         except ProvisionError:
             raise
         except Exception as exc:  # the SDK's ApiException: what the VPC said, in one line
-            raise ProvisionError(f"ibm: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+            raise ProvisionError(f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
         return []  # the connector creates the instances in `ray up`
 
     def _snapshot_and_import_key(self, vpc: Any) -> None:
@@ -563,9 +563,9 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         try:
             self._remove_cloud_objects()
         except (ProvisionError, WaitTimeout, OSError, KeyError) as exc:
-            self.spec.progress(f"ibm: cleanup incomplete: {exc}")
+            self.spec.progress(f"cleanup incomplete: {exc}")
         except Exception as exc:  # the SDK's ApiException and requests' errors
-            self.spec.progress(f"ibm: cleanup incomplete: {type(exc).__name__}: {exc}")
+            self.spec.progress(f"cleanup incomplete: {type(exc).__name__}: {exc}")
         # The snapshot is what the leak check reads (the rehearsal's API goes next): a listing
         # that failed stays in it as the failure it is.
         self._left = self._vpc_inventory()

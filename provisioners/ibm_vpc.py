@@ -35,7 +35,7 @@ def collect(call: Callable[..., Any], kind: str) -> list[dict[str, Any]]:
         if not nxt:
             return out
         start = urllib.parse.parse_qs(urllib.parse.urlsplit(nxt).query)["start"][0]
-    raise ProvisionError(f"ibm: more than 1000 pages of {kind}")
+    raise ProvisionError(f"more than 1000 pages of {kind}")
 
 
 def primary_address(instance: Mapping[str, Any]) -> str:

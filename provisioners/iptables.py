@@ -159,11 +159,11 @@ class EgressLock:
         self.metadata_hits = 0
 
     @staticmethod
-    def missing(mode: str) -> list[str]:
+    def missing() -> list[str]:
         """Why this machine cannot add the rule ({NO_EGRESS.flag} was asked for)."""
         if iptables() is None or os.geteuid() != 0:
             return [
-                f"{mode}: {NO_EGRESS.flag} needs root and iptables (its rule keeps containers off the network)"
+                f"{NO_EGRESS.flag} needs root and iptables (its rule keeps containers off the network)"
             ]
         return []
 

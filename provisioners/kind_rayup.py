@@ -121,29 +121,29 @@ class KindRayUpProvisioner:
         ray_version = nodeimage.client_ray_version()
         if not kubernetes_provider():
             return [
-                f"kind-rayup: the installed Ray {ray_version} has no `kubernetes` node provider "
+                f"the installed Ray {ray_version} has no `kubernetes` node provider "
                 f"(`ray up` on Kubernetes ended with Ray {LEGACY_RAY}; KubeRay replaced it): "
                 "use kind-operator for Ray on kind"
             ]
         # A Ray with the provider needs Python <= 3.10 and is not what this project pins.
         return [
-            f"kind-rayup: Ray {ray_version} has a `kubernetes` provider, but this harness drives "
+            f"Ray {ray_version} has a `kubernetes` provider, but this harness drives "
             "`ray up` on Kubernetes only up to rendering and checking its YAML"
         ]
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
-        raise ProvisionError("kind-rayup: no `ray up` on Kubernetes with this Ray (see preflight)")
+        raise ProvisionError("no `ray up` on Kubernetes with this Ray (see preflight)")
 
     def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
         return self._nothing()
 
     @contextlib.contextmanager
     def _nothing(self) -> Iterator[Endpoint]:
-        raise ProvisionError("kind-rayup: not provisioned")
+        raise ProvisionError("not provisioned")
         yield Endpoint("127.0.0.1", 0)  # pragma: no cover
 
     def run_in_cluster(self, script: str, timeout: float) -> str:
-        raise ProvisionError("kind-rayup: not provisioned")
+        raise ProvisionError("not provisioned")
 
     def inventory(self) -> list[InventoryItem]:
         return []

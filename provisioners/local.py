@@ -84,7 +84,7 @@ class LocalHosts:
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         if ray_cli() is None:
-            return [f"{spec.mode}: the `ray` command is not installed (pip install 'ray[default]')"]
+            return ["the `ray` command is not installed (pip install 'ray[default]')"]
         return []
 
     def open(self, spec: ClusterSpec) -> None:
@@ -146,7 +146,7 @@ class LocalHosts:
         return run_full(
             [self._python or sys.executable, str(path)],
             timeout,
-            what=f"{self._spec.mode}: in-cluster script",
+            what="in-cluster script",
             env=dict(env),
             merge=False,  # stdout is the script's answer; stderr only its noise
             check=False,  # the whole output, not runner's tail: tracebacks run long

@@ -202,8 +202,7 @@ class RayStartMode:
         role = _FORWARDS.get(remote_port)
         if role is None or role not in self._ports:
             raise ValueError(
-                f"{self._mode()}: no forward for port {remote_port} "
-                f"(known: {CLIENT_PORT}, {DASHBOARD_PORT})"
+                f"no forward for port {remote_port} (known: {CLIENT_PORT}, {DASHBOARD_PORT})"
             )
         return tcp_relay(self.hosts.address(), self._ports[role])
 
@@ -214,8 +213,7 @@ class RayStartMode:
         proc = self.hosts.run_script(script, env, timeout)
         if proc.returncode != 0:
             raise RuntimeError(
-                f"{self._mode()}: in-cluster script exited {proc.returncode}:\n"
-                f"{proc.stdout}\n{proc.stderr}"
+                f"in-cluster script exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
             )
         return proc.stdout
 
@@ -239,7 +237,7 @@ class RayStartMode:
     def kill_head(self) -> str:
         """Kill the head node's every process; the address it had."""
         if not self._nodes:
-            raise RuntimeError(f"{self._mode()}: no head to kill")
+            raise RuntimeError("no head to kill")
         self._nodes[0].kill()
         return self.hosts.address()
 
@@ -247,9 +245,6 @@ class RayStartMode:
         return False  # nothing restarts a `ray start` head: the suites expect fail-fast
 
     # -- helpers -----------------------------------------------------------------------------
-
-    def _mode(self) -> str:
-        return self._spec.mode if self._spec is not None else type(self).__name__
 
     def _start(self, name: str, args: list[str]) -> None:
         argv = ["start", "--block", "--disable-usage-stats", *self.hosts.node_args(), *args]
@@ -266,7 +261,7 @@ class RayStartMode:
                 wait_for(
                     lambda: all(node.exited() is not None for node in self._nodes),
                     timeout=STOP_GRACE_S,
-                    what=f"{self._mode()}: nodes to drain",
+                    what="nodes to drain",
                     interval=0.05,
                 )
         finally:
@@ -279,7 +274,7 @@ class RayStartMode:
                 probe, timeout=self._spec.timeouts.node_join, what=what, give_up=self._node_died
             )
         except WaitTimeout as exc:
-            raise ProvisionError(f"{self._mode()}: {exc}") from None
+            raise ProvisionError(str(exc)) from None
 
     def _wait_nodes(self, n: int, on_change: Callable[[int], None] | None = None) -> None:
         assert self._spec is not None
@@ -292,14 +287,12 @@ class RayStartMode:
                 give_up=self._node_died,
             )
         except WaitTimeout as exc:
-            raise ProvisionError(f"{self._mode()}: {exc}") from None
+            raise ProvisionError(str(exc)) from None
 
     def _node_died(self) -> str | None:
         """Which ``ray start`` exited (a node that can no longer join), with its last words."""
         for node in self._nodes:
             code = node.exited()
             if code is not None:
-                return (
-                    f"{self._mode()}: {node.what} (`ray start`) exited {code}; {node.last_words()}"
-                )
+                return f"{node.what} (`ray start`) exited {code}; {node.last_words()}"
         return None

@@ -107,8 +107,8 @@ class VmProvisioner(SshRayUpMode):
         missing = super().missing_prerequisites(spec)
         if not spec.get(HOSTS):
             problem = containers.engine_problem(spec.get(containers.DOCKER_HOST))
-            missing += [f"vm: {problem}"] if problem else []
-            missing += EgressLock.missing(spec.mode) if spec.get(NO_EGRESS) else []
+            missing += [problem] if problem else []
+            missing += EgressLock.missing() if spec.get(NO_EGRESS) else []
         return missing
 
     def plan(self, spec: ClusterSpec) -> None:
@@ -117,13 +117,13 @@ class VmProvisioner(SshRayUpMode):
             key = spec.get(SSH_KEY)
             if key is None or not key.is_file():
                 raise ProvisionError(
-                    f"vm: --ray-ssh-key must name a private key file (got {str(key or '')!r})"
+                    f"--ray-ssh-key must name a private key file (got {str(key or '')!r})"
                 )
             self._workers = len(hosts) - 1
         else:
             self._workers = spec.worker_count()
             if self._workers < 0:
-                raise ProvisionError(f"vm: workers must be >= 0 (got {self._workers})")
+                raise ProvisionError(f"workers must be >= 0 (got {self._workers})")
 
     def identity(self) -> tuple[str, Path | None]:
         key = self.spec.get(SSH_KEY)
@@ -247,7 +247,7 @@ class VmProvisioner(SshRayUpMode):
             return {t for t in targets if port_accepts(t[0], t[1], timeout=timeout)}
         with self._docker() as client:
             if client is None:
-                raise RuntimeError("vm: the Docker engine does not answer")
+                raise RuntimeError("the Docker engine does not answer")
             return containers.probe_from_outside(
                 client, self._image, self.spec.run_id, self.spec.mode, targets, timeout
             )
@@ -269,7 +269,7 @@ class VmProvisioner(SshRayUpMode):
             try:
                 pip_download(argv, timeout, what=f"pip download {SETUP_REQUIREMENT}")
             except CommandError as e:
-                raise ProvisionError(f"vm: cannot fetch the setup package: {e}") from None
+                raise ProvisionError(f"cannot fetch the setup package: {e}") from None
         return dest
 
     def _start_containers(self, timeout: float) -> list[Machine]:
@@ -316,7 +316,7 @@ class VmProvisioner(SshRayUpMode):
                 info = client.api.inspect_container(container.id)
                 ip = info["NetworkSettings"]["Networks"][net.name]["IPAddress"]
                 if not ip:
-                    raise ProvisionError(f"vm: container {name} got no IP on {net.name}")
+                    raise ProvisionError(f"container {name} got no IP on {net.name}")
                 machines.append(Machine(name, ip))
         self._creating = False
         spec.progress("nodes: " + ", ".join(f"{m.name}={m.ip}" for m in machines))

@@ -57,7 +57,7 @@ BENCHES = {
                 "node_peak_mib": {"h": 700, "w": 400},
             }
         },
-        failed={"vm": "RuntimeError: vm: no sshd"},
+        failed={"vm": "RuntimeError: no sshd"},
     ),
     "bench_matrix": {
         "exit": 1,
@@ -80,7 +80,7 @@ def test_table_marks_each_target_and_lists_misses_and_gaps() -> None:
         "| docker | 10,000 | 900 | 1,000 | 0.90 ✓ | 8 | 700 | 1,000 | 0.70 ✗ | 700 MiB, 400 MiB | 90 MiB |"
         in lines
     )
-    assert "| vm | failed: RuntimeError: vm: no sshd |||||||||" in lines
+    assert "| vm | failed: RuntimeError: no sshd |||||||||" in lines
     unmet = md.split("## Targets not met or not measured")[1].split("## Harness")[0]
     assert "- **docker, overhead** = 1.2 (target ≤ 1.1): 12.0 s vs 10.0 s raw: provision" in unmet
     assert (

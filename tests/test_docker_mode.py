@@ -191,7 +191,7 @@ def test_no_engine_is_a_missing_prerequisite(
     missing = provisioner.missing_prerequisites(spec)
     assert time.monotonic() - t0 < 10, "the engine check must be quick"
     assert len(missing) == 1
-    assert missing[0].startswith(f"docker: no Docker engine answers at {DEAD_SOCKET} ")
+    assert missing[0].startswith(f"no Docker engine answers at {DEAD_SOCKET} ")
     message = provision_fails(provisioner, spec)
     assert message == missing[0]
 

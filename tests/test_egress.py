@@ -59,6 +59,6 @@ def test_egress_lock_is_noted_added_counted_and_removed() -> None:
 
 def test_no_egress_without_root_is_a_clear_prerequisite(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert EgressLock.missing("docker") == [
-        "docker: --ray-no-egress needs root and iptables (its rule keeps containers off the network)"
+    assert EgressLock.missing() == [
+        "--ray-no-egress needs root and iptables (its rule keeps containers off the network)"
     ]

@@ -107,7 +107,7 @@ def test_external_without_address_is_skipped_with_reason(tmp_path: Path) -> None
         ClusterSpec(mode="external", run_id="x", workdir=tmp_path)
     )
     assert missing == [
-        "external: no cluster given (--ray-address ray://HOST:10001 or HOST:6379, "
+        "no cluster given (--ray-address ray://HOST:10001 or HOST:6379, "
         "with --ray-dashboard-url and --ray-expect-nodes as needed)"
     ]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
-from harness_fakes import CHECKS, modes, run, write_fakes
+from harness_fakes import CHECKS, REPO, modes, run, write_fakes
 
 MESSAGES_MODULE = """
 from fakemod import FakeProvisioner, record
@@ -74,6 +75,15 @@ def test_a_provision_error_reads_named_once(pytester: pytest.Pytester) -> None:
     assert _reason(pytester, "short") == "ProvisionError: 2/3 nodes alive"  # the mode's own
 
 
+def test_a_built_in_mode_is_named_once(pytester: pytest.Pytester) -> None:
+    # external needs no cluster to fail: its address is checked first. It once read
+    # "external: provisioning failed: external: --ray-address ...".
+    result = run(pytester, "--ray-modes=external", "--ray-address=ray://h")
+    result.assert_outcomes(errors=2)
+    shown = _named_once(result.outlines, "is not ray://HOST:PORT", "external")
+    assert "external: provisioning failed: --ray-address 'ray://h' is not ray://HOST:PORT" in shown
+
+
 def test_missing_prerequisites_skip_named_once(pytester: pytest.Pytester) -> None:
     result = run(pytester, "-rs", *_modes("notool=NoToolProvisioner"), *_report_dir(pytester))
     result.assert_outcomes(skipped=2)
@@ -98,3 +108,31 @@ def test_a_teardown_error_reads_named_once(pytester: pytest.Pytester) -> None:
         shown
     )
     result.stdout.no_fnmatch_line("*Traceback*")
+
+
+#: Option help says which mode reads a flag (``pytest --help``): the one place a mode names itself.
+OPTION_HELP = re.compile(r"\bOption(?:\.\w+)?\(")
+
+
+def _self_named(path: Path, modes: set[str]) -> list[str]:
+    """Each string literal of ``path`` that starts with a mode's name, outside option help."""
+    found = []
+    lines = path.read_text().splitlines()
+    names = "|".join(re.escape(m) for m in sorted(modes, key=len, reverse=True))
+    prefix = re.compile(r'(?<![\w"])f?"(?:(?:' + names + r")|\{[\w.]*mode(?:\(\))?\}): ")
+    for i, line in enumerate(lines):
+        if prefix.search(line) and not OPTION_HELP.search("\n".join(lines[max(0, i - 2) : i + 1])):
+            found.append(f"{path.relative_to(REPO)}:{i + 1}: {line.strip()}")
+    return found
+
+
+def test_no_mode_names_itself_in_its_messages() -> None:
+    from provisioners.registry import discover
+
+    known, _ = discover([])
+    found = [
+        hit
+        for path in sorted((REPO / "provisioners").rglob("*.py"))
+        for hit in _self_named(path, set(known))
+    ]
+    assert not found, "the harness names the mode; a mode's message must not:\n" + "\n".join(found)

@@ -298,7 +298,7 @@ def test_driver_names_the_node_that_never_joined_then_tears_down_in_order(
     mode = FakeMode(joined=1)
     with pytest.raises(
         ProvisionError,
-        match=r"fake: timed out after 2 s waiting for at least 2 alive Ray node\(s\); "
+        match=r"^timed out after 2 s waiting for at least 2 alive Ray node\(s\); "
         r"last seen: 1 alive: n1/10\.0\.0\.1/x; never joined: n2 \(10\.0\.0\.2\)$",
     ):
         mode.provision(_driver_spec(tmp_path))

@@ -129,7 +129,7 @@ class DockerProvisioner:
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         problem = self._engine_problem(spec)
         missing = [problem] if problem else []
-        return missing + (EgressLock.missing(spec.mode) if spec.get(NO_EGRESS) else [])
+        return missing + (EgressLock.missing() if spec.get(NO_EGRESS) else [])
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec
@@ -139,7 +139,7 @@ class DockerProvisioner:
         deadline = started + spec.timeouts.provision
         workers = spec.worker_count()
         if workers < 0:
-            raise ProvisionError(f"docker: --ray-workers must be 0 or more, got {workers}")
+            raise ProvisionError(f"--ray-workers must be 0 or more, got {workers}")
         problem = self._engine_problem(spec)
         if problem:
             raise ProvisionError(problem)
@@ -166,7 +166,7 @@ class DockerProvisioner:
             )
         except docker.errors.APIError as exc:
             raise ProvisionError(
-                f"docker: cannot create network {network}: {exc.explanation or exc} "
+                f"cannot create network {network}: {exc.explanation or exc} "
                 "(left by an earlier run with this run id? remove it or pick another run id)"
             ) from None
         self._network, self._network_id = network, str(created.short_id)
@@ -248,7 +248,7 @@ class DockerProvisioner:
     def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
         if remote_port not in self._published:
             raise ValueError(
-                f"docker: port {remote_port} is not published by the head "
+                f"port {remote_port} is not published by the head "
                 f"(published: {sorted(self._published) or 'none, not provisioned'})"
             )
         # A relay on a fresh port rather than the published port itself: the caller's port then
@@ -370,7 +370,7 @@ class DockerProvisioner:
         """SIGKILL the last worker's container: a machine lost, not a node drained."""
         spec = self._require_spec()
         if len(self._nodes) < 2:
-            raise RuntimeError("docker: no worker node to kill")
+            raise RuntimeError("no worker node to kill")
         client = self._connect(spec)
         container = client.containers.get(self._nodes[-1])
         networks = container.attrs["NetworkSettings"]["Networks"]
@@ -385,7 +385,7 @@ class DockerProvisioner:
         """SIGKILL the head's container: the head machine lost; nothing starts another."""
         spec = self._require_spec()
         if not self._nodes:
-            raise RuntimeError("docker: no head container to kill")
+            raise RuntimeError("no head container to kill")
         container = self._connect(spec).containers.get(self._nodes[0])
         networks = container.attrs["NetworkSettings"]["Networks"]
         ip = next(iter(networks.values()))["IPAddress"]
@@ -397,7 +397,7 @@ class DockerProvisioner:
 
     def node_exec(self, node: str, argv: list[str], timeout: float) -> str:
         if node not in self._nodes:
-            raise ValueError(f"docker: no node {node!r} in this run (nodes: {self._nodes})")
+            raise ValueError(f"no node {node!r} in this run (nodes: {self._nodes})")
         return self._exec(node, argv, timeout, what=" ".join(argv))
 
     def shm_bytes_per_node(self) -> int:
@@ -432,8 +432,7 @@ class DockerProvisioner:
 
     def _engine_problem(self, spec: ClusterSpec) -> str:
         timeout = min(_PING_TIMEOUT_S, spec.timeouts.preflight)
-        problem = containers.engine_problem(spec.get(DOCKER_HOST), timeout)
-        return f"docker: {problem}" if problem else ""
+        return containers.engine_problem(spec.get(DOCKER_HOST), timeout) or ""
 
     def _connect(self, spec: ClusterSpec) -> docker.DockerClient:
         if self._client is None:
@@ -455,12 +454,12 @@ class DockerProvisioner:
 
     def _require_spec(self) -> ClusterSpec:
         if self._spec is None:
-            raise RuntimeError("docker: not provisioned")
+            raise RuntimeError("not provisioned")
         return self._spec
 
     def _head(self) -> str:
         if not self._nodes:
-            raise RuntimeError("docker: not provisioned (no head container)")
+            raise RuntimeError("not provisioned (no head container)")
         return self._nodes[0]
 
     def _shm_size(self, spec: ClusterSpec, client: docker.DockerClient, nodes: int) -> int:
@@ -473,10 +472,10 @@ class DockerProvisioner:
         if size is None:
             return int(total * SHM_SHARE / nodes)
         if size <= 0:
-            raise ProvisionError(f"docker: {SHM_SIZE.flag} must be positive, got {size}")
+            raise ProvisionError(f"{SHM_SIZE.flag} must be positive, got {size}")
         if size > total:
             raise ProvisionError(
-                f"docker: {SHM_SIZE.flag} asks {_gib(size)} per node, more than the engine's "
+                f"{SHM_SIZE.flag} asks {_gib(size)} per node, more than the engine's "
                 f"memory ({_gib(total)}); about 30% of memory split across nodes is usual"
             )
         return size
@@ -500,7 +499,7 @@ class DockerProvisioner:
                     s.bind(("127.0.0.1", port))
                 except OSError as exc:
                     raise ProvisionError(
-                        f"docker: cannot publish {remote} on 127.0.0.1:{port}: the port is "
+                        f"cannot publish {remote} on 127.0.0.1:{port}: the port is "
                         f"already in use ({exc.strerror}); choose another {option.flag} or leave "
                         "it unset for a free one"
                     ) from None
@@ -538,10 +537,9 @@ class DockerProvisioner:
                 explanation
             ):
                 raise ProvisionError(
-                    f"docker: cannot start {name}: a published port is already in use "
-                    f"({explanation})"
+                    f"cannot start {name}: a published port is already in use ({explanation})"
                 ) from None
-            raise ProvisionError(f"docker: cannot start {name}: {explanation}") from None
+            raise ProvisionError(f"cannot start {name}: {explanation}") from None
         self._ids.append(str(node.short_id))
 
     def _read_published(self, client: docker.DockerClient, name: str) -> dict[int, int]:
@@ -551,7 +549,7 @@ class DockerProvisioner:
         for remote in (CLIENT_PORT, DASHBOARD_PORT):
             entries = bound.get(f"{remote}/tcp") or []
             if not entries:
-                raise ProvisionError(f"docker: {name} did not publish port {remote}")
+                raise ProvisionError(f"{name} did not publish port {remote}")
             out[remote] = int(entries[0]["HostPort"])
         return out
 
@@ -603,10 +601,10 @@ class DockerProvisioner:
                 view="summary",
             )
         except WaitGaveUp as exc:
-            raise ProvisionError(f"docker: {exc}") from None
+            raise ProvisionError(str(exc)) from None
         except NodesTimeout as exc:
             logs = "\n".join(f"--- {n}:\n{self._log_tail(client, n)}" for n in exc.never_joined)
-            raise ProvisionError(f"docker: {exc}; last log lines:\n{logs}") from None
+            raise ProvisionError(f"{exc}; last log lines:\n{logs}") from None
 
     def _log_tail(self, client: docker.DockerClient, name: str) -> str:
         try:
@@ -629,7 +627,7 @@ class DockerProvisioner:
         )
         fields = out.split()
         if len(fields) < 2:
-            raise ProvisionError(f"docker: cannot read Ray/Python versions on {head}: {out!r}")
+            raise ProvisionError(f"cannot read Ray/Python versions on {head}: {out!r}")
         return fields[-2], fields[-1]
 
     def _exec(
@@ -651,18 +649,16 @@ class DockerProvisioner:
             with http_timeout(client, timeout + 15):
                 stdout, stderr = client.api.exec_start(exec_id, demux=True)
         except requests.exceptions.RequestException as exc:
-            raise TimeoutError(
-                f"docker: {what} on {node} did not finish in {timeout:.0f} s"
-            ) from exc
+            raise TimeoutError(f"{what} on {node} did not finish in {timeout:.0f} s") from exc
         code = client.api.exec_inspect(exec_id).get("ExitCode")
         out = (stdout or b"").decode(errors="replace")
         err = (stderr or b"").decode(errors="replace")
         if code == 124:
             raise TimeoutError(
-                f"docker: {what} on {node} did not finish in {timeout:.0f} s; output:\n{out}{err}"
+                f"{what} on {node} did not finish in {timeout:.0f} s; output:\n{out}{err}"
             )
         if check and code != 0:
-            raise RuntimeError(f"docker: {what} on {node} exited {code}; output:\n{out}{err}")
+            raise RuntimeError(f"{what} on {node} exited {code}; output:\n{out}{err}")
         return out if check else out + err
 
     def _wait_container(
@@ -682,12 +678,10 @@ class DockerProvisioner:
             )
         except WaitTimeout:
             raise TimeoutError(
-                f"docker: {what} in {container.name} did not finish in {timeout:.0f} s"
+                f"{what} in {container.name} did not finish in {timeout:.0f} s"
             ) from None
         out = container.logs(stdout=True, stderr=False).decode(errors="replace")
         if code != 0:
             err = container.logs(stdout=False, stderr=True).decode(errors="replace")
-            raise RuntimeError(
-                f"docker: {what} in {container.name} exited {code}; output:\n{out}{err}"
-            )
+            raise RuntimeError(f"{what} in {container.name} exited {code}; output:\n{out}{err}")
         return str(out)

@@ -240,9 +240,7 @@ class OperatorMode:
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         missing = self.source.missing_prerequisites(spec)
-        if not missing:
-            missing = self.rules.missing_prerequisites(spec, self.source)
-        return [f"{spec.mode}: {m}" for m in missing]
+        return missing or self.rules.missing_prerequisites(spec, self.source)
 
     def provision(self, spec: ClusterSpec) -> ClusterHandle:
         self._spec = spec

@@ -107,10 +107,7 @@ class CloudAutoscaling:
         """Add the type to the user's cluster YAML, when ``--ray-cloud-autoscale-max`` asks."""
         self._autoscale_max = spec.get(AUTOSCALE_MAX) or 0
         if self._autoscale_max:
-            try:
-                add_node_type(config, self._autoscale_max, spec.get(IDLE_TIMEOUT))
-            except ProvisionError as exc:
-                raise ProvisionError(f"{spec.mode}: {exc}") from None
+            add_node_type(config, self._autoscale_max, spec.get(IDLE_TIMEOUT))
 
     def autoscaling_limits(self) -> AutoscalingLimits | None:
         """The head's autoscaler on the run's autoscaled node type; None without one."""

@@ -194,11 +194,11 @@ class RayUpMode:
 
     def require_launcher(self) -> Launcher:
         if self.launcher is None:
-            raise RuntimeError(f"{self.spec.mode}: not provisioned")
+            raise RuntimeError("not provisioned")
         return self.launcher
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
-        return [] if ray_cli() else [f"{spec.mode}: no `ray` CLI beside the interpreter or on PATH"]
+        return [] if ray_cli() else ["no `ray` CLI beside the interpreter or on PATH"]
 
     def render(self, machines: Sequence[Machine]) -> dict[str, Any]:
         spec = self.spec
@@ -284,7 +284,7 @@ class RayUpMode:
                 interval=1.0,  # each probe is an ssh round trip to the head
             )
         except WaitTimeout as exc:
-            raise ProvisionError(f"{self.spec.mode}: {exc}") from None
+            raise ProvisionError(str(exc)) from None
 
     # --- Teardown and leaks -------------------------------------------------------------------
 
@@ -353,7 +353,7 @@ class SshRayUpMode(RayUpMode):
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         # `ray up` reaches nodes with ssh and copies file mounts with rsync from here.
         return super().missing_prerequisites(spec) + [
-            f"{spec.mode}: `{tool}` not on PATH"
+            f"`{tool}` not on PATH"
             for tool in ("ssh", "ssh-keygen", "rsync")
             if shutil.which(tool) is None
         ]
@@ -382,7 +382,7 @@ class SshRayUpMode(RayUpMode):
 
     def target(self, machine: Machine) -> SshTarget:
         if self.ssh_key is None:
-            raise RuntimeError(f"{self.spec.mode}: no SSH key yet")
+            raise RuntimeError("no SSH key yet")
         return SshTarget(machine.ip, self.ssh_user, self.ssh_key)
 
     def head(self) -> Machine:
