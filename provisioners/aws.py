@@ -388,7 +388,7 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 spec.get(containers.DOCKER_HOST),
                 spec.progress,
             )
-            self.stage.start(node, self.ssh_user, public_key, self.remaining())
+            self.stage.start(node, self.ssh_user, public_key, self.spec.deadline.left())
         self.ec2().import_key_pair(
             KeyName=self._key_name,
             PublicKeyMaterial=public_key.encode(),

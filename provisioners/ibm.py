@@ -433,7 +433,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 run_id=spec.run_id,
             )
             assert self._private is not None
-            self.stage.start(node, [self._private, COMPAT_DIR], self.remaining())
+            self.stage.start(node, [self._private, COMPAT_DIR], self.spec.deadline.left())
         try:
             self._snapshot_and_import_key(self.vpc())
         except ProvisionError:

@@ -24,7 +24,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from provisioners.base import ProvisionError
+from provisioners.base import Deadline, ProvisionError
 from provisioners.containers import docker_client, http_timeout, one_line
 from provisioners.options import Option
 from provisioners.runner import CommandError, pip_download, run
@@ -113,7 +113,7 @@ def ensure_node_image(
     Raises:
         ProvisionError: The image cannot be found, pulled or built within ``timeout``.
     """
-    deadline = time.monotonic() + timeout
+    deadline = Deadline.after(timeout, "the node image")
     version = ray_version or client_ray_version()
     client = docker_client(docker_host)
     try:
@@ -139,16 +139,16 @@ def ensure_node_image(
 def build_node_image(
     client: docker.DockerClient,
     progress: Callable[[str], None],
-    deadline: float,
+    deadline: Deadline,
     ray_version: str,
     *,
     run_id: str | None = None,
 ) -> str:
-    """Build (or find cached) the node image; return its tag. ``deadline`` is monotonic."""
+    """Build (or find cached) the node image within ``deadline``; return its tag."""
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        with file_lock(cache / "build.lock", deadline, progress, "node image build"):
+        with file_lock(cache / "build.lock", deadline.at, progress, "node image build"):
             base = _ensure_base(client, progress, deadline, cache)
             wheels = _ensure_wheels(progress, deadline, cache, ray_version)
             template = _DOCKERFILE.read_text()
@@ -173,11 +173,11 @@ def build_node_image(
 
 
 def _present_or_pulled(
-    client: docker.DockerClient, image: str, progress: Callable[[str], None], deadline: float
+    client: docker.DockerClient, image: str, progress: Callable[[str], None], deadline: Deadline
 ) -> bool:
     if _image_exists(client, image):
         return True
-    bound = min(_PULL_TIMEOUT_S, max(1.0, deadline - time.monotonic()))
+    bound = deadline.left(_PULL_TIMEOUT_S)
     started = time.monotonic()
     repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
     try:
@@ -199,7 +199,7 @@ def _image_exists(client: docker.DockerClient, ref: str) -> bool:
 
 
 def _ensure_base(
-    client: docker.DockerClient, progress: Callable[[str], None], deadline: float, cache: Path
+    client: docker.DockerClient, progress: Callable[[str], None], deadline: Deadline, cache: Path
 ) -> str:
     key = _digest({"suite": DEBIAN_SUITE, "variant": "minbase", "packages": sorted(BASE_PACKAGES)})
     tag = f"{BASE_REPO}:{DEBIAN_SUITE}-{key}"
@@ -241,7 +241,7 @@ def _ensure_base(
 
 
 def import_tree(
-    client: docker.DockerClient, root: Path, tag: str, changes: list[str], deadline: float
+    client: docker.DockerClient, root: Path, tag: str, changes: list[str], deadline: Deadline
 ) -> None:
     """``docker import`` the directory ``root`` as image ``tag`` (a base of ``/bin/bash``)."""
     # Through a tar file rather than a pipe: the one runner bounds tar, and the upload is a
@@ -249,7 +249,7 @@ def import_tree(
     archive = root.with_name(root.name + ".tar")
     try:
         _run(["tar", "--numeric-owner", "-C", root, "-cf", archive, "."], deadline, "tar")
-        with archive.open("rb") as data, http_timeout(client, deadline - time.monotonic()):
+        with archive.open("rb") as data, http_timeout(client, deadline.left()):
             client.api.import_image(
                 src=data,  # a file: sent with its length (stream_src would claim chunks)
                 repository=tag.split(":", 1)[0],
@@ -263,7 +263,7 @@ def import_tree(
 
 
 def _ensure_wheels(
-    progress: Callable[[str], None], deadline: float, cache: Path, ray_version: str
+    progress: Callable[[str], None], deadline: Deadline, cache: Path, ray_version: str
 ) -> Path:
     """Download ``ray[default]`` and its dependencies as wheels for the node's Python."""
     dest = cache / "wheels" / f"ray-{ray_version}-cp{NODE_PYTHON.replace('.', '')}-x86_64"
@@ -298,7 +298,7 @@ def _ensure_wheels(
 def _build(
     client: docker.DockerClient,
     progress: Callable[[str], None],
-    deadline: float,
+    deadline: Deadline,
     cache: Path,
     tag: str,
     template: str,
@@ -333,7 +333,7 @@ def _build(
                 network_mode="none",
                 decode=True,
                 buildargs={"RUN_ID": run_id or "none"},
-                timeout=max(1, round(deadline - time.monotonic())),
+                timeout=round(deadline.left()),  # docker-py takes whole seconds
             ):
                 line = str(chunk.get("stream") or chunk.get("status") or "").strip()
                 if line:
@@ -361,7 +361,7 @@ def _ray_version_of(tag: str) -> str:
     return tag.split(":", 1)[1].split("-py", 1)[0]
 
 
-def _run(argv: Sequence[str | Path], deadline: float, what: str) -> None:
+def _run(argv: Sequence[str | Path], deadline: Deadline, what: str) -> None:
     """Run a build step within what is left of the deadline (CommandTimeout when it runs out)."""
     try:
         run([str(a) for a in argv], _left(deadline, what), what=f"node image: {what}")
@@ -369,11 +369,11 @@ def _run(argv: Sequence[str | Path], deadline: float, what: str) -> None:
         raise ProvisionError(str(exc)) from None
 
 
-def _left(deadline: float, what: str) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
+def _left(deadline: Deadline, what: str) -> float:
+    """The time left for a build step; none left is an error naming the step, not a try."""
+    if deadline.expired():
         raise ProvisionError(f"node image: no time left for {what} (provision timeout reached)")
-    return remaining
+    return deadline.remaining()
 
 
 def _digest(inputs: dict[str, Any]) -> str:

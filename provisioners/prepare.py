@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from provisioners import runner
-from provisioners.base import ProvisionError
+from provisioners.base import Deadline, ProvisionError
 from provisioners.containers import docker_client, engine_problem
 from provisioners.runner import CommandError
 
@@ -59,12 +59,12 @@ def _rehearsal_image(module: str) -> Callable[[Say, float], str]:
         from provisioners import nodeimage
 
         _engine()
-        deadline = time.monotonic() + timeout
+        deadline = Deadline.after(timeout, f"the {module} image")
         node = nodeimage.ensure_node_image(say, timeout, force_build=True, run_id=RUN_ID)
         client = docker_client(None)
         try:
             built: str = importlib.import_module(module).build_image(
-                client, node, say, deadline - time.monotonic(), RUN_ID
+                client, node, say, deadline.left(), RUN_ID
             )
         finally:
             client.close()
@@ -92,14 +92,14 @@ def _kind_node(say: Say, timeout: float) -> str:
     from provisioners.kube.toolchain.build import ToolchainUnavailable, ensure_toolchain
 
     _engine()
-    deadline = time.monotonic() + timeout
+    deadline = Deadline.after(timeout, "the kind node image")
     try:
         tools = ensure_toolchain(say, timeout)
     except ToolchainUnavailable as exc:
         raise Unavailable(str(exc)) from None
-    node = nodeimage.ensure_node_image(say, deadline - time.monotonic(), force_build=True)
+    node = nodeimage.ensure_node_image(say, deadline.left(), force_build=True)
     images = [node, tools.operator_image]
-    return node_image_with(tools, images, say, deadline - time.monotonic())
+    return node_image_with(tools, images, say, deadline.left())
 
 
 def _kube_artifacts(say: Say, timeout: float) -> str:
@@ -115,10 +115,10 @@ def _kuberay_releases(say: Say, timeout: float) -> str:
     from provisioners.kube import artifacts
     from provisioners.kube.mode import KUBERAY_VERSION, KUBERAY_VERSIONS
 
-    deadline = time.monotonic() + timeout
+    deadline = Deadline.after(timeout, "the KubeRay releases")
     return _artifact(
         lambda: ", ".join(
-            artifacts.ensure_kuberay(version, say, deadline - time.monotonic()).image
+            artifacts.ensure_kuberay(version, say, deadline.left()).image
             for version in KUBERAY_VERSIONS
             if version != KUBERAY_VERSION
         )

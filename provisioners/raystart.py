@@ -271,7 +271,10 @@ class RayStartMode:
         assert self._spec is not None
         try:
             wait_for(
-                probe, timeout=self._spec.timeouts.node_join, what=what, give_up=self._node_died
+                probe,
+                timeout=self._spec.deadline.left(self._spec.timeouts.node_join),
+                what=what,
+                give_up=self._node_died,
             )
         except WaitTimeout as exc:
             raise ProvisionError(str(exc)) from None
@@ -282,7 +285,7 @@ class RayStartMode:
             wait_for_nodes(
                 self._dashboard_url,
                 n,
-                timeout=self._spec.timeouts.node_join,
+                timeout=self._spec.deadline.left(self._spec.timeouts.node_join),
                 on_change=on_change,
                 give_up=self._node_died,
             )

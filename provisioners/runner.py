@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from provisioners.base import InventoryItem, ProvisionError
+from provisioners.base import Deadline, InventoryItem, ProvisionError
 from provisioners.runstate import RUN_ENV
 from provisioners.waits import wait_for
 
@@ -179,13 +179,13 @@ def pip_download(args: Sequence[str], timeout: float, *, what: str) -> None:
     """``pip download ARGS`` within ``timeout`` in all, run again when it fails (the files it
     already fetched stay in its ``-d`` directory); the last failure is raised."""
     argv = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", *args]
-    deadline = time.monotonic() + timeout
+    deadline = Deadline.after(timeout, what)
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         try:
-            run(argv, max(0.1, deadline - time.monotonic()), what=what)
+            run(argv, deadline.left(), what=what)
             return
         except CommandError as exc:
-            if attempt == DOWNLOAD_ATTEMPTS or time.monotonic() >= deadline:
+            if attempt == DOWNLOAD_ATTEMPTS or deadline.expired():
                 raise
             log.warning(
                 "%s failed (run %d of %d), running it again: %s",

@@ -184,7 +184,7 @@ class VmProvisioner(SshRayUpMode):
                 cluster=self._cluster_name(),
             )
             return [Machine(h, h) for h in hosts]
-        return self._start_containers(self.remaining())
+        return self._start_containers(self.spec.deadline.left())
 
     def _cluster_name(self) -> str:
         return run_name(self.spec.run_id, self.spec.mode)

@@ -22,6 +22,7 @@ from provisioners import nodeimage, services
 from provisioners.base import (
     RUN_ID_LABEL,
     ClusterSpec,
+    Deadline,
     Provisioner,
     ProvisionError,
     SupportsImageRun,
@@ -286,7 +287,9 @@ def test_import_tree_makes_an_image_of_a_directory(tmp_path: Path) -> None:
     tag = f"rc-test-import-{uuid.uuid4().hex[:8]}:1"
     client = docker_client(timeout=60)
     try:
-        import_tree(client, root, tag, ["LABEL ray-conformance.test=yes"], time.monotonic() + 60)
+        import_tree(
+            client, root, tag, ["LABEL ray-conformance.test=yes"], Deadline.after(60, "import")
+        )
         assert client.images.get(tag).labels == {"ray-conformance.test": "yes"}
         assert not (tmp_path / "tree.tar").exists(), "the archive is left behind"
     finally:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from provisioners.base import ProvisionError
+from provisioners.base import Deadline, ProvisionError
 from provisioners.containers import engine_problem
 from provisioners.kube import validate
 from provisioners.kube.api import Kube
@@ -173,7 +173,7 @@ def kind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KindCluster
 def _fail(deployer: KubeRayDeployer, kube: Kube, timeout: float) -> str:
     try:
         with pytest.raises(ProvisionError) as info:
-            deployer.deploy(kube.server_version(30), time.monotonic() + timeout, timeout)
+            deployer.deploy(kube.server_version(30), Deadline.after(timeout, "deploy"), timeout)
         return str(info.value)
     finally:
         deployer.teardown(120)

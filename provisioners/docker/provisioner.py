@@ -136,7 +136,7 @@ class DockerProvisioner:
         runstate.hold(spec.run_id)
         self._held = True
         started = time.monotonic()
-        deadline = started + spec.timeouts.provision
+        deadline = spec.deadline
         workers = spec.worker_count()
         if workers < 0:
             raise ProvisionError(f"--ray-workers must be 0 or more, got {workers}")
@@ -149,7 +149,7 @@ class DockerProvisioner:
 
         self._image = nodeimage.ensure_node_image(
             spec.progress,
-            max(1.0, deadline - time.monotonic()),
+            deadline.left(),
             image=spec.get(nodeimage.IMAGE),
             force_build=spec.get(nodeimage.IMAGE_BUILD),
             docker_host=spec.get(DOCKER_HOST),
@@ -223,7 +223,7 @@ class DockerProvisioner:
             dashboard,
             [head, *names],
             started=t0,
-            timeout=min(spec.timeouts.node_join, deadline - time.monotonic()),
+            timeout=deadline.left(spec.timeouts.node_join),
         )
 
         ray_version, python_version = self._versions(client, head)

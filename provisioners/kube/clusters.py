@@ -21,7 +21,7 @@ from typing import Protocol
 import docker.errors
 
 from provisioners import runstate
-from provisioners.base import InventoryItem, ProvisionError, listing
+from provisioners.base import Deadline, InventoryItem, ProvisionError, listing
 from provisioners.containers import docker_client, one_line
 from provisioners.kube.api import Kube
 from provisioners.kube.toolchain import KubeToolchain, ToolchainUnavailable, ensure_toolchain
@@ -151,7 +151,7 @@ class KindCluster:
         return (self.secrets_dir or self.workdir) / "kubeconfig"
 
     def create(self, timeout: float) -> Kube:
-        deadline = time.monotonic() + timeout
+        deadline = Deadline.after(timeout, f"kind cluster {self.name}")
         tools = self.prepare(timeout)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.owned:
@@ -174,9 +174,9 @@ class KindCluster:
                         "--kubeconfig",
                         str(self.kubeconfig),
                         "--wait",
-                        f"{int(max(1, deadline - time.monotonic()))}s",
+                        f"{int(deadline.left())}s",
                     ],
-                    max(1.0, deadline - time.monotonic()) + 30,
+                    deadline.left() + 30,  # kind's own --wait first
                     what=f"kind create cluster {self.name}",
                 )
             except (CommandError, CommandTimeout) as exc:

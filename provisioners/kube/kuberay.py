@@ -28,6 +28,7 @@ from provisioners.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
     RUN_ID_LABEL,
+    Deadline,
     Endpoint,
     InventoryItem,
     ProvisionError,
@@ -417,7 +418,7 @@ class KubeRayDeployer:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def deploy(self, kube_version: str, deadline: float, node_timeout: float) -> None:
+    def deploy(self, kube_version: str, deadline: Deadline, node_timeout: float) -> None:
         """Namespace, operator, RayCluster: validated, applied, and Ready within the bounds."""
         t0 = time.monotonic()
         operator = self.operator_objects()
@@ -435,20 +436,20 @@ class KubeRayDeployer:
             t0 = time.monotonic()
             for o in operator:
                 self._apply(o)
-            self._wait_crd_established(_left(deadline, 60))
+            self._wait_crd_established(deadline.left(60))
             # The RayCluster goes in as soon as its CRD is served: the operator reconciles it
             # the moment it starts, so its own start (probes, a 100m CPU limit) is not waited
             # out first. A dead operator is still named first.
             t_rc = time.monotonic()
             self._apply(rc)
-            self._wait_operator(_left(deadline, node_timeout))
+            self._wait_operator(deadline.left(node_timeout))
             self.progress(
                 f"KubeRay {self.operator and self.operator.version} ready in {time.monotonic() - t0:.1f} s"
             )
         else:
             self._apply(rc)
         t0 = t_rc
-        self.wait_raycluster(_left(deadline, node_timeout))
+        self.wait_raycluster(deadline.left(node_timeout))
         self.progress(
             f"RayCluster {self.name} ready in {time.monotonic() - t0:.1f} s "
             f"(head + {self.size.workers} worker(s))"
@@ -662,14 +663,14 @@ class KubeRayDeployer:
         Deployment has rolled out and every operator pod runs ``new``'s image."""
         if self.operator is None:
             raise RuntimeError("no operator of this run to upgrade (--ray-operator-install none)")
-        deadline = time.monotonic() + timeout
+        deadline = Deadline.after(timeout, "the operator upgrade")
         old = self.operator
         objs = self.switch_operator(new)
         validate.validate_all(objs, crds={}, kube_version=kube_version)
         self._check_crd_owner(objs)
         for o in objs:
             self._apply(o)
-        self._wait_crd_established(_left(deadline, 60))
+        self._wait_crd_established(deadline.left(60))
         deployment = next(o for o in objs if o["kind"] == "Deployment")
         name = deployment["metadata"]["name"]
         selector = ",".join(
@@ -695,7 +696,7 @@ class KubeRayDeployer:
         try:
             wait_for(
                 rolled_out,
-                timeout=_left(deadline, timeout),
+                timeout=deadline.left(timeout),
                 what=f"KubeRay {old.version} -> {new.version}: deployment {self.namespace}/{name} "
                 f"to run only {new.image}",
                 interval=1.0,
@@ -765,7 +766,7 @@ class KubeRayDeployer:
         and the rest goes with the cluster instead of waiting out each deletion.
         """
         self.background.close()
-        deadline = time.monotonic() + timeout
+        deadline = Deadline.after(timeout, "the RayCluster's teardown")
         rc = [o for o in self._applied if o["kind"] == "RayCluster"] or [self.raycluster()]
         steps: list[Sequence[Mapping[str, Any]]] = [
             rc,
@@ -785,7 +786,7 @@ class KubeRayDeployer:
                 except Exception as exc:  # go on: the rest must still be removed
                     problems.append(f"delete {ref(o)}: {one_line(exc)}")
             try:
-                self.kube.wait_gone(objs, _left(deadline, timeout))
+                self.kube.wait_gone(objs, deadline.left(timeout))
             except WaitTimeout as exc:
                 problems.append(str(exc))
         self._applied.clear()
@@ -793,13 +794,13 @@ class KubeRayDeployer:
             self.progress("teardown: " + "; ".join(problems))
 
     def _delete_raycluster(
-        self, rc: Sequence[Mapping[str, Any]], deadline: float, problems: list[str]
+        self, rc: Sequence[Mapping[str, Any]], deadline: Deadline, problems: list[str]
     ) -> None:
         """Delete the RayCluster; what it owned must then go too, or it is a leak."""
         for o in rc:
             self.kube.delete(o)
         try:
-            self.kube.wait_gone(rc, _left(deadline, 120))
+            self.kube.wait_gone(rc, deadline.left(120))
         except WaitTimeout as exc:
             problems.append(str(exc))
         selector = f"ray.io/cluster={self.name}"
@@ -822,7 +823,7 @@ class KubeRayDeployer:
         with contextlib.suppress(WaitTimeout):
             wait_for(
                 none_left,
-                timeout=_left(deadline, 60),
+                timeout=deadline.left(60),
                 what="the RayCluster's pods and Services to go",
                 interval=1.0,
             )
@@ -868,7 +869,3 @@ class KubeRayDeployer:
         rc = self.kube.get("ray.io/v1", "RayCluster", self.name, self.namespace)
         if rc:
             (dest / "raycluster.json").write_text(json.dumps(rc, indent=1, default=str))
-
-
-def _left(deadline: float, cap: float) -> float:
-    return max(1.0, min(cap, deadline - time.monotonic()))

@@ -22,6 +22,7 @@ from provisioners.base import (
     AutoscalingLimits,
     ClusterHandle,
     ClusterSpec,
+    Deadline,
     Endpoint,
     IngressRoute,
     InventoryItem,
@@ -41,6 +42,9 @@ KUBERAY_VERSION = "v1.5.0"
 #: The ray-operator releases the Go module proxy serves (listed 2026-12-03), oldest first.
 KUBERAY_VERSIONS = ("v1.4.0", "v1.5.0")
 UPSTREAM_OPERATOR_REPO = "quay.io/kuberay/operator"
+#: The teardown's first step (the RayCluster, then the operator) gets at most this share of the
+#: teardown time; deleting the cluster gets the rest, so a hung API never keeps the cluster.
+RAYCLUSTER_SHARE = 0.5
 
 OPERATOR_INSTALL = Option.choice(
     "operator-install",
@@ -249,25 +253,25 @@ class OperatorMode:
         source = self.source
         cluster = self._cluster = source.make_cluster(spec)
         source.prepare(spec, cluster)  # one-time work, bounded apart from the provision
-        deadline = time.monotonic() + spec.timeouts.provision
+        deadline = spec.provisioning().deadline  # so the provision's clock starts after it
         workers = spec.worker_count()
         # Images first: a cluster should not sit idle while they build.
-        image = source.node_image(spec, _left(deadline))
+        image = source.node_image(spec, deadline.left())
         target, older = spec.get(OPERATOR_VERSION), spec.get(OPERATOR_UPGRADE_FROM)
         if older is not None and KUBERAY_VERSIONS.index(older) >= KUBERAY_VERSIONS.index(target):
             raise ProvisionError(
                 f"--ray-operator-upgrade-from {older} is not older than --ray-operator-version {target}"
             )
-        operator = source.operator_source(spec, cluster, _left(deadline), older or target)
+        operator = source.operator_source(spec, cluster, deadline.left(), older or target)
         self._upgrade_to = (
-            source.operator_source(spec, cluster, _left(deadline), target) if older else None
+            source.operator_source(spec, cluster, deadline.left(), target) if older else None
         )
         local = [image]
         for op in (operator, self._upgrade_to):
             if op is not None and not op.image.startswith(f"{UPSTREAM_OPERATOR_REPO}:"):
                 local.append(op.image)
-        cluster.preload(local, _left(deadline))  # into the node image, where the cluster allows
-        kube = self._kube = cluster.create(_left(deadline))
+        cluster.preload(local, deadline.left())  # into the node image, where the cluster allows
+        kube = self._kube = cluster.create(deadline.left())
         namespace = run_name(spec.run_id, spec.mode)
         if not cluster.owned:
             # Before anything is applied: where a sweep after a crash finds the run's objects
@@ -282,13 +286,13 @@ class OperatorMode:
             )
         t0 = time.monotonic()
         version = self._kube_version = kube.server_version(
-            min(spec.timeouts.preflight, _left(deadline))
+            min(spec.timeouts.preflight, deadline.left())
         )
         spec.progress(
             f"Kubernetes {version} answers at {kube.where()} ({time.monotonic() - t0:.1f} s)"
         )
         for ref in local:
-            cluster.load_image(ref, _left(deadline))  # a no-op for what preload baked in
+            cluster.load_image(ref, deadline.left())  # a no-op for what preload baked in
         deployer = self._deployer = KubeRayDeployer(
             kube,
             run_id=spec.run_id,
@@ -302,9 +306,9 @@ class OperatorMode:
             pod_defaults=self.rules.pod_defaults(spec),
             **self.rules.deployer_settings(spec),
         )
-        self.rules.before_deploy(spec, deployer, _left(deadline))
+        self.rules.before_deploy(spec, deployer, deadline.left())
         deployer.deploy(version, deadline, spec.timeouts.node_join)
-        self._ingress = source.deploy_ingress(spec, cluster, deployer, version, _left(deadline))
+        self._ingress = source.deploy_ingress(spec, cluster, deployer, version, deadline.left())
         t0 = time.monotonic()
         head = deployer.pods()[0]["metadata"]["name"]
         py = deployer.exec(
@@ -387,7 +391,7 @@ class OperatorMode:
         spec = self._spec
         if spec is None:
             return
-        timeout = spec.timeouts.provision / 3
+        teardown = Deadline.after(spec.timeouts.teardown, "teardown")
         # Each step runs whatever the one before raised: an unreachable API must not keep the
         # run's own kind cluster alive.
         try:
@@ -398,11 +402,12 @@ class OperatorMode:
                 # Even on a cluster about to be deleted: what the operator leaves behind when
                 # its RayCluster goes (the book warns of Services) is what this check is for.
                 goes = self._cluster is not None and self._cluster.owned
-                self._deployer.teardown(timeout, cluster_goes=goes)
+                ray = teardown.part("the RayCluster", spec.timeouts.teardown * RAYCLUSTER_SHARE)
+                self._deployer.teardown(ray.left(), cluster_goes=goes)
         finally:
             try:
                 if self._cluster is not None:
-                    self._cluster.destroy(timeout)
+                    self._cluster.destroy(teardown.left())
             finally:
                 if self._kube is not None:
                     self._kube.close()
@@ -513,7 +518,3 @@ class OperatorMode:
         """False once the run's own cluster is deleted (nothing left to ask)."""
         cluster = self._cluster
         return cluster is not None and (not cluster.owned or bool(cluster.inventory()))
-
-
-def _left(deadline: float) -> float:
-    return max(1.0, deadline - time.monotonic())

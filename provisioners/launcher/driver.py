@@ -51,6 +51,9 @@ from provisioners.runner import CommandError
 from provisioners.waits import WaitTimeout, wait_for_nodes
 
 GCS_PORT = 6379
+#: `ray down`'s share of the teardown time: removing the machines and files after it must still
+#: fit when it hangs.
+RAY_DOWN_SHARE = 0.4
 
 #: Alive nodes as the head's state API lists them, printed as JSON (run on the head over ssh).
 ALIVE_PROBE = (
@@ -80,7 +83,6 @@ class RayUpMode:
 
     def __init__(self) -> None:
         self._spec: ClusterSpec | None = None
-        self._deadline = 0.0
         self.machines: list[Machine] = []
         self.launcher: Launcher | None = None
         self._up_started = False  # `up` ran: Ray may be running somewhere
@@ -189,9 +191,6 @@ class RayUpMode:
             raise RuntimeError(f"{type(self).__name__}: not provisioned")
         return self._spec
 
-    def remaining(self) -> float:
-        return max(1.0, self._deadline - time.monotonic())
-
     def require_launcher(self) -> Launcher:
         if self.launcher is None:
             raise RuntimeError("not provisioned")
@@ -219,15 +218,14 @@ class RayUpMode:
         runstate.hold(spec.run_id)
         self._held = True
         started = time.monotonic()
-        self._deadline = started + spec.timeouts.provision
         spec.workdir.mkdir(parents=True, exist_ok=True)
         self.plan(spec)
         self.prepare_access()
         # Everything that can fail on bad input fails here, before any machine exists.
         self.render(self.planned_machines())
-        self.machines = self.prepare_machines(self.remaining())
+        self.machines = self.prepare_machines(spec.deadline.left())
         if self.machines:
-            self.reach(self.machines, min(spec.timeouts.preflight, self.remaining()))
+            self.reach(self.machines, spec.deadline.left(spec.timeouts.preflight))
         path = self.write_config(self.render(self.machines))
         self.launcher = Launcher(
             path,
@@ -249,9 +247,9 @@ class RayUpMode:
             f"starting Ray on {len(self.machines)} machine(s)" if self.machines else "starting Ray"
         )
         self._up_started = True
-        self.up(self.remaining())
+        self.up(spec.deadline.left())
         spec.progress(f"started in {time.monotonic() - started:.1f} s; waiting for the nodes")
-        alive = self._wait_nodes(min(spec.timeouts.node_join, self.remaining()))
+        alive = self._wait_nodes(spec.deadline.left(spec.timeouts.node_join))
         self.machines = self.discover_machines()
         spec.progress(f"{len(alive)} node(s) alive in {time.monotonic() - started:.1f} s")
         ray_version, python_version = self.versions()
@@ -297,7 +295,7 @@ class RayUpMode:
             if self.launcher is not None:
                 self.launcher.close()  # tunnels first: they hold ssh sessions to the head
             if first and self._up_started:
-                self.down(self.spec.timeouts.provision / 4)
+                self.down(self.spec.timeouts.teardown * RAY_DOWN_SHARE)
             if self.launcher is not None:
                 self.launcher.close()  # `ray down`'s own ssh control masters
             self.remove_machines()
