@@ -371,15 +371,7 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         assert self.ssh_key is not None
         public_key = Path(f"{self.ssh_key}.pub").read_text().strip()
         if self.rehearsal:
-            node = nodeimage.ensure_node_image(
-                spec.progress,
-                timeout,
-                image=spec.get(nodeimage.IMAGE),
-                force_build=spec.get(nodeimage.IMAGE_BUILD),
-                need_ssh=True,
-                docker_host=spec.get(containers.DOCKER_HOST),
-                run_id=spec.run_id,
-            )
+            node = nodeimage.node_image_for(spec, timeout, need_ssh=True)
             self.stage = Stage(
                 spec.run_id,
                 spec.mode,

@@ -423,15 +423,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         assert self.ssh_key is not None
         spec = self.spec
         if self.stage is not None:
-            node = nodeimage.ensure_node_image(
-                spec.progress,
-                timeout,
-                image=spec.get(nodeimage.IMAGE),
-                force_build=spec.get(nodeimage.IMAGE_BUILD),
-                need_ssh=True,
-                docker_host=spec.get(containers.DOCKER_HOST),
-                run_id=spec.run_id,
-            )
+            node = nodeimage.node_image_for(spec, timeout, need_ssh=True)
             assert self._private is not None
             self.stage.start(node, [self._private, COMPAT_DIR], self.spec.deadline.left())
         try:

@@ -24,8 +24,8 @@ from typing import Any
 import docker
 import docker.errors
 
-from provisioners.base import Deadline, ProvisionError
-from provisioners.containers import docker_client, http_timeout, one_line
+from provisioners.base import ClusterSpec, Deadline, ProvisionError
+from provisioners.containers import DOCKER_HOST, docker_client, http_timeout, one_line
 from provisioners.options import Option
 from provisioners.runner import CommandError, pip_download, run
 from provisioners.waits import WaitTimeout, file_lock
@@ -81,6 +81,20 @@ def client_ray_version() -> str:
 def official_image(ray_version: str) -> str:
     """Ray's published image for this Ray version and the node Python."""
     return f"rayproject/ray:{ray_version}-py{NODE_PYTHON.replace('.', '')}"
+
+
+def node_image_for(spec: ClusterSpec, timeout: float, *, need_ssh: bool = False) -> str:
+    """:func:`ensure_node_image` as a mode's flags ask for it (``--ray-image``,
+    ``--ray-image-build``, ``--ray-docker-host``), for the mode's run."""
+    return ensure_node_image(
+        spec.progress,
+        timeout,
+        image=spec.get(IMAGE),
+        force_build=spec.get(IMAGE_BUILD),
+        need_ssh=need_ssh,
+        docker_host=spec.get(DOCKER_HOST),
+        run_id=spec.run_id,
+    )
 
 
 def ensure_node_image(
@@ -387,5 +401,6 @@ __all__ = [
     "client_ray_version",
     "ensure_node_image",
     "import_tree",
+    "node_image_for",
     "official_image",
 ]

@@ -274,15 +274,7 @@ class VmProvisioner(SshRayUpMode):
 
     def _start_containers(self, timeout: float) -> list[Machine]:
         spec = self.spec
-        image = self._image = nodeimage.ensure_node_image(
-            spec.progress,
-            timeout,
-            image=spec.get(nodeimage.IMAGE),
-            force_build=spec.get(nodeimage.IMAGE_BUILD),
-            need_ssh=True,
-            docker_host=spec.get(containers.DOCKER_HOST),
-            run_id=spec.run_id,
-        )
+        image = self._image = nodeimage.node_image_for(spec, timeout, need_ssh=True)
         labels = containers.labels(spec.run_id, spec.mode)
         assert self.ssh_key is not None
         pub = Path(f"{self.ssh_key}.pub").read_text().strip()

@@ -91,43 +91,16 @@ def test_example_vendor_certifies_through_its_entry_point(tmp_path: Path) -> Non
         f"--ray-report-dir={report_dir}",
     ]
     # Found through the entry point alone: in the modes list and, with its option, in --help.
-    listed = subprocess.run(
-        [python, "-m", "provisioners", "modes", "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    modes = {m["name"]: m for m in json.loads(listed.stdout)}
-    assert modes["example"]["source"] == "rc_example:ExampleProvisioner", listed.stdout
+    listed = out_of(python, env, "-m", "provisioners", "modes", "--json")
+    modes = {m["name"]: m for m in json.loads(listed)}
+    assert modes["example"]["source"] == "rc_example:ExampleProvisioner", listed
     assert modes["example"]["options"] == ["--ray-example-zone"]
     assert modes["example"]["error"] == ""
-    helped = subprocess.run(
-        [python, "-m", "pytest", "--help"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert "--ray-example-zone" in helped.stdout
+    assert "--ray-example-zone" in out_of(python, env, "-m", "pytest", "--help")
     # In the nightly matrix the workflow derives from the registry: a mode that declares no
     # NIGHTLY runs on a plain runner, by its entry point alone.
-    derived = subprocess.run(
-        [python, "-m", "provisioners", "modes", "--matrix"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert {"mode": "example", "name": "example", "args": ""} in json.loads(derived.stdout)[
-        "plain"
-    ], derived.stdout
+    derived = out_of(python, env, "-m", "provisioners", "modes", "--matrix")
+    assert {"mode": "example", "name": "example", "args": ""} in json.loads(derived)["plain"]
 
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=840)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
@@ -161,12 +134,11 @@ def test_example_vendor_certifies_through_its_entry_point(tmp_path: Path) -> Non
 
 
 def main_summary(python: Path, archive: Path, env: dict[str, str]) -> str:
+    return out_of(python, env, "-m", "reports", "summary", str(archive))
+
+
+def out_of(python: Path, env: dict[str, str], *args: str) -> str:
+    """The output of the vendor's interpreter run with ``args`` from the checkout (must exit 0)."""
     return subprocess.run(
-        [python, "-m", "reports", "summary", archive],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
+        [python, *args], cwd=REPO, env=env, capture_output=True, text=True, check=True, timeout=120
     ).stdout

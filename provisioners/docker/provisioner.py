@@ -147,14 +147,7 @@ class DockerProvisioner:
         self._shm_bytes = self._shm_size(spec, client, 1 + workers)
         host_ports = self._host_ports(spec)
 
-        self._image = nodeimage.ensure_node_image(
-            spec.progress,
-            deadline.left(),
-            image=spec.get(nodeimage.IMAGE),
-            force_build=spec.get(nodeimage.IMAGE_BUILD),
-            docker_host=spec.get(DOCKER_HOST),
-            run_id=spec.run_id,
-        )
+        self._image = nodeimage.node_image_for(spec, deadline.left())
         network = run_name(spec.run_id, "net")
         self._creating = True  # until every node exists: see containers.remove(late=)
         try:

@@ -109,14 +109,7 @@ class KindSource:
                     offline_operator(cluster, spec, bound, version)
 
     def node_image(self, spec: ClusterSpec, timeout: float) -> str:
-        return nodeimage.ensure_node_image(
-            spec.progress,
-            timeout,
-            image=spec.get(nodeimage.IMAGE),
-            force_build=spec.get(nodeimage.IMAGE_BUILD),
-            docker_host=spec.get(containers.DOCKER_HOST),
-            run_id=spec.run_id,
-        )
+        return nodeimage.node_image_for(spec, timeout)
 
     def operator_source(
         self, spec: ClusterSpec, cluster: ClusterProvider, timeout: float, version: str
