@@ -12,6 +12,7 @@ from provisioners.runner import run_full
 
 REPO = Path(__file__).parents[1]
 LINT = Path(sys.executable).parent / "lint-imports"
+ENTRY_POINTS = "ray_conformance.provisioners"
 
 
 def lint(root: Path) -> tuple[int, str]:
@@ -59,3 +60,21 @@ def test_each_contract_fails_when_its_rule_is_broken(
     code, out = lint(copy)
     assert code != 0, out
     assert any(broken in row and "BROKEN" in row for row in out.splitlines()), out
+
+
+def test_every_registered_mode_and_deployer_is_behind_both_contracts() -> None:
+    """The contracts name modules, so a new built-in mode must join their lists: this fails
+    until it does (the registry, not memory, says which modules are modes)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    modules = {v.split(":")[0] for v in project["project"]["entry-points"][ENTRY_POINTS].values()}
+    modules |= {"provisioners.raystart", "provisioners.launcher", "provisioners.kube"}
+    for contract in project["tool"]["importlinter"]["contracts"][:2]:
+        forbidden = contract["forbidden_modules"]
+
+        def covered(module: str, forbidden: list[str] = forbidden) -> bool:
+            return any(module == f or module.startswith(f + ".") for f in forbidden)
+
+        missing = sorted(m for m in modules if not covered(m))
+        assert not missing, f"{contract['name']!r} does not forbid {missing}"
