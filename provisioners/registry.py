@@ -33,10 +33,10 @@ class RegistryError(ValueError):
 class Mode:
     """A deployment mode: its name, where it comes from, and how to make its provisioner.
 
-    Found without importing anything; ``load()`` imports it. The plugin loads every registered
-    mode for its flags (``--help`` lists them all) and a ``--ray-provisioner`` class only when
-    it runs; a mode that fails to load keeps its error and costs a run that does not select it
-    nothing but a warning.
+    Found without importing anything; ``load()`` imports it. The plugin imports a mode when a
+    run selects it or lists it (``--help``, no ``--ray-modes``, a flag only an unselected mode
+    may declare); a mode that fails to load keeps its error and costs a run that does not
+    select it nothing.
     """
 
     name: str

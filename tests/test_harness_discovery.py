@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
 from harness_fakes import (
     CHECKS,
@@ -180,3 +182,67 @@ def test_every_built_in_mode_meets_its_contract() -> None:
     assert {name: mode.load().load_error for name, mode in found.items()} == {
         name: "" for name in found
     }
+
+
+SPY_MODULE = """
+from pathlib import Path
+
+from fakemod import FakeProvisioner
+from provisioners.options import Option
+
+Path(__file__).with_name("spy-imported").touch()
+
+
+class SpyProvisioner(FakeProvisioner):
+    OPTIONS = (Option.string("spy-zone", "The spy's zone"),)
+"""
+
+#: Writes which of the project's mode modules the run imported, as it ends.
+MODULES_CONFTEST = """
+import sys
+from pathlib import Path
+
+MODES = {"provisioners.local", "provisioners.docker", "provisioners.aws", "provisioners.kube"}
+
+
+def pytest_unconfigure(config):
+    Path(__file__).with_name("modules.txt").write_text(" ".join(sorted(MODES & set(sys.modules))))
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "imported", "modules"),
+    [
+        (("--ray-modes", "vendor"), False, ""),
+        (("--ray-modes", "local", "--co"), False, "provisioners.local"),
+        (("--ray-modes", "spy"), True, ""),
+        # A flag no imported mode declares: every mode is imported so it means what it did.
+        (("--ray-modes", "vendor", "--ray-spy-zone=eu"), True, "*provisioners.aws*"),
+        (("--help",), True, "*provisioners.aws*provisioners.docker*provisioners.local*"),
+    ],
+    ids=["another mode", "a built-in", "selected", "its flag given", "help"],
+)
+def test_a_run_imports_only_the_modes_it_selects(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    imported: bool,
+    modules: str,
+) -> None:
+    """The registry's promise: a mode's module is imported when it is selected or listed."""
+    pytester.makepyfile(spymod=SPY_MODULE)
+    pytester.makeconftest(MODULES_CONFTEST)
+    make_vendor_dist(
+        pytester,
+        monkeypatch,
+        "vendor = vendormod:VendorProvisioner\nspy = spymod:SpyProvisioner\nbroken = nomod:Nope",
+    )
+    result = run_subprocess(pytester, *args)
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    assert (pytester.path / "spy-imported").exists() == imported
+    assert fnmatch.fnmatch((pytester.path / "modules.txt").read_text(), modules)
+    if "--help" in args:
+        result.stdout.fnmatch_lines(["*--ray-spy-zone=*The spy's zone*"])
+    elif not imported:
+        # Never imported, so never a warning about the broken one either.
+        assert "broken" not in result.stdout.str()
