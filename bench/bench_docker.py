@@ -23,19 +23,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import MIB, save
 
 from fixtures.offline import run_offline
-from provisioners.base import DEFAULT_WORKERS, RUN_ID_LABEL, ClusterSpec, Timeouts
-from provisioners.containers import docker_client
+from provisioners.contract.base import DEFAULT_WORKERS, RUN_ID_LABEL, ClusterSpec, Timeouts
 from provisioners.docker import DockerProvisioner
 from provisioners.docker.provisioner import (
     OBJECT_STORE_SHARE_OF_SHM,
     SHM_SHARE,
     SHM_SIZE,
 )
-from provisioners.naming import run_name
-from provisioners.nodeimage import IMAGE, ensure_node_image
-from provisioners.relay import free_port
-from provisioners.runner import run, run_full
-from provisioners.waits import wait_for_nodes
+from provisioners.util.containers import docker_client
+from provisioners.util.naming import run_name
+from provisioners.util.nodeimage import IMAGE, ensure_node_image
+from provisioners.util.relay import free_port
+from provisioners.util.runner import run, run_full
+from provisioners.util.waits import wait_for_nodes
 
 TARGET_RATIO = 1.10
 NODE_TIMEOUT_S = 180.0

@@ -25,7 +25,7 @@ from bench_rayup import ready_and_teardown, spec, timed, timing
 from figures import save
 
 from fixtures.offline import run_offline
-from provisioners.base import ClusterSpec
+from provisioners.contract.base import ClusterSpec
 from provisioners.docker import DockerProvisioner
 from provisioners.kind_operator import KindOperatorProvisioner
 from provisioners.kube.toolchain import ensure_toolchain

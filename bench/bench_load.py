@@ -36,10 +36,16 @@ from figures import MIB, save
 from peak_memory import ENV as PEAK_ENV
 
 from fixtures.clients import run_retrying_flakes
-from provisioners.base import CLIENT_PORT, DASHBOARD_PORT, ClusterSpec, Provisioner, Timeouts
-from provisioners.nodeimage import IMAGE_BUILD
-from provisioners.registry import discover
-from provisioners.runner import run_full
+from provisioners.contract.base import (
+    CLIENT_PORT,
+    DASHBOARD_PORT,
+    ClusterSpec,
+    Provisioner,
+    Timeouts,
+)
+from provisioners.contract.registry import discover
+from provisioners.util.nodeimage import IMAGE_BUILD
+from provisioners.util.runner import run_full
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.9

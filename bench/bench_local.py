@@ -28,12 +28,12 @@ from figures import save
 
 from fixtures.clients import run_retrying_flakes
 from fixtures.offline import run_offline
-from provisioners.base import Timeouts
-from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
+from provisioners.contract.base import Timeouts
 from provisioners.raystart import STOP_GRACE_S
-from provisioners.relay import free_port
-from provisioners.runner import run_full
-from provisioners.waits import urlopen_ok, wait_for
+from provisioners.util.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
+from provisioners.util.relay import free_port
+from provisioners.util.runner import run_full
+from provisioners.util.waits import urlopen_ok, wait_for
 from suites.test_spread import spread_source
 
 #: Bound of one baseline step or of the whole pytest run (a generous one on 2 cores).

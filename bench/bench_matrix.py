@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import MIB, save
 from peak_memory import ENV as PEAK_ENV
 
-from provisioners.runner import run_full
+from provisioners.util.runner import run_full
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.7

@@ -28,8 +28,8 @@ from figures import save
 
 from fixtures.offline import run_offline
 from provisioners.autoscale import AutoscaleProvisioner
-from provisioners.base import ClusterSpec, Provisioner
-from provisioners.nodeimage import IMAGE_BUILD
+from provisioners.contract.base import ClusterSpec, Provisioner
+from provisioners.util.nodeimage import IMAGE_BUILD
 from provisioners.vm import VmProvisioner
 
 SCALE = """

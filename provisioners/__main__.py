@@ -9,8 +9,11 @@ import importlib
 import sys
 
 COMMANDS = {
-    "prepare": ("provisioners.prepare", "build the images and tools the modes need (cached)"),
-    "sweep": ("provisioners.sweep", "find and remove what earlier (killed) runs left"),
+    "prepare": (
+        "provisioners.commands.prepare",
+        "build the images and tools the modes need (cached)",
+    ),
+    "sweep": ("provisioners.commands.sweep", "find and remove what earlier (killed) runs left"),
     "options": ("provisioners.commands.options", "the modes' options (--markdown: README's table)"),
     "modes": ("provisioners.commands.modes", "the registered modes (--json)"),
 }

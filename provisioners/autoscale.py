@@ -29,8 +29,7 @@ from typing import Any, ClassVar
 
 import psutil
 
-from provisioners import runstate
-from provisioners.base import (
+from provisioners.contract.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
     AutoscalingLimits,
@@ -39,10 +38,11 @@ from provisioners.base import (
     InventoryItem,
     ProvisionError,
 )
+from provisioners.contract.options import Option
 from provisioners.launcher import LAUNCHER_CONFIG, Machine, RayUpMode
 from provisioners.launcher.autoscaling import IDLE_TIMEOUT
-from provisioners.options import Option
-from provisioners.processes import (
+from provisioners.util import runstate
+from provisioners.util.processes import (
     env_with_interpreter_first,
     interpreter_versions,
     kill_all,
@@ -50,9 +50,9 @@ from provisioners.processes import (
     ray_cli,
     run_processes,
 )
-from provisioners.relay import free_port, tcp_relay
-from provisioners.runner import Background, Started, run_full, tail_file
-from provisioners.waits import alive_nodes
+from provisioners.util.relay import free_port, tcp_relay
+from provisioners.util.runner import Background, Started, run_full, tail_file
+from provisioners.util.waits import alive_nodes
 
 DEFAULT_MAX_WORKERS = 3
 HEAD_STOP_GRACE_S = 40.0  # the head drains for up to 30 s on SIGTERM

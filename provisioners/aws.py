@@ -9,7 +9,7 @@ the security group ``ray-autoscaler-<cluster>``, the key pair. Ray's IAM role an
 profile are shared by every Ray cluster of an account: reported as kept, never removed.
 
 ``--ray-aws-rehearsal`` runs the same sequence against moto on this machine, each instance a
-container (:mod:`provisioners.aws_rehearsal`): no account, no cost, no packet off the machine.
+container (:mod:`provisioners.rehearsals.aws`): no account, no cost, no packet off the machine.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from provisioners import containers, nodeimage, runstate
-from provisioners.aws_rehearsal import Stage
-from provisioners.base import (
+from provisioners.contract.base import (
     CLIENT_PORT,
     RUN_ID_LABEL,
     ClusterSpec,
@@ -40,14 +38,16 @@ from provisioners.base import (
     ProvisionError,
     listing,
 )
-from provisioners.iptables import iptables
+from provisioners.contract.options import Option
 from provisioners.launcher import CLUSTER_YAML, LAUNCHER_CONFIG, Machine, SshRayUpMode, autoscaling
 from provisioners.launcher import config as launcher_config
 from provisioners.launcher.ssh import SshTarget
-from provisioners.naming import run_name
-from provisioners.options import Option
-from provisioners.runner import CommandError
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.rehearsals.aws import Stage
+from provisioners.util import containers, nodeimage, runstate
+from provisioners.util.iptables import iptables
+from provisioners.util.naming import run_name
+from provisioners.util.runner import CommandError
+from provisioners.util.waits import WaitTimeout, wait_for
 
 REGION = Option.string("aws-region", "aws: region (default: the cluster YAML's, else us-west-2)")
 REHEARSAL = Option.switch(

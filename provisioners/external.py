@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from provisioners.base import (
+from provisioners.contract.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
     ClusterHandle,
@@ -24,9 +24,9 @@ from provisioners.base import (
     NightlyRun,
     ProvisionError,
 )
-from provisioners.options import Option
-from provisioners.relay import tcp_relay
-from provisioners.waits import WaitTimeout, http_json, port_accepts, wait_for
+from provisioners.contract.options import Option
+from provisioners.util.relay import tcp_relay
+from provisioners.util.waits import WaitTimeout, http_json, port_accepts, wait_for
 
 ADDRESS = Option.string(
     "address", "external: the cluster to test, ray://HOST:PORT (Ray Client) or HOST:PORT (GCS)"

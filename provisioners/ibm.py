@@ -10,14 +10,14 @@ the head. Teardown is ``ray down``, then what the run created that is left: inst
 for its cluster, the floating IPs they held, boot volumes, the key, Ray's config cache and
 the connector's tag file entry (``~/.ray-gen2-tags``).
 
-Before any of it the connector is probed (:mod:`provisioners.ibm_probe`): gen2-connector's last
+Before any of it the connector is probed (:mod:`provisioners.rehearsals.ibm_probe`): gen2-connector's last
 release (1.0.0b67, 2022) answers ``internal_ip`` with the VPC API's reserved-IP object instead
 of an address, so with it the mode is SKIPPED naming that. ``--ray-ibm-compat`` loads it
 through a 3-line fix (``ibm_compat/rc_gen2_compat.py``, copied to the head too);
 ``--ray-ibm-provider`` names another provider class (a fixed fork); each is probed the same way.
 
 ``--ray-ibm-rehearsal`` runs the same sequence against a stand-in of IAM and the VPC API on this
-machine, each instance a container (:mod:`provisioners.ibm_rehearsal`): no account, no cost.
+machine, each instance a container (:mod:`provisioners.rehearsals.ibm`): no account, no cost.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from provisioners import containers, nodeimage, runstate
-from provisioners.base import (
+from provisioners.contract.base import (
     CLIENT_PORT,
     ClusterSpec,
     Endpoint,
@@ -41,11 +40,8 @@ from provisioners.base import (
     ProvisionError,
     listing,
 )
-from provisioners.ibm_probe import COMPAT_DIR, CONNECTOR_CLASS, probe
-from provisioners.ibm_rehearsal import Stage
-from provisioners.ibm_standin import ZONE
+from provisioners.contract.options import Option
 from provisioners.ibm_vpc import collect, primary_address, vpc_client
-from provisioners.iptables import iptables
 from provisioners.launcher import (
     CLUSTER_YAML,
     GCS_PORT,
@@ -56,9 +52,13 @@ from provisioners.launcher import (
 )
 from provisioners.launcher import config as launcher_config
 from provisioners.launcher.ssh import SshTarget
-from provisioners.naming import run_name
-from provisioners.options import Option
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.rehearsals.ibm import Stage
+from provisioners.rehearsals.ibm_probe import COMPAT_DIR, CONNECTOR_CLASS, probe
+from provisioners.rehearsals.ibm_standin import ZONE
+from provisioners.util import containers, nodeimage, runstate
+from provisioners.util.iptables import iptables
+from provisioners.util.naming import run_name
+from provisioners.util.waits import WaitTimeout, wait_for
 
 PROVIDER = Option.string(
     "ibm-provider",
@@ -237,7 +237,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             missing.append(
                 f"the node provider {module} cannot run a cluster ({versions}): "
                 f"{found.failure} [probed against a loopback stand-in of IBM's IAM and VPC "
-                f"API; every step: python -m provisioners.ibm_probe {module}]"
+                f"API; every step: python -m provisioners.rehearsals.ibm_probe {module}]"
                 + (
                     f"; {COMPAT.flag} runs it with a fix of internal_ip"
                     if module == CONNECTOR_CLASS

@@ -10,7 +10,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from provisioners.base import ProvisionError
+from provisioners.contract.base import ProvisionError
 
 
 def vpc_client(endpoint: str, api_key: str, iam_endpoint: str | None = None) -> Any:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from provisioners.base import NightlyRun
+from provisioners.contract.base import NightlyRun
+from provisioners.contract.options import Option
 from provisioners.kube.mode import OperatorMode, mode_options
 from provisioners.kube.sources import KindSource
-from provisioners.options import Option
 
 
 class KindOperatorProvisioner(OperatorMode):

@@ -18,8 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from provisioners import nodeimage
-from provisioners.base import (
+from provisioners.contract.base import (
     DEFAULT_WORKERS,
     ClusterHandle,
     ClusterSpec,
@@ -28,9 +27,10 @@ from provisioners.base import (
     NightlyRun,
     ProvisionError,
 )
+from provisioners.contract.options import Option
 from provisioners.launcher.config import load_template
-from provisioners.options import Option
-from provisioners.runner import CommandError, CommandTimeout, pip_download
+from provisioners.util import nodeimage
+from provisioners.util.runner import CommandError, CommandTimeout, pip_download
 
 #: The last Ray release whose ``ray up`` had a ``kubernetes`` provider (2.2.0 dropped it).
 LEGACY_RAY = "2.1.0"

@@ -21,10 +21,17 @@ from typing import Any, ClassVar
 
 import psutil
 
-from provisioners import runstate
-from provisioners.base import ClusterSpec, InventoryError, InventoryItem, ProvisionError, listing
-from provisioners.options import Option
-from provisioners.processes import (
+from provisioners.contract.base import (
+    ClusterSpec,
+    InventoryError,
+    InventoryItem,
+    ProvisionError,
+    listing,
+)
+from provisioners.contract.options import Option
+from provisioners.raystart import RayNode, RayStartMode
+from provisioners.util import runstate
+from provisioners.util.processes import (
     env_with_interpreter_first,
     interpreter_versions,
     kill_all,
@@ -32,9 +39,8 @@ from provisioners.processes import (
     ray_cli,
     run_processes,
 )
-from provisioners.raystart import RayNode, RayStartMode
-from provisioners.relay import free_port
-from provisioners.runner import Background, Completed, Started, run_full, tail_file
+from provisioners.util.relay import free_port
+from provisioners.util.runner import Background, Completed, Started, run_full, tail_file
 
 LOCAL_WORKERS = 1  # one machine: a head and one worker process
 #: Small on purpose: several nodes share this machine's /dev/shm, and the suites move little data.

@@ -19,15 +19,21 @@ from __future__ import annotations
 import shutil
 from typing import Any, ClassVar
 
-from provisioners.base import RUN_ID_LABEL, ClusterSpec, InventoryItem, NightlyRun, ProvisionError
+from provisioners.contract.base import (
+    RUN_ID_LABEL,
+    ClusterSpec,
+    InventoryItem,
+    NightlyRun,
+    ProvisionError,
+)
+from provisioners.contract.options import Option
 from provisioners.kube import openshift as scc
 from provisioners.kube.api import ref
 from provisioners.kube.kuberay import KubeRayDeployer
 from provisioners.kube.mode import KubeSource, OperatorMode, mode_options
 from provisioners.kube.sources import ChosenSource, ExistingSource, KindSource
-from provisioners.naming import run_name
-from provisioners.options import Option
-from provisioners.runner import CommandError, CommandTimeout, run
+from provisioners.util.naming import run_name
+from provisioners.util.runner import CommandError, CommandTimeout, run
 
 REHEARSAL = Option.switch(
     "openshift-rehearsal",

@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from provisioners import runstate
-from provisioners.base import (
+from provisioners.contract.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
     DEFAULT_WORKERS,
@@ -27,9 +26,10 @@ from provisioners.base import (
     InventoryItem,
     ProvisionError,
 )
-from provisioners.options import Option
-from provisioners.relay import tcp_relay
-from provisioners.waits import WaitTimeout, urlopen_ok, wait_for, wait_for_nodes
+from provisioners.contract.options import Option
+from provisioners.util import runstate
+from provisioners.util.relay import tcp_relay
+from provisioners.util.waits import WaitTimeout, urlopen_ok, wait_for, wait_for_nodes
 
 #: How long `ray start --block` may drain its node after SIGTERM before the source kills it.
 STOP_GRACE_S = 8.0

@@ -21,20 +21,20 @@ from typing import Any, ClassVar
 
 import docker
 
-from provisioners import containers, nodeimage, runstate
-from provisioners.base import (
+from provisioners.contract.base import (
     ClusterSpec,
     InventoryError,
     InventoryItem,
     NodeAddresses,
     ProvisionError,
 )
-from provisioners.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
+from provisioners.contract.options import Option
 from provisioners.launcher import LAUNCHER_CONFIG, Machine, SshRayUpMode
-from provisioners.naming import run_name
-from provisioners.options import Option
-from provisioners.runner import CommandError, pip_download
-from provisioners.waits import port_accepts
+from provisioners.util import containers, nodeimage, runstate
+from provisioners.util.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
+from provisioners.util.naming import run_name
+from provisioners.util.runner import CommandError, pip_download
+from provisioners.util.waits import port_accepts
 
 HOSTS = Option.csv("vm-hosts", "Existing hosts head,worker1,... to drive instead of containers")
 SSH_USER = Option.string("ssh-user", "SSH user for --ray-vm-hosts (default: you)")

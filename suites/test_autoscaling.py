@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fixtures.clients import in_cluster
-from provisioners.base import (
+from provisioners.contract.base import (
     AutoscalingLimits,
     ClusterHandle,
     ClusterSpec,
@@ -20,7 +20,7 @@ from provisioners.base import (
     SupportsAutoscaling,
     SupportsPendingNodes,
 )
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.util.waits import WaitTimeout, wait_for
 
 TASK_SECONDS = 6.0
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from fixtures.nodes import NodeVersions, differing
-from provisioners.base import ClusterHandle, ClusterSpec
-from provisioners.waits import WaitTimeout, wait_for, wait_for_nodes
+from provisioners.contract.base import ClusterHandle, ClusterSpec
+from provisioners.util.waits import WaitTimeout, wait_for, wait_for_nodes
 
 # Every check here is in the certification profile (reports/certify.py PROFILE).
 pytestmark = pytest.mark.ray_certification

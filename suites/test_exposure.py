@@ -19,7 +19,7 @@ import socket
 import psutil
 import pytest
 
-from provisioners.base import (
+from provisioners.contract.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
     GCS_PORT,
@@ -28,7 +28,7 @@ from provisioners.base import (
     Provisioner,
     SupportsNodeAddresses,
 )
-from provisioners.waits import port_accepts
+from provisioners.util.waits import port_accepts
 
 PORTS = {GCS_PORT: "GCS", DASHBOARD_PORT: "dashboard", CLIENT_PORT: "Ray Client"}
 PROBE_TIMEOUT = 2.0

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from fixtures.cluster import ClusterSession, HeadLoss
-from provisioners.base import DASHBOARD_PORT, ClusterHandle, ClusterSpec, Provisioner
-from provisioners.waits import WaitTimeout, http_json, wait_for
+from provisioners.contract.base import DASHBOARD_PORT, ClusterHandle, ClusterSpec, Provisioner
+from provisioners.util.waits import WaitTimeout, http_json, wait_for
 from suites.test_spread import check_spread, headroom, parse_result, spread_source
 
 pytestmark = pytest.mark.ray_head_loss

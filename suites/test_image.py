@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioners.base import ClusterHandle, ClusterSpec, Provisioner, SupportsImageRun
+from provisioners.contract.base import ClusterHandle, ClusterSpec, Provisioner, SupportsImageRun
 
 TASK = """
 import ray

@@ -16,8 +16,14 @@ from typing import Any
 import pytest
 
 from fixtures.clients import client_versions, ingress_note, version_mismatch
-from provisioners.base import ClusterHandle, ClusterSpec, IngressRoute, Provisioner, SupportsIngress
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.contract.base import (
+    ClusterHandle,
+    ClusterSpec,
+    IngressRoute,
+    Provisioner,
+    SupportsIngress,
+)
+from provisioners.util.waits import WaitTimeout, wait_for
 
 #: A Ray Client session whose gRPC channel names the ingress's host (``:authority``): the
 #: ``ray://`` address is the controller's, the route is chosen by host as for any HTTP/2 client.

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from provisioners.base import ClusterHandle, ClusterSpec, Provisioner, SupportsLauncher
+from provisioners.contract.base import ClusterHandle, ClusterSpec, Provisioner, SupportsLauncher
 
 # The monitor-log command the book prints, run non-interactively through `ray exec`.
 MONITOR_LOG = "tail -n 100 /tmp/ray/session_latest/logs/monitor*"

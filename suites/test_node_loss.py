@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from fixtures.nodes import Node, census
-from provisioners.base import ClusterHandle, ClusterSpec, Provisioner, SupportsKillNode
-from provisioners.waits import wait_for
+from provisioners.contract.base import ClusterHandle, ClusterSpec, Provisioner, SupportsKillNode
+from provisioners.util.waits import wait_for
 
 pytestmark = pytest.mark.ray_disruptive
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from fixtures.nodes import Node, census
-from provisioners.base import (
+from provisioners.contract.base import (
     DASHBOARD_PORT,
     ClusterHandle,
     ClusterSpec,

@@ -8,8 +8,8 @@ from typing import Any
 import psutil
 import pytest
 
-from provisioners.base import CLIENT_PORT, DASHBOARD_PORT, ClusterHandle, Provisioner
-from provisioners.waits import http_json, port_accepts, port_is_free
+from provisioners.contract.base import CLIENT_PORT, DASHBOARD_PORT, ClusterHandle, Provisioner
+from provisioners.util.waits import http_json, port_accepts, port_is_free
 
 # Every check here is in the certification profile (reports/certify.py PROFILE).
 pytestmark = pytest.mark.ray_certification

@@ -20,7 +20,7 @@ from packaging.version import Version
 
 from fixtures.clients import client_forward
 from fixtures.nodes import NodeVersions, differing
-from provisioners.base import ClusterHandle, Provisioner
+from provisioners.contract.base import ClusterHandle, Provisioner
 
 CLIENT_ACROSS = Path(__file__).parent / "scripts" / "client_across.py"
 

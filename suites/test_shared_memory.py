@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from provisioners.base import (
+from provisioners.contract.base import (
     ClusterHandle,
     ClusterSpec,
     Provisioner,

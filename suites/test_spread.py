@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from provisioners.base import ClusterHandle, ClusterSpec, Provisioner, SupportsAutoscaling
+from provisioners.contract.base import ClusterHandle, ClusterSpec, Provisioner, SupportsAutoscaling
 
 SCRIPT = Path(__file__).parent / "scripts" / "spread.py"
 #: Seconds between the sessions' starts. Ray 2.60's client proxier forks each session's server

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioners.base import (
+from provisioners.contract.base import (
     INVENTORY_ERROR,
     ClusterHandle,
     ClusterSpec,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from fixtures.offline import offline
-from provisioners import runstate
+from provisioners.util import runstate
 
 pytest_plugins = ["pytester"]
 

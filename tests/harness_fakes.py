@@ -32,10 +32,10 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from provisioners.base import (
+from provisioners.contract.base import (
     ClusterHandle, Endpoint, InventoryError, InventoryItem, ProvisionError, direct_endpoint,
 )
-from provisioners.options import Option
+from provisioners.contract.options import Option
 
 LOG = Path(__file__).with_name("calls.jsonl")
 
@@ -325,7 +325,7 @@ class RelayProvisioner(FakeProvisioner):
         return super().provision(spec)
 
     def port_forward(self, remote_port):
-        from provisioners.relay import tcp_relay
+        from provisioners.util.relay import tcp_relay
 
         return tcp_relay("127.0.0.1", self.server.server_address[1], listen=self.LISTEN)
 

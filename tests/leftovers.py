@@ -15,11 +15,11 @@ from pathlib import Path
 
 import psutil
 
-from provisioners import runstate
-from provisioners.base import RUN_ID_LABEL
-from provisioners.containers import MODE_LABEL, docker_client
-from provisioners.runner import run_full
-from provisioners.waits import wait_for
+from provisioners.contract.base import RUN_ID_LABEL
+from provisioners.util import runstate
+from provisioners.util.containers import MODE_LABEL, docker_client
+from provisioners.util.runner import run_full
+from provisioners.util.waits import wait_for
 from reports.secrets import key_material
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import yaml
 
 from provisioners import autoscale
 from provisioners.autoscale import AutoscaleProvisioner
-from provisioners.base import ClusterSpec, ProvisionError, Timeouts
+from provisioners.contract.base import ClusterSpec, ProvisionError, Timeouts
 from provisioners.launcher import LAUNCHER_CONFIG
 
 

@@ -16,7 +16,7 @@ AUTOSCALING_FAKES = '''
 import json
 
 from fakemod import FakeProvisioner
-from provisioners.base import AutoscalingLimits
+from provisioners.contract.base import AutoscalingLimits
 
 ROUND = {
     "baseline": ["head", "w1", "w2"], "tasks": 4, "first_new_s": 12.0, "done_s": 31.0,

@@ -17,7 +17,7 @@ import boto3
 import pytest
 import yaml
 
-from provisioners import aws, containers, nodeimage, runstate
+from provisioners import aws
 from provisioners.aws import (
     REHEARSAL,
     SKIP_SETUP,
@@ -29,13 +29,14 @@ from provisioners.aws import (
     security_group_name,
     shared_iam,
 )
-from provisioners.aws_rehearsal import Stage, ec2_listing
-from provisioners.base import RUN_ID_LABEL, ClusterSpec, ProvisionError, Timeouts
-from provisioners.containers import engine_problem
+from provisioners.contract.base import RUN_ID_LABEL, ClusterSpec, ProvisionError, Timeouts
 from provisioners.launcher import CLUSTER_YAML, Machine, autoscaling
-from provisioners.naming import run_name
-from provisioners.rehearsal import DropRule, InstanceLoop
-from provisioners.runner import run
+from provisioners.rehearsals.aws import Stage, ec2_listing
+from provisioners.rehearsals.stage import DropRule, InstanceLoop
+from provisioners.util import containers, nodeimage, runstate
+from provisioners.util.containers import engine_problem
+from provisioners.util.naming import run_name
+from provisioners.util.runner import run
 
 REPO = Path(__file__).resolve().parent.parent
 #: The image cache as this user has it: pytester moves HOME, which would mean a rebuild.
@@ -425,7 +426,7 @@ def test_the_loop_survives_errors_and_is_joined(monkeypatch: pytest.MonkeyPatch)
     seen: list[str] = []
     loop = InstanceLoop(_stage(seen), "img", {}, ec2_listing(ec2))
     loop.start()
-    from provisioners.waits import wait_for
+    from provisioners.util.waits import wait_for
 
     wait_for(lambda: ec2.calls >= 2, timeout=10, what="two ticks")
     assert loop.alive()
@@ -469,8 +470,8 @@ def test_drop_rule_is_added_counted_and_removed_by_its_spec() -> None:
 # --- A whole rehearsal (Docker, root): leak reported, secrets absent -----------------------------
 
 PLANT = """
-from provisioners.base import RUN_ID_LABEL
-from provisioners.naming import run_name
+from provisioners.contract.base import RUN_ID_LABEL
+from provisioners.util.naming import run_name
 
 
 def test_plant_a_security_group(ray_cluster, ray_provisioner, ray_spec):

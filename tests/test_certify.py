@@ -36,7 +36,7 @@ TARGET = {
 
 # The profile's checks by name, as inner tests on the fake cluster; one of them runs a command
 # through the runner, so the bundle has a command log and a tool to report.
-PROFILE_CHECKS = "import pytest\nfrom provisioners.runner import run\n\n" + "\n".join(
+PROFILE_CHECKS = "import pytest\nfrom provisioners.util.runner import run\n\n" + "\n".join(
     f"@pytest.mark.{PROFILE_MARKER}\ndef {name}(ray_cluster):\n"
     + ('    run(["echo", "certify-me"], 10)\n' if i == 0 else "    pass\n")
     for i, name in enumerate(PROFILE)

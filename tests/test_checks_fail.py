@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from fakemod import NODES, FakeProvisioner
-from provisioners.base import AutoscalingLimits, Endpoint
+from provisioners.contract.base import AutoscalingLimits, Endpoint
 
 HEAD, WORKER = NODES[:2]
 RAY = "2.60.0"
@@ -256,7 +256,7 @@ def test_spread_fails_naming_the_node_that_never_ran_work(pytester: pytest.Pytes
 
 def test_spread_fails_on_misplaced_tasks_and_a_short_tally() -> None:
     """The other two breaks of the same check: a task ran elsewhere; a tally that does not add up."""
-    from provisioners.base import ClusterHandle
+    from provisioners.contract.base import ClusterHandle
 
     cluster = ClusterHandle("m", 1, "2.60.0", "3.11", "h:6379")
     alive = [{"node_id": "aaaa", "hostname": "head", "ip": "10.0.0.1"}]
@@ -433,7 +433,7 @@ def test_node_loss_checks_fail_when_ray_never_reports_or_replaces(
 
 def test_spread_allows_an_autoscalers_nodes_only_up_to_its_max() -> None:
     """Nodes an autoscaler added for an earlier load may still be alive, never more than it may add."""
-    from provisioners.base import ClusterHandle
+    from provisioners.contract.base import ClusterHandle
 
     cluster = ClusterHandle("m", 1, "2.60.0", "3.11", "h:6379")
     alive = [{"node_id": n, "hostname": n, "ip": "10.0.0.1"} for n in ("aaaa", "bbbb", "cccc")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioners.base import INVENTORY_ERROR, InventoryItem, ProvisionError
+from provisioners.contract.base import INVENTORY_ERROR, InventoryItem, ProvisionError
 from provisioners.launcher import autoscaling
 from provisioners.launcher.autoscaling import instances_not_nodes
 

@@ -30,12 +30,12 @@ from leftovers import (
     sweep,
 )
 
-from provisioners import runstate
-from provisioners.base import RUN_ID_LABEL
-from provisioners.containers import docker_client, engine_problem
+from provisioners.contract.base import RUN_ID_LABEL
 from provisioners.kube.clusters import KIND_CLUSTER_LABEL
-from provisioners.rehearsal import INSTANCE_LABEL
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.rehearsals.stage import INSTANCE_LABEL
+from provisioners.util import runstate
+from provisioners.util.containers import docker_client, engine_problem
+from provisioners.util.waits import WaitTimeout, wait_for
 
 #: Bound of one killed run's wait for its mid-provision moment (a cold image build included).
 MID_TIMEOUT = 1800.0

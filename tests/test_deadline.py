@@ -1,4 +1,4 @@
-"""The one shape of "time left": provisioners.base.Deadline, carried by the spec."""
+"""The one shape of "time left": provisioners.contract.base.Deadline, carried by the spec."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from provisioners.base import MIN_WAIT_S, ClusterSpec, Deadline, Timeouts
+from provisioners.contract.base import MIN_WAIT_S, ClusterSpec, Deadline, Timeouts
 
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """A monotonic clock the test moves by hand."""
     now = [1000.0]
-    monkeypatch.setattr("provisioners.base.time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(
+        "provisioners.contract.base.time", SimpleNamespace(monotonic=lambda: now[0])
+    )
     return now
 
 

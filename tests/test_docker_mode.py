@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from provisioners import nodeimage, services
-from provisioners.base import (
+from provisioners.contract.base import (
     RUN_ID_LABEL,
     ClusterSpec,
     Deadline,
@@ -30,19 +29,20 @@ from provisioners.base import (
     SupportsSharedMemory,
     Timeouts,
 )
-from provisioners.containers import DOCKER_HOST, docker_client
+from provisioners.contract.options import Option, OptionError, declared
 from provisioners.docker import DockerProvisioner
 from provisioners.docker.provisioner import (
     PUBLISH_DASHBOARD,
     SHM_SIZE,
     WORKER_COMMAND,
 )
-from provisioners.iptables import NO_EGRESS
-from provisioners.naming import is_dns_label, run_name
-from provisioners.nodeimage import ensure_node_image, import_tree
-from provisioners.options import Option, OptionError, declared
-from provisioners.runner import run
-from provisioners.services import Service
+from provisioners.util import nodeimage, services
+from provisioners.util.containers import DOCKER_HOST, docker_client
+from provisioners.util.iptables import NO_EGRESS
+from provisioners.util.naming import is_dns_label, run_name
+from provisioners.util.nodeimage import ensure_node_image, import_tree
+from provisioners.util.runner import run
+from provisioners.util.services import Service
 
 DEAD_SOCKET = "unix:///tmp/ray-conformance-no-engine.sock"
 

@@ -13,8 +13,8 @@ import shutil
 
 import pytest
 
-from provisioners import runstate
-from provisioners.iptables import EgressLock, EgressRule, MetadataRule
+from provisioners.util import runstate
+from provisioners.util.iptables import EgressLock, EgressRule, MetadataRule
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("iptables") is None, reason="needs root and iptables"

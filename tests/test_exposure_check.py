@@ -20,12 +20,12 @@ import pytest
 import yaml
 from leftovers import REPO, labeled, sweep
 
-from provisioners import nodeimage, services
-from provisioners.base import RUN_ID_LABEL
-from provisioners.containers import docker_client, engine_problem
+from provisioners.contract.base import RUN_ID_LABEL
 from provisioners.launcher import generate_key
 from provisioners.launcher.ssh import SshTarget, wait_for_ssh
-from provisioners.services import Service
+from provisioners.util import nodeimage, services
+from provisioners.util.containers import docker_client, engine_problem
+from provisioners.util.services import Service
 from provisioners.vm import BOOTSTRAP_FILES, SSHD_COMMAND
 
 

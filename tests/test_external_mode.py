@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from provisioners.base import ClusterHandle, ClusterSpec, ProvisionError, Timeouts
+from provisioners.contract.base import ClusterHandle, ClusterSpec, ProvisionError, Timeouts
+from provisioners.contract.options import OptionError
 from provisioners.external import ADDRESS, DASHBOARD_URL, EXPECT_NODES, parse_address
 from provisioners.local import LocalProvisioner
-from provisioners.options import OptionError
-from provisioners.waits import wait_for
+from provisioners.util.waits import wait_for
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
 
@@ -64,7 +64,7 @@ def test_external_suites_pass_and_leave_cluster_running(
 
 def test_external_unanswering_address_fails_within_preflight_naming_it(tmp_path: Path) -> None:
     from provisioners.external import ExternalProvisioner
-    from provisioners.relay import free_port
+    from provisioners.util.relay import free_port
 
     port = free_port()  # nothing listens there
     spec = ClusterSpec(

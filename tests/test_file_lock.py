@@ -1,4 +1,4 @@
-"""``provisioners.waits.file_lock``: one build per machine, a bounded wait for it, said once."""
+"""``provisioners.util.waits.file_lock``: one build per machine, a bounded wait for it, said once."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from provisioners.waits import WaitTimeout, file_lock
+from provisioners.util.waits import WaitTimeout, file_lock
 
 #: Holds the lock in another process (a build elsewhere) until its stdin closes.
 HOLDER = """
 import sys, time
-from provisioners.waits import file_lock
+from provisioners.util.waits import file_lock
 with file_lock(__import__("pathlib").Path(sys.argv[1]), time.monotonic() + 30, print, "build"):
     print("held", flush=True)
     sys.stdin.read()

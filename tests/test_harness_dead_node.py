@@ -21,10 +21,10 @@ import pytest
 from harness_fakes import REPO, run_subprocess
 
 from fixtures.nodes import Node, census
-from provisioners.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
-from provisioners.relay import free_port
-from provisioners.runner import Background, Started, tail_file
-from provisioners.waits import urlopen_ok, wait_for
+from provisioners.util.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
+from provisioners.util.relay import free_port
+from provisioners.util.runner import Background, Started, tail_file
+from provisioners.util.waits import urlopen_ok, wait_for
 
 NODE_TIMEOUT = 20.0
 #: The GCS notices a SIGKILLed raylet after its health checks fail; defaults take ~30 s.

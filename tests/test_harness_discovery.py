@@ -176,7 +176,7 @@ def test_mode_that_departs_from_its_contract_is_named_before_anything_runs(
 
 def test_every_built_in_mode_meets_its_contract() -> None:
     """What the 12 per-mode static checks used to show: each registered mode loads cleanly."""
-    from provisioners.registry import discover
+    from provisioners.contract.registry import discover
 
     found, _ = discover()
     assert {name: mode.load().load_error for name, mode in found.items()} == {
@@ -188,7 +188,7 @@ SPY_MODULE = """
 from pathlib import Path
 
 from fakemod import FakeProvisioner
-from provisioners.options import Option
+from provisioners.contract.options import Option
 
 Path(__file__).with_name("spy-imported").touch()
 

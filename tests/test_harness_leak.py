@@ -8,7 +8,7 @@ import shutil
 import pytest
 from harness_fakes import CHECKS, LEAK_SUITE, events, modes, run, write_fakes
 
-from provisioners import runstate
+from provisioners.util import runstate
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from harness_fakes import CHECKS, REPO, modes, run, write_fakes
 
 MESSAGES_MODULE = """
 from fakemod import FakeProvisioner, record
-from provisioners.base import ProvisionError
+from provisioners.contract.base import ProvisionError
 
 
 class ShortOfNodesProvisioner(FakeProvisioner):
@@ -127,7 +127,7 @@ def _self_named(path: Path, modes: set[str]) -> list[str]:
 
 
 def test_no_mode_names_itself_in_its_messages() -> None:
-    from provisioners.registry import discover
+    from provisioners.contract.registry import discover
 
     known, _ = discover([])
     found = [

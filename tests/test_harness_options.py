@@ -223,7 +223,7 @@ def test_runs_that_run_no_test_write_no_report_bundle(
 
 
 def test_an_option_of_an_unknown_kind_is_refused_naming_the_kinds() -> None:
-    from provisioners.options import Option
+    from provisioners.contract.options import Option
 
     assert Option("zone", "a zone", str, "a", kind="multi").kind == "multi"
     with pytest.raises(

@@ -22,7 +22,7 @@ import time
 from dataclasses import replace
 
 from fakemod import FakeProvisioner, json_server
-from provisioners.base import Endpoint
+from provisioners.contract.base import Endpoint
 
 OLD_HEAD = {"node_id": "0ld0" * 14, "node_ip": "10.0.0.1", "node_name": "head", "is_head_node": True}
 WORKER = {"node_id": "w0rk" * 14, "node_ip": "10.0.0.2", "node_name": "worker", "is_head_node": False}
@@ -99,7 +99,7 @@ class AutoscaledAfterLoss(RecoveringHead):
     """An operator with an autoscaler: a worker it added is alive beside the expected ones."""
 
     def autoscaling_limits(self):
-        from provisioners.base import AutoscalingLimits
+        from provisioners.contract.base import AutoscalingLimits
 
         return AutoscalingLimits(0, 1, 1.0, 1.0, 60.0, 60.0, 120.0)
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from provisioners.base import ClusterSpec, Timeouts
+from provisioners.contract.base import ClusterSpec, Timeouts
 from provisioners.ibm import (
     API_KEY_ENVS,
     COMPAT,
@@ -24,10 +24,15 @@ from provisioners.ibm import (
     TAGS_FILE,
     IbmProvisioner,
 )
-from provisioners.ibm_probe import COMPAT_DIR, CONNECTOR_CLASS, OLD_CONNECTOR_CLASS, probe
-from provisioners.ibm_standin import ZONE, StandIn, serve
 from provisioners.launcher import CLUSTER_YAML
 from provisioners.launcher import config as launcher_config
+from provisioners.rehearsals.ibm_probe import (
+    COMPAT_DIR,
+    CONNECTOR_CLASS,
+    OLD_CONNECTOR_CLASS,
+    probe,
+)
+from provisioners.rehearsals.ibm_standin import ZONE, StandIn, serve
 
 PLANTED_KEY = "planted-ibm-api-key-7f3a9c"
 REPO = Path(__file__).resolve().parent.parent
@@ -245,7 +250,7 @@ def test_plant_a_rule(ray_cluster, ray_provisioner, ray_spec):
 
 
 def _rehearsal_problem() -> str | None:
-    from provisioners.containers import engine_problem
+    from provisioners.util.containers import engine_problem
 
     if os.geteuid() != 0 or shutil.which("iptables") is None:
         return "needs root and iptables"
@@ -257,7 +262,7 @@ def _rehearsal_problem() -> str | None:
 def test_rehearsal_of_the_books_yaml_reports_a_planted_rule_and_never_writes_secrets(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
-    from provisioners.nodeimage import cache_dir
+    from provisioners.util.nodeimage import cache_dir
 
     book = _user_yaml(
         tmp_path, iam_api_key="planted-yaml-key-4d2e", module="gen2.node_provider.Gen2NodeProvider"
@@ -305,8 +310,8 @@ def test_rehearsal_of_the_books_yaml_reports_a_planted_rule_and_never_writes_sec
 
 @pytest.mark.parametrize("ip", ["192.0.2.1", "169.254.169.254", "8.8.8.8", "10.242.0.1", ""])
 def test_the_rehearsal_dials_only_its_networks(tmp_path: Path, ip: str) -> None:
-    from provisioners.base import ProvisionError
-    from provisioners.ibm_rehearsal import Stage
+    from provisioners.contract.base import ProvisionError
+    from provisioners.rehearsals.ibm import Stage
 
     stage = Stage("r1", "ibm", tmp_path, None, lambda _m: None)
     with pytest.raises(ProvisionError, match="refusing to dial"):

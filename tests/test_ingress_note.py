@@ -16,8 +16,8 @@ import pytest
 from harness_fakes import run
 
 from fixtures.clients import ingress_note, speaks_tls
-from provisioners.relay import free_port
-from provisioners.runner import run as run_command
+from provisioners.util.relay import free_port
+from provisioners.util.runner import run as run_command
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fakemod import FakeProvisioner
-from provisioners.base import Endpoint, IngressRoute
+from provisioners.contract.base import Endpoint, IngressRoute
 
 HOST = "ray.fake.rc.test"
 VERSION = {"ray_version": "2.60.0"}

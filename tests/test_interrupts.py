@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from leftovers import labeled, processes, rules, run_argv, start_run, sweep
 
-from provisioners.base import RUN_ID_LABEL
-from provisioners.containers import docker_client, engine_problem
+from provisioners.contract.base import RUN_ID_LABEL
 from provisioners.kube.clusters import KIND_CLUSTER_LABEL
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.util.containers import docker_client, engine_problem
+from provisioners.util.waits import WaitTimeout, wait_for
 
 #: Bound of the wait for one moment of a run (a cold image build included).
 MOMENT_TIMEOUT = 1800.0

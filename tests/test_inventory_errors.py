@@ -23,15 +23,21 @@ import pytest
 import yaml
 from botocore.config import Config
 
-from provisioners import containers
 from provisioners.aws import REHEARSAL, AwsProvisioner, aws_inventory
-from provisioners.aws_rehearsal import Stage
-from provisioners.base import INVENTORY_ERROR, ClusterSpec, InventoryError, InventoryItem, Timeouts
+from provisioners.contract.base import (
+    INVENTORY_ERROR,
+    ClusterSpec,
+    InventoryError,
+    InventoryItem,
+    Timeouts,
+)
 from provisioners.docker.provisioner import DockerProvisioner
 from provisioners.ibm import IbmProvisioner, Snapshot, ibm_inventory
-from provisioners.ibm_standin import serve
 from provisioners.ibm_vpc import collect, vpc_client
-from provisioners.relay import free_port
+from provisioners.rehearsals.aws import Stage
+from provisioners.rehearsals.ibm_standin import serve
+from provisioners.util import containers
+from provisioners.util.relay import free_port
 from provisioners.vm import VmProvisioner
 
 EC2_DOWN = (

@@ -24,11 +24,11 @@ import pytest
 import yaml
 from leftovers import REPO, clean_shell, labeled, plant, processes, rules, secrets_found, sweep
 
-from provisioners import runstate
-from provisioners.containers import engine_problem
-from provisioners.iptables import iptables
 from provisioners.launcher.cli import config_caches
-from provisioners.runner import run_full
+from provisioners.util import runstate
+from provisioners.util.containers import engine_problem
+from provisioners.util.iptables import iptables
+from provisioners.util.runner import run_full
 
 MODES = ("local", "docker", "vm", "kind-operator")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from provisioners.base import ProvisionError
+from provisioners.contract.base import ProvisionError
 from provisioners.kind_rayup import (
     HEAD_SERVICE,
     NAMESPACE,

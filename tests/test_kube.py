@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
-from provisioners.base import Deadline, ProvisionError
-from provisioners.containers import engine_problem
+from provisioners.contract.base import Deadline, ProvisionError
 from provisioners.kube import validate
 from provisioners.kube.api import Kube
 from provisioners.kube.clusters import ExistingCluster, KindCluster
 from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource, RaySize
-from provisioners.naming import run_name
-from provisioners.relay import free_port
+from provisioners.util.containers import engine_problem
+from provisioners.util.naming import run_name
+from provisioners.util.relay import free_port
 
 SHARED_CRD = (
     Path(__file__).resolve().parents[2]
@@ -222,7 +222,7 @@ class _UnschedulableWorker(KubeRayDeployer):
 
 def test_worker_never_ready_is_named(kind: tuple[KindCluster, Kube, str], tmp_path: Path) -> None:
     cluster, kube, run_id = kind
-    from provisioners.nodeimage import ensure_node_image
+    from provisioners.util.nodeimage import ensure_node_image
 
     image = ensure_node_image(print, 900, force_build=True)  # never pulled
     cluster.load_image(image, 300)
@@ -251,7 +251,7 @@ def test_kube_operator_passes_on_a_cluster_given_as_existing(
     import subprocess
     import sys
 
-    from provisioners.nodeimage import ensure_node_image
+    from provisioners.util.nodeimage import ensure_node_image
 
     cluster, kube, _run_id = kind
     tools = cluster.prepare(60)
@@ -287,7 +287,7 @@ def test_kube_operator_passes_on_a_cluster_given_as_existing(
 
 def test_teardown_deletes_the_cluster_even_when_the_deployer_fails(tmp_path: Path) -> None:
     """An unreachable API during the deployer's teardown must not keep the run's kind cluster."""
-    from provisioners.base import ClusterSpec
+    from provisioners.contract.base import ClusterSpec
     from provisioners.kube.mode import OperatorMode
     from provisioners.kube.sources import KindSource
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from provisioners import containers, nodeimage
-from provisioners.naming import run_name
+from provisioners.util import containers, nodeimage
+from provisioners.util.naming import run_name
 
 MODE = "late"
 DELAY_S = 1.0

@@ -15,12 +15,12 @@ import psutil
 import pytest
 import yaml
 
-from provisioners import runstate
-from provisioners.base import ClusterSpec, ProvisionError, Timeouts
+from provisioners.contract.base import ClusterSpec, ProvisionError, Timeouts
 from provisioners.launcher import LAUNCHER_CONFIG, Launcher, Machine, RayUpMode, cli, config
 from provisioners.launcher.ssh import SshTarget, generate_key, wait_for_ssh
-from provisioners.runner import CommandError, CommandTimeout, run
-from provisioners.waits import wait_for
+from provisioners.util import runstate
+from provisioners.util.runner import CommandError, CommandTimeout, run
+from provisioners.util.waits import wait_for
 
 # A stand-in `ray`: logs its argv, fails `up` half-way, serves a port for `dashboard -p`, and
 # caches the resolved config in $TMPDIR/ray-config-<hash> as every real `ray` command but

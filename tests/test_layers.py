@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioners.runner import run_full
+from provisioners.util.runner import run_full
 
 REPO = Path(__file__).parents[1]
 LINT = Path(sys.executable).parent / "lint-imports"
@@ -48,8 +48,12 @@ def test_the_checkout_keeps_every_contract(copy: Path) -> None:
     ("module", "line", "broken"),
     [
         ("suites/test_spread.py", "import provisioners.docker", "never name a mode"),
-        ("provisioners/base.py", "import provisioners.waits", "imports no mode or utility"),
-        ("provisioners/waits.py", "import provisioners.runner", "No import cycle"),
+        (
+            "provisioners/contract/base.py",
+            "import provisioners.util.waits",
+            "imports no mode or utility",
+        ),
+        ("provisioners/util/waits.py", "import provisioners.util.runner", "No import cycle"),
     ],
 )
 def test_each_contract_fails_when_its_rule_is_broken(

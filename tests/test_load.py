@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from harness_fakes import REPO, run_subprocess
 
-from provisioners.base import ClusterHandle, ClusterSpec
+from provisioners.contract.base import ClusterHandle, ClusterSpec
 from provisioners.local import LocalProvisioner
 from reports.html import _loads
 from reports.model import Result

@@ -18,7 +18,7 @@ import tomllib
 import yaml
 from harness_fakes import make_vendor_dist, write_fakes
 
-from provisioners.base import RUNNERS, NightlyRun, nightly_runs
+from provisioners.contract.base import RUNNERS, NightlyRun, nightly_runs
 from reports.certify import policy, tox_suffix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def test_modes_json_names_each_modes_runs() -> None:
 
 VENDOR = """
 from fakemod import FakeProvisioner
-from provisioners.base import NightlyRun
+from provisioners.contract.base import NightlyRun
 
 
 class PlainProvisioner(FakeProvisioner):
@@ -179,7 +179,7 @@ class TakenProvisioner(FakeProvisioner):
 #: A class body that raises when its module is imported: the mode cannot load.
 UNKNOWN_RUNNER = """
 from fakemod import FakeProvisioner
-from provisioners.base import NightlyRun
+from provisioners.contract.base import NightlyRun
 
 
 class GpuProvisioner(FakeProvisioner):
@@ -226,7 +226,7 @@ def test_a_vendor_mode_with_no_declaration_lands_in_the_plain_matrix(vendor: Any
         (
             "malformed = vendormod:MalformedProvisioner",
             "mode 'malformed' is left out of the nightly: NIGHTLY must be a non-empty tuple of "
-            "provisioners.base.NightlyRun, not NightlyRun(runner='kind', name='', args=())",
+            "provisioners.contract.base.NightlyRun, not NightlyRun(runner='kind', name='', args=())",
         ),
         (
             "taken = vendormod:TakenProvisioner",

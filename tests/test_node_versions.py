@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from fixtures.nodes import NodeVersions, differing, parse_versions
-from provisioners.base import ProvisionError
-from provisioners.processes import interpreter_versions, node_interpreter
-from provisioners.runner import CommandError
+from provisioners.contract.base import ProvisionError
+from provisioners.util.processes import interpreter_versions, node_interpreter
+from provisioners.util.runner import CommandError
 
 
 @pytest.fixture

@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 import test_kube
 
-from provisioners.base import ClusterSpec, ProvisionError
+from provisioners.contract.base import ClusterSpec, ProvisionError
 from provisioners.kube import openshift as scc
 from provisioners.kube import validate
 from provisioners.kube.api import Kube, one_line
 from provisioners.kube.clusters import KindCluster
 from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource, RaySize
 from provisioners.kube.mode import KUBERAY_VERSION, module_manifests
-from provisioners.naming import run_name
 from provisioners.openshift import REHEARSAL, OpenShiftProvisioner, OpenShiftRules
-from provisioners.waits import wait_for
+from provisioners.util.naming import run_name
+from provisioners.util.waits import wait_for
 
 _GO = shutil.which("go") or (
     "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
@@ -280,8 +280,8 @@ def test_grants_are_listed_until_teardown_removes_them(rehearsal: KubeRayDeploye
 def test_the_rehearsal_is_openshifts_rules_on_kind_naming_only_its_own_mode(tmp_path: Path) -> None:
     """A composition, not a mode inside a mode: kind's prerequisites as they are (the harness
     names openshift), never kind-operator's."""
-    from provisioners import containers
     from provisioners.kube.sources import KindSource
+    from provisioners.util import containers
 
     dead = "unix:///tmp/ray-conformance-no-engine.sock"
     options = {REHEARSAL.key: True, containers.DOCKER_HOST.key: dead}

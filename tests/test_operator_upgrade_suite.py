@@ -17,7 +17,7 @@ import json
 from dataclasses import replace
 
 from fakemod import FakeProvisioner, json_server
-from provisioners.base import Endpoint, OperatorUpgrade
+from provisioners.contract.base import Endpoint, OperatorUpgrade
 
 BEFORE = [
     {"node_id": "head" * 14, "node_ip": "10.0.0.1", "node_name": "head", "state": "ALIVE"},

@@ -41,7 +41,7 @@ def test_preflight_both_mismatches_are_reported_together() -> None:
 FAKE_CLUSTER = """
 import contextlib
 from fakemod import FakeProvisioner, json_server
-from provisioners.base import ClusterHandle, Endpoint
+from provisioners.contract.base import ClusterHandle, Endpoint
 
 class OldClusterProvisioner(FakeProvisioner):
     def provision(self, spec):

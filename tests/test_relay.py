@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from harness_fakes import modes, run, write_fakes
 
-from provisioners.relay import free_port, tcp_relay
-from provisioners.waits import port_is_free
+from provisioners.util.relay import free_port, tcp_relay
+from provisioners.util.waits import port_is_free
 
 
 @pytest.fixture

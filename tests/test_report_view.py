@@ -36,7 +36,7 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fakemod import FakeProvisioner
-from provisioners.base import Endpoint
+from provisioners.contract.base import Endpoint
 
 PAGE = b"<!DOCTYPE html><title>Ray</title><h1>Cluster</h1><p>2 nodes: rc-head, rc-worker-1</p>"
 PROVISION_S = 1.5

@@ -17,9 +17,9 @@ import psutil
 import pytest
 from harness_fakes import REPO
 
-from provisioners import runner
-from provisioners.runner import CommandError, kill_running, run_full
-from provisioners.waits import wait_for
+from provisioners.util import runner
+from provisioners.util.runner import CommandError, kill_running, run_full
+from provisioners.util.waits import wait_for
 
 
 def test_kill_running_ends_a_command_another_thread_waits_on_and_its_children() -> None:
@@ -66,8 +66,8 @@ def _alive_in_group(group: int) -> list[int]:
 PREPARE_WITH_A_SLOW_STEP = textwrap.dedent(
     """
     import sys
-    from provisioners import prepare
-    from provisioners.runner import run_full
+    from provisioners.commands import prepare
+    from provisioners.util.runner import run_full
 
     def slow(say, timeout):
         say("building")
@@ -111,7 +111,7 @@ def test_prepare_interrupted_ends_its_build_commands_and_exits_130(signum: signa
 def test_prepare_runs_an_optional_step_only_when_named(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from provisioners import prepare
+    from provisioners.commands import prepare
 
     built: list[str] = []
 

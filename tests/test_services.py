@@ -1,4 +1,4 @@
-"""The run's service containers through testcontainers (provisioners/services.py), for real.
+"""The run's service containers through testcontainers (provisioners/util/services.py), for real.
 
 Each one is labelled with the run and found by the sweep after a crash, never pulled, bounded
 by its wait strategy, and a failed start names the container, quotes its log and removes it.
@@ -14,10 +14,10 @@ import pytest
 from leftovers import labeled, sweep
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from provisioners import nodeimage
-from provisioners.base import RUN_ID_LABEL, ProvisionError
-from provisioners.containers import MODE_LABEL, docker_client, engine_problem, labels
-from provisioners.services import Service
+from provisioners.contract.base import RUN_ID_LABEL, ProvisionError
+from provisioners.util import nodeimage
+from provisioners.util.containers import MODE_LABEL, docker_client, engine_problem, labels
+from provisioners.util.services import Service
 
 pytestmark = pytest.mark.skipif(engine_problem(None) is not None, reason="needs a Docker engine")
 

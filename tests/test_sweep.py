@@ -21,12 +21,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from provisioners import runstate, sweep
-from provisioners.waits import wait_for
+from provisioners.commands import sweep
+from provisioners.util import runstate
+from provisioners.util.waits import wait_for
 
 HOLD = """
 import sys, time
-from provisioners import runstate
+from provisioners.util import runstate
 runstate.hold(sys.argv[1])
 print("held", flush=True)
 time.sleep(600)
@@ -223,8 +224,8 @@ def test_a_dead_aws_runs_ec2_objects_are_found_by_its_notes_and_removed(
     from moto.server import ThreadedMotoServer
 
     from provisioners.aws import CLUSTER_TAG, security_group_name
-    from provisioners.base import RUN_ID_LABEL
-    from provisioners.relay import free_port
+    from provisioners.contract.base import RUN_ID_LABEL
+    from provisioners.util.relay import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
@@ -305,7 +306,7 @@ def test_a_dead_ibm_runs_vpc_objects_are_found_by_its_notes_and_removed(
 ) -> None:
     """A real ibm run's cloud side, against the VPC stand-in on loopback: the instances named for
     its cluster, the floating IP bound to them, their boot volume and the imported key."""
-    from provisioners.ibm_standin import serve
+    from provisioners.rehearsals.ibm_standin import serve
 
     api_key = "standin-key-for-the-sweep"
     monkeypatch.setenv("IBMCLOUD_API_KEY", api_key)

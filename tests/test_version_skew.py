@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from harness_fakes import REPO, uv, venv_over_project
 
-from provisioners.waits import wait_for
+from provisioners.util.waits import wait_for
 
 CLUSTER_RAY = "2.58.0"
 CLIENT_RAY = "2.58.1"
@@ -25,7 +25,7 @@ CLIENT_RAY = "2.58.1"
 CLUSTER = """
 import json, sys
 from pathlib import Path
-from provisioners.base import ClusterSpec
+from provisioners.contract.base import ClusterSpec
 from provisioners.local import LocalProvisioner
 
 provisioner = LocalProvisioner()

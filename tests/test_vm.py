@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioners.base import ClusterSpec, ProvisionError, Timeouts
-from provisioners.containers import docker_client
+from provisioners.contract.base import ClusterSpec, ProvisionError, Timeouts
 from provisioners.launcher import LAUNCHER_CONFIG, generate_key
+from provisioners.util.containers import docker_client
 from provisioners.vm import HOSTS, SSH_KEY, SSH_USER, VmProvisioner
 
 

@@ -1,4 +1,4 @@
-"""``provisioners.waits.wait_for_nodes``: the one wait for N alive Ray nodes, with fake listers."""
+"""``provisioners.util.waits.wait_for_nodes``: the one wait for N alive Ray nodes, with fake listers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from provisioners.waits import NodesTimeout, WaitGaveUp, wait_for_nodes
+from provisioners.util.waits import NodesTimeout, WaitGaveUp, wait_for_nodes
 
 FAST = 0.01  # poll interval: the fakes answer at once
 

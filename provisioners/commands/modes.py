@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from provisioners.base import RUNNERS, NightlyRun, nightly_runs
-from provisioners.options import declared
-from provisioners.registry import discover
+from provisioners.contract.base import RUNNERS, NightlyRun, nightly_runs
+from provisioners.contract.options import declared
+from provisioners.contract.registry import discover
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from provisioners.options import Option
-from provisioners.registry import Catalogue, catalogue, discover
+from provisioners.contract.options import Option
+from provisioners.contract.registry import Catalogue, catalogue, discover
 
 
 def mode_options() -> Catalogue:

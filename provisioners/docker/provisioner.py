@@ -1,7 +1,7 @@
 """Mode ``docker``: a Ray head and workers as containers on a user bridge network of one engine.
 
 Library choice: the docker SDK (``docker``), not testcontainers (which runs the run's service
-containers, ``provisioners/services.py``): the nodes are the cluster under test, and the mode
+containers, ``provisioners/util/services.py``): the nodes are the cluster under test, and the mode
 manages their shm size, networks, egress rules, restarts, exec and archives itself, all of them
 SDK calls a testcontainers wrapper would only pass through. Everything carries the run-id and
 mode labels (``containers.labels``) so teardown and the leak inventory find what a half-done
@@ -27,8 +27,7 @@ import docker.errors
 import psutil
 import requests.exceptions
 
-from provisioners import containers, nodeimage, runstate
-from provisioners.base import (
+from provisioners.contract.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
     ClusterHandle,
@@ -40,13 +39,14 @@ from provisioners.base import (
     ProvisionError,
     listing,
 )
-from provisioners.containers import DOCKER_HOST, ENGINE_ERRORS, docker_client, http_timeout
-from provisioners.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
-from provisioners.naming import run_name
-from provisioners.options import Option
-from provisioners.relay import free_port, tcp_relay
-from provisioners.runner import tail
-from provisioners.waits import NodesTimeout, WaitGaveUp, WaitTimeout, wait_for, wait_for_nodes
+from provisioners.contract.options import Option
+from provisioners.util import containers, nodeimage, runstate
+from provisioners.util.containers import DOCKER_HOST, ENGINE_ERRORS, docker_client, http_timeout
+from provisioners.util.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
+from provisioners.util.naming import run_name
+from provisioners.util.relay import free_port, tcp_relay
+from provisioners.util.runner import tail
+from provisioners.util.waits import NodesTimeout, WaitGaveUp, WaitTimeout, wait_for, wait_for_nodes
 
 #: Share of the engine's memory given to /dev/shm across all nodes (the Ray docs' "about 30%").
 SHM_SHARE = 0.30

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioners.base import ProvisionError
-from provisioners.runner import run
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.contract.base import ProvisionError
+from provisioners.util.runner import run
+from provisioners.util.waits import WaitTimeout, wait_for
 
 FIELD_MANAGER = "ray-conformance"
 

@@ -28,7 +28,7 @@ from provisioners.kube.toolchain.build import (
     _image_exists,
     cache_root,
 )
-from provisioners.waits import WaitTimeout, file_lock
+from provisioners.util.waits import WaitTimeout, file_lock
 
 Say = Callable[[str], None]
 

@@ -20,15 +20,15 @@ from typing import Protocol
 
 import docker.errors
 
-from provisioners import runstate
-from provisioners.base import Deadline, InventoryItem, ProvisionError, listing
-from provisioners.containers import docker_client, one_line
+from provisioners.contract.base import Deadline, InventoryItem, ProvisionError, listing
 from provisioners.kube.api import Kube
 from provisioners.kube.toolchain import KubeToolchain, ToolchainUnavailable, ensure_toolchain
 from provisioners.kube.toolchain import kind_config as offline_kind_config
 from provisioners.kube.toolchain.build import cache_root, preload
-from provisioners.runner import Background, CommandError, CommandTimeout, run
-from provisioners.waits import WaitTimeout, file_lock
+from provisioners.util import runstate
+from provisioners.util.containers import docker_client, one_line
+from provisioners.util.runner import Background, CommandError, CommandTimeout, run
+from provisioners.util.waits import WaitTimeout, file_lock
 
 #: Label kind puts on its node containers: the cluster's name.
 KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"

@@ -23,12 +23,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from provisioners.base import CLIENT_PORT, DASHBOARD_PORT, IngressRoute, ProvisionError
+from provisioners.contract.base import CLIENT_PORT, DASHBOARD_PORT, IngressRoute, ProvisionError
+from provisioners.contract.options import Option
 from provisioners.kube import validate
 from provisioners.kube.api import Kube, pod_state
 from provisioners.kube.kuberay import KubeRayDeployer
-from provisioners.options import Option
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.util.waits import WaitTimeout, wait_for
 
 TRAEFIK = "rc-traefik"
 #: Traefik's entry point inside its pod (unprivileged: it runs as a non-root user).

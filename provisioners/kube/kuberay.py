@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from provisioners.base import (
+from provisioners.contract.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
     RUN_ID_LABEL,
@@ -36,9 +36,9 @@ from provisioners.base import (
 )
 from provisioners.kube import validate
 from provisioners.kube.api import Kube, one_line, pod_ready, pod_state, ref
-from provisioners.relay import free_port
-from provisioners.runner import Background, CommandError, CommandTimeout
-from provisioners.waits import WaitTimeout, port_accepts, wait_for
+from provisioners.util.relay import free_port
+from provisioners.util.runner import Background, CommandError, CommandTimeout
+from provisioners.util.waits import WaitTimeout, port_accepts, wait_for
 
 GCS_PORT = 6379
 #: The worker group KubeRay's in-tree autoscaler scales (``RaySize.autoscale_max``).

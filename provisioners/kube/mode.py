@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from provisioners import runstate
-from provisioners.base import (
+from provisioners.contract.base import (
     CLIENT_PORT,
     RUN_ID_LABEL,
     AutoscalingLimits,
@@ -29,13 +28,14 @@ from provisioners.base import (
     OperatorUpgrade,
     ProvisionError,
 )
+from provisioners.contract.options import Option
 from provisioners.kube import ingress
 from provisioners.kube.api import Kube
 from provisioners.kube.clusters import ClusterProvider
 from provisioners.kube.kuberay import GCS_PORT, KubeRayDeployer, OperatorSource, RaySize
-from provisioners.naming import run_name
-from provisioners.options import Option
-from provisioners.runner import run
+from provisioners.util import runstate
+from provisioners.util.naming import run_name
+from provisioners.util.runner import run
 
 KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
 KUBERAY_VERSION = "v1.5.0"

@@ -21,10 +21,10 @@ from typing import Any
 
 import yaml
 
-from provisioners.base import RUN_ID_LABEL, ProvisionError
+from provisioners.contract.base import RUN_ID_LABEL, ProvisionError
 from provisioners.kube.api import Kube
 from provisioners.kube.mode import go_module_dir
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.util.waits import WaitTimeout, wait_for
 
 API_MODULE = "github.com/openshift/api"
 #: The module has no release tags since 2018 (v3.9.0); pin a commit of its master (June 2025).

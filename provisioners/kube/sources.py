@@ -8,8 +8,8 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from provisioners import containers, nodeimage, runstate
-from provisioners.base import ClusterSpec, IngressRoute, ProvisionError
+from provisioners.contract.base import ClusterSpec, IngressRoute, ProvisionError
+from provisioners.contract.options import Option
 from provisioners.kube import artifacts, ingress
 from provisioners.kube.clusters import ClusterProvider, ExistingCluster, KindCluster
 from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource, RaySize
@@ -27,8 +27,8 @@ from provisioners.kube.mode import (
 )
 from provisioners.kube.toolchain import ToolchainUnavailable
 from provisioners.launcher.autoscaling import IDLE_TIMEOUT
-from provisioners.naming import run_name
-from provisioners.options import Option
+from provisioners.util import containers, nodeimage, runstate
+from provisioners.util.naming import run_name
 
 KIND_CLUSTER = Option.string(
     "kind-cluster", "kind-operator: reuse this kind cluster (nothing of it is deleted)"

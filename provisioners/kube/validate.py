@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from provisioners.base import ProvisionError
+from provisioners.contract.base import ProvisionError
 from provisioners.kube.api import ref
 
 #: The Kubernetes schema version manifests are checked against when the cluster's is unknown.

@@ -10,14 +10,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from provisioners.base import (
+from provisioners.contract.base import (
     INVENTORY_ERROR,
     AutoscalingLimits,
     ClusterSpec,
     InventoryItem,
     ProvisionError,
 )
-from provisioners.options import Option
+from provisioners.contract.options import Option
 
 # 0.2 min: NOTES measured removal ~20 s after work ended (fake provider).
 IDLE_TIMEOUT = Option.seconds(

@@ -1,7 +1,7 @@
 """Ray's cluster launcher CLI for one rendered YAML, and what it leaves on this machine.
 
-Every command goes through :func:`provisioners.runner.run`, every helper (``ray dashboard``, SSH
-tunnels) through one :class:`provisioners.runner.Background`. Beside those helpers the launcher
+Every command goes through :func:`provisioners.util.runner.run`, every helper (``ray dashboard``, SSH
+tunnels) through one :class:`provisioners.util.runner.Background`. Beside those helpers the launcher
 leaves SSH ControlMasters and, with the ``local`` provider, state files in Ray's temp dir: its
 :meth:`Launcher.inventory` lists them all, and :meth:`Launcher.close` stops them.
 """
@@ -22,13 +22,13 @@ from typing import Any
 import psutil
 import yaml
 
-from provisioners import runstate
-from provisioners.base import DASHBOARD_PORT, Endpoint, InventoryItem, ProvisionError
+from provisioners.contract.base import DASHBOARD_PORT, Endpoint, InventoryItem, ProvisionError
 from provisioners.launcher.ssh import SshTarget
-from provisioners.processes import ray_cli
-from provisioners.relay import free_port
-from provisioners.runner import Background, CommandError, run, run_full
-from provisioners.waits import port_accepts, port_is_free
+from provisioners.util import runstate
+from provisioners.util.processes import ray_cli
+from provisioners.util.relay import free_port
+from provisioners.util.runner import Background, CommandError, run, run_full
+from provisioners.util.waits import port_accepts, port_is_free
 
 
 def control_dir(cluster_name: str) -> Path:

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from provisioners.base import ProvisionError
-from provisioners.options import Option, kind_of, read_yaml_mapping
+from provisioners.contract.base import ProvisionError
+from provisioners.contract.options import Option, kind_of, read_yaml_mapping
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from provisioners import runstate
-from provisioners.base import (
+from provisioners.contract.base import (
     CLIENT_PORT,
     DASHBOARD_PORT,
     ClusterHandle,
@@ -40,15 +39,16 @@ from provisioners.base import (
     InventoryItem,
     ProvisionError,
 )
+from provisioners.contract.options import Option
 from provisioners.launcher import config
 from provisioners.launcher.cli import Launcher
 from provisioners.launcher.config import LAUNCHER_CONFIG
 from provisioners.launcher.ssh import SshTarget, generate_key, remove_key, wait_for_ssh
-from provisioners.naming import run_name
-from provisioners.options import Option
-from provisioners.processes import ray_cli
-from provisioners.runner import CommandError
-from provisioners.waits import WaitTimeout, wait_for_nodes
+from provisioners.util import runstate
+from provisioners.util.naming import run_name
+from provisioners.util.processes import ray_cli
+from provisioners.util.runner import CommandError
+from provisioners.util.waits import WaitTimeout, wait_for_nodes
 
 GCS_PORT = 6379
 #: `ray down`'s share of the teardown time: removing the machines and files after it must still

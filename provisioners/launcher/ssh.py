@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioners.base import ProvisionError
-from provisioners.runner import CommandError, run
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.contract.base import ProvisionError
+from provisioners.util.runner import CommandError, run
+from provisioners.util.waits import WaitTimeout, wait_for
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
-from provisioners.containers import ENGINE_ERRORS, docker_client, engine_problem, one_line
-from provisioners.runner import CommandError, CommandTimeout, run_full
-from provisioners.waits import WaitTimeout, file_lock
+from provisioners.util.containers import ENGINE_ERRORS, docker_client, engine_problem, one_line
+from provisioners.util.runner import CommandError, CommandTimeout, run_full
+from provisioners.util.waits import WaitTimeout, file_lock
 
 #: Newest v1.34.z on the module proxy (2026-11-26). 1.35+ refuses cgroup v1 hosts unless
 #: ``failCgroupV1: false``; 1.34 only warns, and kind v0.33 knows its kubeadm config (v1beta4).

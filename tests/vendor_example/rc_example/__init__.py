@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 
 import psutil
 
-from provisioners.base import ClusterSpec, InventoryItem
-from provisioners.options import Option
+from provisioners.contract.base import ClusterSpec, InventoryItem
+from provisioners.contract.options import Option
 from provisioners.raystart import RayStartMode
-from provisioners.runner import Background, Completed, run_full
+from provisioners.util.runner import Background, Completed, run_full
 
 #: ``--ray-example-zone`` on the command line, ``ray_example_zone`` in an ini file.
 ZONE = Option.string("example-zone", "example: zone the service places the cluster in", "zone-a")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any
 
-from provisioners.conformance import drift
-from provisioners.options import Option, OptionError, declared, merge
+from provisioners.contract.conformance import drift
+from provisioners.contract.options import Option, OptionError, declared, merge
 
 ENTRY_POINT_GROUP = "ray_conformance.provisioners"
 

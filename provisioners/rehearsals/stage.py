@@ -36,15 +36,21 @@ import docker.errors
 import docker.types
 from testcontainers.core.waiting_utils import WaitStrategy
 
-from provisioners import containers, nodeimage, runstate
-from provisioners.base import Deadline, InventoryError, InventoryItem, ProvisionError, listing
-from provisioners.iptables import CountedRule
+from provisioners.contract.base import (
+    Deadline,
+    InventoryError,
+    InventoryItem,
+    ProvisionError,
+    listing,
+)
 from provisioners.launcher.cli import Launcher
 from provisioners.launcher.ssh import SshTarget
-from provisioners.naming import run_name
-from provisioners.runner import CommandError, pip_download
-from provisioners.services import Service
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.util import containers, nodeimage, runstate
+from provisioners.util.iptables import CountedRule
+from provisioners.util.naming import run_name
+from provisioners.util.runner import CommandError, pip_download
+from provisioners.util.services import Service
+from provisioners.util.waits import WaitTimeout, wait_for
 
 #: Label naming the cloud instance a container stands for.
 INSTANCE_LABEL = "ray-conformance.instance"
@@ -441,7 +447,7 @@ class Stage:
 
     A cloud subclasses it with its :data:`LAYOUT` and a ``start`` that builds its image, calls
     :meth:`create_networks`, starts its API stand-in and the client with :meth:`run_helper`
-    (testcontainers, :mod:`provisioners.services`), and the loop with :meth:`start_loop`.
+    (testcontainers, :mod:`provisioners.util.services`), and the loop with :meth:`start_loop`.
     """
 
     LAYOUT: ClassVar[Layout]

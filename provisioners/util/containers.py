@@ -19,10 +19,10 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from provisioners.base import RUN_ID_LABEL, InventoryItem, listing
-from provisioners.naming import run_name
-from provisioners.options import Option
-from provisioners.waits import wait_for
+from provisioners.contract.base import RUN_ID_LABEL, InventoryItem, listing
+from provisioners.contract.options import Option
+from provisioners.util.naming import run_name
+from provisioners.util.waits import wait_for
 
 #: Label key naming the mode that created an object (beside ``RUN_ID_LABEL``).
 MODE_LABEL = "ray-conformance.mode"

@@ -5,7 +5,7 @@ It answers in the shapes of the VPC API version the ``ibm-vpc`` SDK sends (an in
 ``primary_ip`` is a reserved-IP reference object, not a string), refuses a wrong API key as
 IAM does, and wants ``version`` and ``generation=2`` on every VPC call. In the probe and the
 tests it listens on loopback and nothing dials the addresses it hands out; in the ``ibm``
-rehearsal (:mod:`provisioners.ibm_rehearsal`) it runs as a script in a container on the run's
+rehearsal (:mod:`provisioners.rehearsals.ibm`) it runs as a script in a container on the run's
 internal network, and every address it hands out is backed by a container there: private IPs
 from the subnet's CIDR, floating IPs from the run's floating network.
 

@@ -1,6 +1,6 @@
 """The AWS rehearsal: moto as the cloud, containers as its instances, no way out.
 
-The shared stage (:mod:`provisioners.rehearsal`) on moto's default VPC (172.31.0.0/16): moto's
+The shared stage (:mod:`provisioners.rehearsals.stage`) on moto's default VPC (172.31.0.0/16): moto's
 server and the client container on the run's internal network, and one container per instance
 moto reports, with the very private IP moto assigned. ``ray up`` with ``use_internal_ips:
 true`` therefore reaches real machines over real SSH, and the head's own autoscaler launches
@@ -21,9 +21,10 @@ import boto3
 from botocore.config import Config
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from provisioners import rehearsal, runstate
-from provisioners.base import Deadline
-from provisioners.rehearsal import Instance, Layout
+from provisioners.contract.base import Deadline
+from provisioners.rehearsals import stage
+from provisioners.rehearsals.stage import Instance, Layout
+from provisioners.util import runstate
 
 #: moto's default VPC and the addresses of the run's own helpers, outside its four default /20s
 #: (172.31.0.0-172.31.63.255), so they never take an address moto gives an instance.
@@ -59,7 +60,7 @@ def build_image(
 ) -> str:
     """The rehearsal image on ``node_image`` (cached by its inputs; ``prepare`` warms it)."""
     boto3_version = importlib.metadata.version("boto3")
-    return rehearsal.ensure_image(
+    return stage.ensure_image(
         client,
         node_image,
         repo=REPO,
@@ -112,7 +113,7 @@ def ec2_listing(ec2: Any) -> Callable[[], list[Instance]]:
     return listing
 
 
-class Stage(rehearsal.Stage):
+class Stage(stage.Stage):
     """The AWS rehearsal of one run: the shared stage with moto as the cloud."""
 
     LAYOUT: ClassVar[Layout] = Layout(VPC_CIDR, HELPER_RANGE, GATEWAY, instances=VPC_CIDR)

@@ -3,11 +3,11 @@
 The probe loads the node provider the way Ray does (``_get_node_provider`` with
 ``type: external``) and makes the calls ``ray up`` and the head's autoscaler make — create the
 head, list it, its external and internal IP, create a worker, its IP, terminate both — against
-the loopback stand-in of IAM and the VPC API (:mod:`provisioners.ibm_standin`). Every answer
+the loopback stand-in of IAM and the VPC API (:mod:`provisioners.rehearsals.ibm_standin`). Every answer
 that Ray would use as an address must be one. It runs in a child process whose ``$HOME`` is a
 scratch directory: the connector keeps node tags in ``~/.ray-gen2-tags``.
 
-``python -m provisioners.ibm_probe MODULE.CLASS`` prints the steps and a JSON verdict.
+``python -m provisioners.rehearsals.ibm_probe MODULE.CLASS`` prints the steps and a JSON verdict.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioners.runner import CommandError, run
+from provisioners.util.runner import CommandError, run
 
 #: The connector's provider class since 1.0.0b64; the book's YAML names the old one.
 CONNECTOR_CLASS = "gen2.node_provider.IBMGen2NodeProvider"
 OLD_CONNECTOR_CLASS = "gen2.node_provider.Gen2NodeProvider"
-COMPAT_DIR = Path(__file__).parent / "ibm_compat"
+COMPAT_DIR = Path(__file__).parent.parent / "ibm_compat"
 CLUSTER = "rc-probe"
 PROBE_TIMEOUT_S = 120.0
 VERDICT = "probe-verdict:"
@@ -62,7 +62,7 @@ def versions() -> dict[str, str]:
 
 
 def _cache_file(module: str) -> Path:
-    from provisioners.nodeimage import cache_dir
+    from provisioners.util.nodeimage import cache_dir
 
     source = b"".join(
         p.read_bytes()
@@ -89,7 +89,7 @@ def probe(
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": path}
     try:
         out = run(
-            [sys.executable, "-m", "provisioners.ibm_probe", module],
+            [sys.executable, "-m", "provisioners.rehearsals.ibm_probe", module],
             timeout,
             what=f"the IBM connector probe of {module}",
             env=env,
@@ -124,8 +124,8 @@ def _short(value: object, limit: int = 160) -> str:
 def _run_steps(module: str, result: Probe) -> None:
     from ray.autoscaler._private.providers import _get_node_provider
 
-    from provisioners.ibm_standin import ZONE, serve
-    from provisioners.waits import WaitTimeout, wait_for
+    from provisioners.rehearsals.ibm_standin import ZONE, serve
+    from provisioners.util.waits import WaitTimeout, wait_for
 
     api_key = "probe-" + secrets.token_hex(8)
     with serve(api_key) as server:
@@ -258,7 +258,7 @@ def _run_steps(module: str, result: Probe) -> None:
 
 def _left(cloud: Any, created: list[str]) -> str | None:
     """What the provider left after terminating (deleting instances get a bounded moment)."""
-    from provisioners.waits import WaitTimeout, wait_for
+    from provisioners.util.waits import WaitTimeout, wait_for
 
     def left() -> tuple[list[str], list[str]]:
         with cloud.lock:

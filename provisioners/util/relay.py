@@ -13,7 +13,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-from provisioners.base import Endpoint
+from provisioners.contract.base import Endpoint
 
 _CHUNK = 65536
 #: Where a relay listens: this machine's loopback only.

@@ -4,7 +4,7 @@ A run killed by SIGKILL (or pytest-timeout's ``os._exit``) never tears down. Eve
 makes is findable again without it: Docker objects by the run label (containers of every
 container mode, kind's node containers and network, the rehearsals' stages, build
 containers), processes by the ``RC_RUN_ID`` in their environment, and the rest from the
-notes its modes wrote before creating it (:mod:`provisioners.runstate`): firewall rules,
+notes its modes wrote before creating it (:mod:`provisioners.util.runstate`): firewall rules,
 temp dirs, Ray's per-cluster files, the namespace and cluster-scoped objects on a cluster the
 run did not make, cloud objects by the tags and names the modes' teardowns use, Ray on a
 user's hosts. A run whose lock is held (a run in progress) is never touched.
@@ -31,10 +31,10 @@ from typing import Any
 
 import psutil
 
-from provisioners import runstate
-from provisioners.base import RUN_ID_LABEL
-from provisioners.processes import kill_all
-from provisioners.runner import run, run_full
+from provisioners.contract.base import RUN_ID_LABEL
+from provisioners.util import runstate
+from provisioners.util.processes import kill_all
+from provisioners.util.runner import run, run_full
 
 #: Environment variable naming the mode of a process (beside ``runstate.RUN_ENV``).
 MODE_ENV = runstate.MODE_ENV
@@ -150,7 +150,7 @@ def _killer(proc: psutil.Process) -> Callable[[], None]:
 
 
 def _docker(selection: Selection) -> list[Leftover]:
-    from provisioners.containers import ENGINE_ERRORS, MODE_LABEL, docker_client
+    from provisioners.util.containers import ENGINE_ERRORS, MODE_LABEL, docker_client
 
     try:
         client = docker_client(timeout=60)
@@ -308,7 +308,7 @@ def _ray_cluster(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
 
 
 def _iptables_rule(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
-    from provisioners.iptables import iptables
+    from provisioners.util.iptables import iptables
 
     spec = [str(a) for a in entry["spec"]]
     binary = iptables()
@@ -463,7 +463,7 @@ def _aws(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
     ]
 
     def remove() -> None:
-        from provisioners.waits import wait_for
+        from provisioners.util.waits import wait_for
 
         if instances:
             ec2.terminate_instances(InstanceIds=instances)
@@ -524,7 +524,7 @@ def _ibm(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
         return []
 
     def remove() -> None:
-        from provisioners.waits import wait_for
+        from provisioners.util.waits import wait_for
 
         for inst in (i for i in items if i.kind == "instance"):
             vpc.delete_instance(inst.name)
@@ -759,7 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
     selection = Selection(frozenset(args.run_id), args.mode, args.images)
     say = _printer()
-    from provisioners.containers import engine_problem
+    from provisioners.util.containers import engine_problem
 
     if problem := engine_problem(None):  # not looked at is not "nothing left": say so
         say(f"note: containers, networks and volumes were not looked for: {problem}")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import psutil
 
-from provisioners.base import ProvisionError
-from provisioners.runner import run_full
-from provisioners.waits import WaitTimeout, wait_for
+from provisioners.contract.base import ProvisionError
+from provisioners.util.runner import run_full
+from provisioners.util.waits import WaitTimeout, wait_for
 
 
 def ray_cli() -> str | None:

@@ -1,6 +1,6 @@
 """Firewall rules a run adds on this host, each named by a comment of the run and counted.
 
-Two kinds: the rehearsals' :class:`~provisioners.rehearsal.DropRule` (instances may not open
+Two kinds: the rehearsals' :class:`~provisioners.rehearsals.stage.DropRule` (instances may not open
 connections to this host) and :class:`EgressRule` (containers of a run network have no route
 off this machine). Each is added, checked, read and removed by its full spec, so exactly the
 run's rule goes; its packet counter says whether anything tried.
@@ -14,12 +14,12 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from provisioners import runstate
-from provisioners.base import InventoryItem
-from provisioners.naming import run_name
-from provisioners.options import Option
-from provisioners.runner import run, run_full
-from provisioners.waits import wait_for
+from provisioners.contract.base import InventoryItem
+from provisioners.contract.options import Option
+from provisioners.util import runstate
+from provisioners.util.naming import run_name
+from provisioners.util.runner import run, run_full
+from provisioners.util.waits import wait_for
 
 #: The container modes' switch (``make test`` sets it): their run network gets an egress rule.
 NO_EGRESS = Option.switch(

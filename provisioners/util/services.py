@@ -26,8 +26,8 @@ from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import ContainerStatusWaitStrategy
 from testcontainers.core.waiting_utils import WaitStrategy
 
-from provisioners.base import ProvisionError
-from provisioners.containers import addresses, one_line
+from provisioners.contract.base import ProvisionError
+from provisioners.util.containers import addresses, one_line
 
 # Ryuk, testcontainers' reaper, is an image pulled from Docker Hub at the first start, which
 # machines without registry access cannot do: off. The run's labels and the sweep reap instead.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from provisioners.options import Option
+from provisioners.contract.options import Option
 
 T = TypeVar("T")
 
@@ -503,6 +503,6 @@ def nightly_runs(provisioner_class: Any) -> tuple[NightlyRun, ...]:
     runs = getattr(provisioner_class, "NIGHTLY", (NightlyRun(),))
     if not isinstance(runs, tuple) or not runs or not all(isinstance(r, NightlyRun) for r in runs):
         raise TypeError(
-            f"NIGHTLY must be a non-empty tuple of provisioners.base.NightlyRun, not {runs!r}"
+            f"NIGHTLY must be a non-empty tuple of provisioners.contract.base.NightlyRun, not {runs!r}"
         )
     return runs

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from provisioners import runner
-from provisioners.base import Deadline, ProvisionError
-from provisioners.containers import docker_client, engine_problem
-from provisioners.runner import CommandError
+from provisioners.contract.base import Deadline, ProvisionError
+from provisioners.util import runner
+from provisioners.util.containers import docker_client, engine_problem
+from provisioners.util.runner import CommandError
 
 Say = Callable[[str], None]
 
@@ -46,7 +46,7 @@ def _engine() -> None:
 
 
 def _node_image(say: Say, timeout: float) -> str:
-    from provisioners import nodeimage
+    from provisioners.util import nodeimage
 
     _engine()
     return nodeimage.ensure_node_image(say, timeout, force_build=True, run_id=RUN_ID)
@@ -56,7 +56,7 @@ def _rehearsal_image(module: str) -> Callable[[Say, float], str]:
     def build(say: Say, timeout: float) -> str:
         import importlib
 
-        from provisioners import nodeimage
+        from provisioners.util import nodeimage
 
         _engine()
         deadline = Deadline.after(timeout, f"the {module} image")
@@ -87,9 +87,9 @@ def _toolchain(say: Say, timeout: float) -> str:
 
 
 def _kind_node(say: Say, timeout: float) -> str:
-    from provisioners import nodeimage
     from provisioners.kube.clusters import node_image_with
     from provisioners.kube.toolchain.build import ToolchainUnavailable, ensure_toolchain
+    from provisioners.util import nodeimage
 
     _engine()
     deadline = Deadline.after(timeout, "the kind node image")
@@ -154,13 +154,13 @@ STEPS: tuple[Step, ...] = (
         "aws-image",
         "the AWS rehearsal image (+ boto3, moto)",
         900,
-        _rehearsal_image("provisioners.aws_rehearsal"),
+        _rehearsal_image("provisioners.rehearsals.aws"),
     ),
     Step(
         "ibm-image",
         "the IBM rehearsal image (+ the Gen2 connector)",
         900,
-        _rehearsal_image("provisioners.ibm_rehearsal"),
+        _rehearsal_image("provisioners.rehearsals.ibm"),
     ),
     Step(
         "kube-toolchain",

@@ -1,7 +1,7 @@
 """The IBM rehearsal: the VPC stand-in as the cloud, containers as its instances, no way out.
 
-The shared stage (:mod:`provisioners.rehearsal`) on an IBM-like zone subnet (10.240.0.0/24 in
-10.240.0.0/16): the stand-in of IAM and the VPC API (:mod:`provisioners.ibm_standin`, run with
+The shared stage (:mod:`provisioners.rehearsals.stage`) on an IBM-like zone subnet (10.240.0.0/24 in
+10.240.0.0/16): the stand-in of IAM and the VPC API (:mod:`provisioners.rehearsals.ibm_standin`, run with
 the nodes' Python) and the client container on the run's internal network; one container per
 instance the stand-in reports, at the private IP it assigned and named (hostname) as the
 instance, as a VSI is, with the public key of the VPC key the instance names; and a second
@@ -21,11 +21,11 @@ from typing import Any, ClassVar
 
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-from provisioners import rehearsal
-from provisioners.base import Deadline
-from provisioners.ibm_standin import READY_LINE, Cloud
+from provisioners.contract.base import Deadline
 from provisioners.ibm_vpc import collect, primary_address, vpc_client
-from provisioners.rehearsal import Instance, Layout
+from provisioners.rehearsals import stage
+from provisioners.rehearsals.ibm_standin import READY_LINE, Cloud
+from provisioners.rehearsals.stage import Instance, Layout
 
 SUBNET = "10.240.0.0/16"
 INSTANCES = "10.240.0.0/24"  # the stand-in's zone subnet: instances get .4 onwards
@@ -65,7 +65,7 @@ def build_image(
 ) -> str:
     """The rehearsal image on ``node_image`` (cached by its inputs; ``prepare`` warms it)."""
     requirements = [CONNECTOR, f"ibm-vpc=={importlib.metadata.version('ibm-vpc')}"]
-    return rehearsal.ensure_image(
+    return stage.ensure_image(
         client,
         node_image,
         repo=REPO,
@@ -78,7 +78,7 @@ def build_image(
     )
 
 
-class Stage(rehearsal.Stage):
+class Stage(stage.Stage):
     """The IBM rehearsal of one run: the shared stage with the VPC stand-in as the cloud."""
 
     LAYOUT: ClassVar[Layout] = Layout(

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import filelock
 
-from provisioners.base import ProvisionError
+from provisioners.contract.base import ProvisionError
 
 T = TypeVar("T")
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import psutil
 
-from provisioners.base import Deadline, InventoryItem, ProvisionError
-from provisioners.runstate import RUN_ENV
-from provisioners.waits import wait_for
+from provisioners.contract.base import Deadline, InventoryItem, ProvisionError
+from provisioners.util.runstate import RUN_ENV
+from provisioners.util.waits import wait_for
 
 log = logging.getLogger("ray_conformance.run")
 

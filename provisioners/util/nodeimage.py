@@ -24,11 +24,11 @@ from typing import Any
 import docker
 import docker.errors
 
-from provisioners.base import ClusterSpec, Deadline, ProvisionError
-from provisioners.containers import DOCKER_HOST, docker_client, http_timeout, one_line
-from provisioners.options import Option
-from provisioners.runner import CommandError, pip_download, run
-from provisioners.waits import WaitTimeout, file_lock
+from provisioners.contract.base import ClusterSpec, Deadline, ProvisionError
+from provisioners.contract.options import Option
+from provisioners.util.containers import DOCKER_HOST, docker_client, http_timeout, one_line
+from provisioners.util.runner import CommandError, pip_download, run
+from provisioners.util.waits import WaitTimeout, file_lock
 
 #: Options of every mode whose nodes come from this image (one declaration, shared).
 IMAGE = Option.string(
@@ -63,7 +63,7 @@ NODE_PYTHON = "3.11"
 
 BASE_REPO = "ray-conformance-base"
 NODE_REPO = "ray-conformance-node"
-_DOCKERFILE = Path(__file__).parent / "templates" / "Dockerfile.node"
+_DOCKERFILE = Path(__file__).parent.parent / "templates" / "Dockerfile.node"
 _PULL_TIMEOUT_S = 20.0
 
 

@@ -264,7 +264,7 @@ def declared(provisioner_class: Any) -> tuple[Option[Any], ...]:
     """The options a provisioner class (or factory) declares, as its ``OPTIONS`` attribute."""
     options = getattr(provisioner_class, "OPTIONS", ())
     if not isinstance(options, tuple | list) or not all(isinstance(o, Option) for o in options):
-        raise TypeError("OPTIONS must be a tuple of provisioners.options.Option")
+        raise TypeError("OPTIONS must be a tuple of provisioners.contract.options.Option")
     return tuple(options)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from provisioners import base
+from provisioners.contract import base
 
 #: Every contract a mode can meet: the Provisioner lifecycle, then each optional ability.
 CONTRACTS: tuple[type, ...] = tuple(
