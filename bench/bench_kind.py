@@ -27,8 +27,8 @@ from figures import save
 from fixtures.offline import run_offline
 from provisioners.contract.base import ClusterSpec
 from provisioners.docker import DockerProvisioner
-from provisioners.kind_operator import KindOperatorProvisioner
 from provisioners.kube.toolchain import ensure_toolchain
+from provisioners.modes.kind_operator import KindOperatorProvisioner
 
 PHASES = {
     "kind_cluster_ready_s": re.compile(r"kind cluster \S+ ready in ([\d.]+) s"),

@@ -11,8 +11,8 @@ import pytest
 
 from provisioners.contract.base import ClusterHandle, ClusterSpec, ProvisionError, Timeouts
 from provisioners.contract.options import OptionError
-from provisioners.external import ADDRESS, DASHBOARD_URL, EXPECT_NODES, parse_address
 from provisioners.local import LocalProvisioner
+from provisioners.modes.external import ADDRESS, DASHBOARD_URL, EXPECT_NODES, parse_address
 from provisioners.util.waits import wait_for
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
@@ -63,7 +63,7 @@ def test_external_suites_pass_and_leave_cluster_running(
 
 
 def test_external_unanswering_address_fails_within_preflight_naming_it(tmp_path: Path) -> None:
-    from provisioners.external import ExternalProvisioner
+    from provisioners.modes.external import ExternalProvisioner
     from provisioners.util.relay import free_port
 
     port = free_port()  # nothing listens there
@@ -101,7 +101,7 @@ def test_external_malformed_address_is_rejected(address: str) -> None:
 
 
 def test_external_without_address_is_skipped_with_reason(tmp_path: Path) -> None:
-    from provisioners.external import ExternalProvisioner
+    from provisioners.modes.external import ExternalProvisioner
 
     missing = ExternalProvisioner().missing_prerequisites(
         ClusterSpec(mode="external", run_id="x", workdir=tmp_path)
@@ -117,7 +117,7 @@ def test_external_job_past_its_timeout_is_stopped(
 ) -> None:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from provisioners.external import ExternalProvisioner
+    from provisioners.modes.external import ExternalProvisioner
 
     access = someone_elses_cluster.access
     spec = ClusterSpec(

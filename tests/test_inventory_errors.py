@@ -204,8 +204,8 @@ def test_vm_inventory_without_an_engine_is_a_failure(tmp_path: Path) -> None:
 
 
 def test_kuberay_inventory_without_an_api_raises_naming_the_kind(tmp_path: Path) -> None:
+    from provisioners.deployers.kuberay import KubeRayDeployer, RaySize
     from provisioners.kube.api import Kube
-    from provisioners.kube.kuberay import KubeRayDeployer, RaySize
 
     config = {
         "apiVersion": "v1",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from provisioners.contract.base import ProvisionError
-from provisioners.kind_rayup import (
+from provisioners.modes.kind_rayup import (
     HEAD_SERVICE,
     NAMESPACE,
     kubernetes_provider,

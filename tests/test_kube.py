@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from provisioners.contract.base import Deadline, ProvisionError
+from provisioners.deployers.kuberay import KubeRayDeployer, OperatorSource, RaySize
 from provisioners.kube import validate
 from provisioners.kube.api import Kube
 from provisioners.kube.clusters import ExistingCluster, KindCluster
-from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource, RaySize
 from provisioners.util.containers import engine_problem
 from provisioners.util.naming import run_name
 from provisioners.util.relay import free_port
@@ -117,8 +117,8 @@ def test_run_objects_validate_offline_for_each_kuberay_release(
     applies pass the release's own CRD and Kubernetes' schemas; a wrong field is named."""
     import shutil
 
-    from provisioners.kube import ingress
-    from provisioners.kube.mode import go_module_dir
+    from provisioners.deployers import ingress
+    from provisioners.deployers.operator import go_module_dir
 
     if shutil.which("go") is None and not Path("/usr/local/go/bin/go").exists():
         pytest.skip("`go` is not on PATH: KubeRay's CRDs come from its module")
@@ -288,8 +288,8 @@ def test_kube_operator_passes_on_a_cluster_given_as_existing(
 def test_teardown_deletes_the_cluster_even_when_the_deployer_fails(tmp_path: Path) -> None:
     """An unreachable API during the deployer's teardown must not keep the run's kind cluster."""
     from provisioners.contract.base import ClusterSpec
-    from provisioners.kube.mode import OperatorMode
-    from provisioners.kube.sources import KindSource
+    from provisioners.deployers.operator import OperatorMode
+    from provisioners.sources.kube import KindSource
 
     destroyed: list[float] = []
 

@@ -314,7 +314,7 @@ def test_the_root_runs_run_as_root_and_no_other_job_does() -> None:
 
 
 def test_kuberay_job_has_the_operator_version_axis_and_the_upgrade() -> None:
-    from provisioners.kube.mode import KUBERAY_VERSIONS
+    from provisioners.deployers.operator import KUBERAY_VERSIONS
 
     job = workflow()["jobs"]["kuberay"]
     matrix = job["strategy"]["matrix"]

@@ -15,13 +15,14 @@ import pytest
 import test_kube
 
 from provisioners.contract.base import ClusterSpec, ProvisionError
-from provisioners.kube import openshift as scc
+from provisioners.deployers.kuberay import KubeRayDeployer, OperatorSource, RaySize
+from provisioners.deployers.operator import KUBERAY_VERSION, module_manifests
 from provisioners.kube import validate
 from provisioners.kube.api import Kube, one_line
 from provisioners.kube.clusters import KindCluster
-from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource, RaySize
-from provisioners.kube.mode import KUBERAY_VERSION, module_manifests
-from provisioners.openshift import REHEARSAL, OpenShiftProvisioner, OpenShiftRules
+from provisioners.modes.openshift import OpenShiftProvisioner
+from provisioners.rules import scc
+from provisioners.rules.openshift import REHEARSAL, OpenShiftRules
 from provisioners.util.naming import run_name
 from provisioners.util.waits import wait_for
 
@@ -280,7 +281,7 @@ def test_grants_are_listed_until_teardown_removes_them(rehearsal: KubeRayDeploye
 def test_the_rehearsal_is_openshifts_rules_on_kind_naming_only_its_own_mode(tmp_path: Path) -> None:
     """A composition, not a mode inside a mode: kind's prerequisites as they are (the harness
     names openshift), never kind-operator's."""
-    from provisioners.kube.sources import KindSource
+    from provisioners.sources.kube import KindSource
     from provisioners.util import containers
 
     dead = "unix:///tmp/ray-conformance-no-engine.sock"

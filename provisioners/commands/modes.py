@@ -50,7 +50,7 @@ def listing() -> list[dict[str, Any]]:
             "name": m.name,
             "source": m.source,
             "options": m.flags,
-            "nightly": [run.name or m.name for run in m.runs],
+            "nightly": [run.named(m.name) for run in m.runs],
             "error": m.error,
         }
         for m in _found()
@@ -67,7 +67,7 @@ def matrix() -> tuple[dict[str, list[dict[str, str]]], list[str]]:
         if m.error:
             errors.append(f"mode {m.name!r} is left out of the nightly: {m.error}")
         for run in m.runs:
-            name = run.name or m.name
+            name = run.named(m.name)
             if name in owner:
                 errors.append(
                     f"mode {m.name!r}: its nightly run {name!r} is left out: "

@@ -112,8 +112,8 @@ def _kube_artifacts(say: Say, timeout: float) -> str:
 def _kuberay_releases(say: Say, timeout: float) -> str:
     """The KubeRay releases besides the toolchain's (``--ray-operator-version``, the upgrade
     check), each cached by its version."""
+    from provisioners.deployers.operator import KUBERAY_VERSION, KUBERAY_VERSIONS
     from provisioners.kube import artifacts
-    from provisioners.kube.mode import KUBERAY_VERSION, KUBERAY_VERSIONS
 
     deadline = Deadline.after(timeout, "the KubeRay releases")
     return _artifact(
@@ -138,7 +138,7 @@ def _artifact(build: Callable[[], str]) -> str:
 
 
 def _legacy_wheel(say: Say, timeout: float) -> str:
-    from provisioners.kind_rayup import legacy_wheel
+    from provisioners.modes.kind_rayup import legacy_wheel
 
     return str(legacy_wheel(timeout))
 

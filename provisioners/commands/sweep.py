@@ -337,8 +337,8 @@ def _iptables_rule(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
 
 def _kube(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
     """The run's namespace and labelled cluster-scoped objects on a cluster it did not make."""
+    from provisioners.deployers.kuberay import CLUSTER_KINDS
     from provisioners.kube.api import Kube
-    from provisioners.kube.kuberay import CLUSTER_KINDS
 
     kubeconfig = Path(str(entry["kubeconfig"]))
     if not kubeconfig.is_file():

@@ -494,6 +494,10 @@ class NightlyRun:
         if not isinstance(self.args, tuple) or not all(isinstance(a, str) for a in self.args):
             raise TypeError(f"NightlyRun args must be a tuple of strings, not {self.args!r}")
 
+    def named(self, mode: str) -> str:
+        """The run's name in the matrix: its own, else its mode's."""
+        return self.name or mode
+
 
 def nightly_runs(provisioner_class: Any) -> tuple[NightlyRun, ...]:
     """The runs a provisioner class (or factory) declares as ``NIGHTLY``; one plain run if none.

@@ -25,9 +25,9 @@ from typing import Any
 
 from provisioners.contract.base import CLIENT_PORT, DASHBOARD_PORT, IngressRoute, ProvisionError
 from provisioners.contract.options import Option
+from provisioners.deployers.kuberay import KubeRayDeployer
 from provisioners.kube import validate
 from provisioners.kube.api import Kube, pod_state
-from provisioners.kube.kuberay import KubeRayDeployer
 from provisioners.util.waits import WaitTimeout, wait_for
 
 TRAEFIK = "rc-traefik"

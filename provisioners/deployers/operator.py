@@ -1,9 +1,9 @@
 """The operator modes: where the cluster comes from x KubeRay x a platform's rules.
 
 An operator mode is :class:`OperatorMode` given a :class:`KubeSource` (a kind cluster of the
-run, or one someone runs: ``provisioners/kube/sources.py``) and, where the platform has them,
-:class:`PlatformRules` (OpenShift's SCC grants and fixed user: ``provisioners/openshift.py``).
-The Ray deployer is KubeRay (``provisioners/kube/kuberay.py``). No mode builds another mode.
+run, or one someone runs: ``provisioners/sources/kube.py``) and, where the platform has them,
+:class:`PlatformRules` (OpenShift's SCC grants and fixed user: ``provisioners/rules/openshift.py``).
+The Ray deployer is KubeRay (``provisioners/deployers/kuberay.py``). No mode builds another mode.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from provisioners.contract.base import (
     ProvisionError,
 )
 from provisioners.contract.options import Option
-from provisioners.kube import ingress
+from provisioners.deployers import ingress
+from provisioners.deployers.kuberay import GCS_PORT, KubeRayDeployer, OperatorSource, RaySize
 from provisioners.kube.api import Kube
 from provisioners.kube.clusters import ClusterProvider
-from provisioners.kube.kuberay import GCS_PORT, KubeRayDeployer, OperatorSource, RaySize
 from provisioners.util import runstate
 from provisioners.util.naming import run_name
 from provisioners.util.runner import run
@@ -145,7 +145,7 @@ class KubeSource(Protocol):
         kube_version: str,
         timeout: float,
     ) -> IngressRoute | None:
-        """An ingress to the head (``provisioners/kube/ingress.py``), where there is one."""
+        """An ingress to the head (``provisioners/deployers/ingress.py``), where there is one."""
         ...
 
 

@@ -1,37 +1,31 @@
-"""Mode ``openshift``: KubeRay and one RayCluster on OpenShift, with the book's changes.
+"""OpenShift's rules, applied to any Kubernetes source: the book's changes for OpenShift.
 
-The book's OpenShift path: the operator (built to run as user 1000) runs as
-``ray-operator-serviceaccount``, the Ray pods and the test Job as ``ray-node-serviceaccount``;
-each is granted the ``anyuid`` SCC (``oc adm policy add-scc-to-user anyuid -z SA`` when ``oc``
-is on PATH, else the RoleBinding that command makes) and runs as user 1000; nothing else is
-loosened. Teardown removes the grants; the inventory lists them. A cluster that does not serve
-``security.openshift.io/v1`` is not an OpenShift cluster: the mode is SKIPPED.
-
-The mode is a composition: OpenShift's rules (:class:`OpenShiftRules`) applied to a cluster
-someone runs, or with ``--ray-openshift-rehearsal`` to a kind cluster of the run with
-OpenShift's SCC API and SCCs installed and the run's namespace under Pod Security Admission
-``restricted``: the apiserver refuses any pod of the run that runs as root, may escalate
-privileges, keeps a capability or names no seccomp profile.
+The operator (built to run as user 1000) runs as ``ray-operator-serviceaccount``, the Ray pods
+and the test Job as ``ray-node-serviceaccount``; each is granted the ``anyuid`` SCC (``oc adm
+policy add-scc-to-user anyuid -z SA`` when ``oc`` is on PATH, else the RoleBinding that command
+makes) and runs as user 1000; nothing else is loosened. Teardown removes the grants; the
+inventory lists them. A cluster that does not serve ``security.openshift.io/v1`` is not an
+OpenShift cluster: the mode is SKIPPED. In the rehearsal (a kind cluster of the run) the rules
+first install OpenShift's SCC API and SCCs (:mod:`provisioners.rules.scc`) and put the run's
+namespace under Pod Security Admission ``restricted``.
 """
 
 from __future__ import annotations
 
 import shutil
-from typing import Any, ClassVar
+from typing import Any
 
 from provisioners.contract.base import (
     RUN_ID_LABEL,
     ClusterSpec,
     InventoryItem,
-    NightlyRun,
     ProvisionError,
 )
 from provisioners.contract.options import Option
-from provisioners.kube import openshift as scc
+from provisioners.deployers.kuberay import KubeRayDeployer
+from provisioners.deployers.operator import KubeSource
 from provisioners.kube.api import ref
-from provisioners.kube.kuberay import KubeRayDeployer
-from provisioners.kube.mode import KubeSource, OperatorMode, mode_options
-from provisioners.kube.sources import ChosenSource, ExistingSource, KindSource
+from provisioners.rules import scc
 from provisioners.util.naming import run_name
 from provisioners.util.runner import CommandError, CommandTimeout, run
 
@@ -40,11 +34,6 @@ REHEARSAL = Option.switch(
     "openshift: rehearse on a kind cluster of the run, with OpenShift's SCC API and Pod "
     "Security Admission restricted on the run's namespace",
 )
-
-
-def openshift_source() -> ChosenSource:
-    """The user's cluster, or with ``--ray-openshift-rehearsal`` a kind cluster of the run."""
-    return ChosenSource(REHEARSAL, KindSource(extras=False), ExistingSource(extras=False))
 
 
 class OpenShiftRules:
@@ -165,16 +154,3 @@ class OpenShiftRules:
         for o in kube.list_objects(scc.SECURITY_API, scc.SCC_KIND, selector=selector):
             items.append(InventoryItem("securitycontextconstraints", ref(o), run_id))
         return items
-
-
-class OpenShiftProvisioner(OperatorMode):
-    """KubeRay on OpenShift (``--ray-kubeconfig``), or its rehearsal on kind."""
-
-    OPTIONS: ClassVar[tuple[Option[Any], ...]] = mode_options(openshift_source(), OpenShiftRules())
-    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (
-        NightlyRun("secrets"),
-        NightlyRun("kind", "openshift-rehearsal", (REHEARSAL.flag,)),
-    )
-
-    def __init__(self) -> None:
-        super().__init__(openshift_source(), OpenShiftRules())

@@ -10,10 +10,9 @@ from typing import Any
 
 from provisioners.contract.base import ClusterSpec, IngressRoute, ProvisionError
 from provisioners.contract.options import Option
-from provisioners.kube import artifacts, ingress
-from provisioners.kube.clusters import ClusterProvider, ExistingCluster, KindCluster
-from provisioners.kube.kuberay import KubeRayDeployer, OperatorSource, RaySize
-from provisioners.kube.mode import (
+from provisioners.deployers import ingress
+from provisioners.deployers.kuberay import KubeRayDeployer, OperatorSource, RaySize
+from provisioners.deployers.operator import (
     KUBERAY_VERSION,
     OPERATOR_IMAGE,
     OPERATOR_INSTALL,
@@ -25,6 +24,8 @@ from provisioners.kube.mode import (
     module_manifests,
     unique_options,
 )
+from provisioners.kube import artifacts
+from provisioners.kube.clusters import ClusterProvider, ExistingCluster, KindCluster
 from provisioners.kube.toolchain import ToolchainUnavailable
 from provisioners.launcher.autoscaling import IDLE_TIMEOUT
 from provisioners.util import containers, nodeimage, runstate

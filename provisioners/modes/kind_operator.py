@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 from provisioners.contract.base import NightlyRun
 from provisioners.contract.options import Option
-from provisioners.kube.mode import OperatorMode, mode_options
-from provisioners.kube.sources import KindSource
+from provisioners.deployers.operator import OperatorMode, mode_options
+from provisioners.sources.kube import KindSource
 
 
 class KindOperatorProvisioner(OperatorMode):

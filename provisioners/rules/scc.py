@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from provisioners.contract.base import RUN_ID_LABEL, ProvisionError
+from provisioners.deployers.operator import go_module_dir
 from provisioners.kube.api import Kube
-from provisioners.kube.mode import go_module_dir
 from provisioners.util.waits import WaitTimeout, wait_for
 
 API_MODULE = "github.com/openshift/api"
