@@ -26,7 +26,7 @@ from fixtures.offline import run_offline
 from provisioners.base import DEFAULT_WORKERS, RUN_ID_LABEL, ClusterSpec, Timeouts
 from provisioners.containers import docker_client
 from provisioners.docker import DockerProvisioner
-from provisioners.docker.provisioner import (
+from provisioners.docker.hosts import (
     OBJECT_STORE_SHARE_OF_SHM,
     SHM_SHARE,
     SHM_SIZE,
