@@ -25,7 +25,7 @@ from figures import MIB, save
 from fixtures.offline import run_offline
 from provisioners.contract.base import DEFAULT_WORKERS, RUN_ID_LABEL, ClusterSpec, Timeouts
 from provisioners.docker import DockerProvisioner
-from provisioners.docker.provisioner import (
+from provisioners.docker.hosts import (
     OBJECT_STORE_SHARE_OF_SHM,
     SHM_SHARE,
     SHM_SIZE,

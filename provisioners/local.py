@@ -58,6 +58,13 @@ class LocalNode:
     def what(self) -> str:
         return self.started.what
 
+    @property
+    def hostname(self) -> str:
+        return ""  # every node has this machine's
+
+    def ip(self) -> str:
+        return LOOPBACK
+
     def exited(self) -> int | None:
         return self.started.exited()
 
@@ -79,6 +86,8 @@ class LocalHosts:
 
     #: Nothing to set: ports are the kernel's pick and the temp dir is the run's.
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = ()
+    #: The head first: its start-up then has this machine's cores to itself.
+    WORKERS_WITH_HEAD: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._spec: ClusterSpec | None = None
@@ -112,8 +121,17 @@ class LocalHosts:
     def address(self) -> str:
         return LOOPBACK
 
+    def head_address(self) -> str:
+        return LOOPBACK
+
+    def dashboard_host(self) -> str:
+        return LOOPBACK
+
     def port(self, role: str) -> int:
         return free_port()
+
+    def outside_port(self, port: int) -> int:
+        return port  # nothing between this machine and its own processes
 
     def node_args(self) -> list[str]:
         return [

@@ -1,11 +1,12 @@
-"""The ``ray start`` deployer: a head, then workers joined to it, on hosts a node source gives.
+"""The ``ray start`` deployer: a head and workers joined to it, on hosts a node source gives.
 
 A mode made this way is :class:`RayStartMode` given a :class:`NodeHosts`. The deployer owns
 Ray: the ``ray start`` commands, the head's ports, the waits, the handle, port-forward,
 in-cluster scripts, the drain at teardown and head loss. The node source owns where the
-processes run and what they leave behind: its directories, its processes, its inventory.
-``local`` is this deployer on processes of this machine (:mod:`provisioners.local`); a vendor's
-node source plugs in the same way (tests/vendor_example).
+processes run and what they leave behind: its directories, processes or containers, its inventory.
+``local`` is this deployer on processes of this machine (:mod:`provisioners.local`), ``docker``
+on containers of one engine (:mod:`provisioners.docker.hosts`); a vendor's node source plugs in
+the same way (tests/vendor_example).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from provisioners.contract.base import (
 from provisioners.contract.options import Option
 from provisioners.util import runstate
 from provisioners.util.relay import tcp_relay
-from provisioners.util.waits import WaitTimeout, urlopen_ok, wait_for, wait_for_nodes
+from provisioners.util.waits import NodesTimeout, WaitTimeout, urlopen_ok, wait_for, wait_for_nodes
 
 #: How long `ray start --block` may drain its node after SIGTERM before the source kills it.
 STOP_GRACE_S = 8.0
@@ -54,7 +55,16 @@ class RayNode(Protocol):
 
     @property
     def what(self) -> str:
-        """Its name: "head", "worker1"."""
+        """How messages name it: "head", "worker1", "node container rc-1-docker-head"."""
+        ...
+
+    @property
+    def hostname(self) -> str:
+        """The hostname Ray lists it under where each node has its own, else "" (shared)."""
+        ...
+
+    def ip(self) -> str:
+        """Its IP as Ray lists the node (kill_head returns the head's)."""
         ...
 
     def exited(self) -> int | None:
@@ -79,6 +89,8 @@ class NodeHosts(Protocol):
 
     #: The options the source declares; the mode offers them as its own.
     OPTIONS: ClassVar[tuple[Option[Any], ...]]
+    #: Workers start right beside the head, not once it is up (their `ray start` retries the GCS).
+    WORKERS_WITH_HEAD: ClassVar[bool]
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
         """What this machine lacks for the source, one line each; empty when it can run."""
@@ -89,11 +101,23 @@ class NodeHosts(Protocol):
         ...
 
     def address(self) -> str:
-        """The nodes' address, reachable from this machine (the head's ports are on it)."""
+        """Where this machine reaches the head's dashboard and client ports."""
+        ...
+
+    def head_address(self) -> str:
+        """The head's address as the nodes reach it (workers' and in-cluster RAY_ADDRESS)."""
+        ...
+
+    def dashboard_host(self) -> str:
+        """The address the head's dashboard listens on (``--dashboard-host``)."""
         ...
 
     def port(self, role: str) -> int:
-        """The head's port for ``role`` ("gcs", "dashboard", "client")."""
+        """The head's port for ``role`` ("gcs", "dashboard", "client"), as ``ray start`` takes it."""
+        ...
+
+    def outside_port(self, port: int) -> int:
+        """The port on :meth:`address` reaching the head's ``port`` (asked once the head started)."""
         ...
 
     def node_args(self) -> list[str]:
@@ -145,6 +169,7 @@ class RayStartMode:
         self._spec: ClusterSpec | None = None
         self._nodes: list[RayNode] = []  # head first
         self._ports: dict[str, int] = {}
+        self._outside: dict[int, int] = {}  # CLIENT_PORT/DASHBOARD_PORT -> port on address()
         self._dashboard_url = ""
         self._held = False  # this provision holds the run (runstate)
 
@@ -159,27 +184,40 @@ class RayStartMode:
         self._held = True
         self.hosts.open(spec)
         workers = spec.worker_count(self._default_workers)
-        address = self.hosts.address()
         self._ports = {role: self.hosts.port(role) for role in _ROLES}
-        self._dashboard_url = f"http://{address}:{self._ports['dashboard']}"
-        gcs = f"{address}:{self._ports['gcs']}"
+        gcs = f"{self.hosts.head_address()}:{self._ports['gcs']}"
         t0 = time.monotonic()
         head_flags = [f"{flag}={self._ports[role]}" for role, flag in _ROLES.items()]
-        self._start("head", ["--head", f"--dashboard-host={address}", *head_flags])
-        self._wait(
-            lambda: urlopen_ok(f"{self._dashboard_url}/api/version"),
-            f"the head's dashboard at {self._dashboard_url}",
+        self._start(
+            "head", ["--head", f"--dashboard-host={self.hosts.dashboard_host()}", *head_flags]
         )
-        self._wait_nodes(1)
-        spec.progress(f"head up in {time.monotonic() - t0:.1f} s")
+        address = self.hosts.address()
+        self._outside = {
+            port: self.hosts.outside_port(self._ports[role]) for port, role in _FORWARDS.items()
+        }
+        self._dashboard_url = f"http://{address}:{self._outside[DASHBOARD_PORT]}"
+        reported = [0]
+
+        def joined(alive: int) -> None:
+            # Workers join only through the head, so the first node alive is the head.
+            elapsed = time.monotonic() - t0
+            for n in range(reported[0] + 1, alive + 1):
+                spec.progress(
+                    f"head up in {elapsed:.1f} s"
+                    if n == 1
+                    else f"worker {n - 1}/{workers} joined ({elapsed:.1f} s)"
+                )
+            reported[0] = max(reported[0], alive)
+
+        if not self.hosts.WORKERS_WITH_HEAD:
+            self._wait(
+                lambda: urlopen_ok(f"{self._dashboard_url}/api/version"),
+                f"the head's dashboard at {self._dashboard_url}",
+            )
+            self._wait_nodes(1, on_change=joined)
         for i in range(1, workers + 1):
             self._start(f"worker{i}", [f"--address={gcs}"])
-        if workers:
-
-            def joined(alive: int) -> None:
-                if alive > 1:  # the head alone was reported above
-                    spec.progress(f"worker {alive - 1}/{workers} joined")
-
+        if workers or self.hosts.WORKERS_WITH_HEAD:
             self._wait_nodes(1 + workers, on_change=joined)
         spec.progress(f"{1 + workers} node(s) alive in {time.monotonic() - t0:.1f} s")
         ray_version, python_version = self.hosts.versions(self._nodes[0], spec.timeouts.job)
@@ -191,7 +229,7 @@ class RayStartMode:
             head_address=gcs,
             access={
                 "RAY_ADDRESS": gcs,
-                "ray client": f"ray://{address}:{self._ports['client']}",
+                "ray client": f"ray://{address}:{self._outside[CLIENT_PORT]}",
                 "dashboard": self._dashboard_url,
                 **self.hosts.access(),
                 "remove": self.hosts.remove_command(spec),
@@ -199,21 +237,23 @@ class RayStartMode:
         )
 
     def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
-        role = _FORWARDS.get(remote_port)
-        if role is None or role not in self._ports:
+        if remote_port not in self._outside:
             raise ValueError(
-                f"no forward for port {remote_port} (known: {CLIENT_PORT}, {DASHBOARD_PORT})"
+                f"port {remote_port} is not published by the head "
+                f"(published: {sorted(self._outside) or 'none, not provisioned'})"
             )
-        return tcp_relay(self.hosts.address(), self._ports[role])
+        # A relay on a fresh port rather than the head's port itself: the caller's port then
+        # exists only inside the context, as it does for modes with a real forwarder.
+        return tcp_relay(self.hosts.address(), self._outside[remote_port])
 
     def run_in_cluster(self, script: str, timeout: float) -> str:
         if self._spec is None:
             raise RuntimeError("run_in_cluster before provision")
-        env = {"RAY_ADDRESS": f"{self.hosts.address()}:{self._ports['gcs']}"}
+        env = {"RAY_ADDRESS": f"{self.hosts.head_address()}:{self._ports['gcs']}"}
         proc = self.hosts.run_script(script, env, timeout)
         if proc.returncode != 0:
             raise RuntimeError(
-                f"in-cluster script exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+                f"in-cluster script exited {proc.returncode}; output:\n{proc.stdout}{proc.stderr}"
             )
         return proc.stdout
 
@@ -238,8 +278,10 @@ class RayStartMode:
         """Kill the head node's every process; the address it had."""
         if not self._nodes:
             raise RuntimeError("no head to kill")
-        self._nodes[0].kill()
-        return self.hosts.address()
+        head = self._nodes[0]
+        ip = head.ip()  # asked first: a killed container has no address left
+        head.kill()
+        return ip
 
     def recovers_head(self) -> bool:
         return False  # nothing restarts a `ray start` head: the suites expect fail-fast
@@ -281,14 +323,24 @@ class RayStartMode:
 
     def _wait_nodes(self, n: int, on_change: Callable[[int], None] | None = None) -> None:
         assert self._spec is not None
+        # Nodes with hostnames of their own are awaited by name: a timeout names each that
+        # never joined, with its last words (the dashboard's summary view lists hostnames).
+        named = {node.hostname: node for node in self._nodes if node.hostname}
         try:
             wait_for_nodes(
                 self._dashboard_url,
                 n,
                 timeout=self._spec.deadline.left(self._spec.timeouts.node_join),
+                expected={hostname: hostname for hostname in named} or None,
                 on_change=on_change,
                 give_up=self._node_died,
+                view="summary" if named else "state",
             )
+        except NodesTimeout as exc:
+            words = "\n".join(f"--- {h}:\n{named[h].last_words()}" for h in exc.never_joined)
+            raise ProvisionError(
+                f"{exc}; last log lines:\n{words}" if words else str(exc)
+            ) from None
         except WaitTimeout as exc:
             raise ProvisionError(str(exc)) from None
 
@@ -297,5 +349,8 @@ class RayStartMode:
         for node in self._nodes:
             code = node.exited()
             if code is not None:
-                return f"{node.what} (`ray start`) exited {code}; {node.last_words()}"
+                return (
+                    f"{node.what} exited with code {code} before the cluster was up; "
+                    f"last log lines:\n{node.last_words()}"
+                )
         return None

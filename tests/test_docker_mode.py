@@ -6,9 +6,12 @@ need an engine skip (with the reason) where none answers; the no-engine test nee
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import os
 import socket
+import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from typing import Any
 import pytest
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
+from provisioners.contract import base
 from provisioners.contract.base import (
     RUN_ID_LABEL,
     ClusterSpec,
@@ -31,11 +35,14 @@ from provisioners.contract.base import (
 )
 from provisioners.contract.options import Option, OptionError, declared
 from provisioners.docker import DockerProvisioner
-from provisioners.docker.provisioner import (
+from provisioners.docker.hosts import (
     PUBLISH_DASHBOARD,
     SHM_SIZE,
     WORKER_COMMAND,
+    ContainerHosts,
+    ContainerNode,
 )
+from provisioners.raystart import NodeHosts, RayNode, RayStartMode
 from provisioners.util import nodeimage, services
 from provisioners.util.containers import DOCKER_HOST, docker_client
 from provisioners.util.iptables import NO_EGRESS
@@ -117,12 +124,92 @@ def provision_fails(p: DockerProvisioner, spec: ClusterSpec) -> str:
     return str(info.value)
 
 
+def _source(h: ContainerHosts) -> NodeHosts:
+    return h  # mypy fails here when the node source drifts from the deployer's Protocol
+
+
+def _node(n: ContainerNode) -> RayNode:
+    return n
+
+
 def test_docker_provisioner_has_container_abilities() -> None:
     p = DockerProvisioner()
     assert isinstance(p, Provisioner)
     assert isinstance(p, SupportsNodeExec)
     assert isinstance(p, SupportsSharedMemory)
     assert isinstance(p, SupportsImageRun)
+    # Exactly the abilities it had before it became the `ray start` deployer on containers.
+    abilities = {
+        name
+        for name, kind in vars(base).items()
+        if getattr(kind, "_is_runtime_protocol", False) and isinstance(p, kind)
+    }
+    assert abilities == {
+        "Provisioner",
+        "SupportsImageRun",
+        "SupportsKillHead",
+        "SupportsKillNode",
+        "SupportsNodeAddresses",
+        "SupportsNodeExec",
+        "SupportsSharedMemory",
+    }
+
+
+def _members(protocol: type) -> dict[str, inspect.Signature | None]:
+    """A Protocol's members: methods by signature, properties and class variables by name."""
+    names = {n for n in vars(protocol) if not n.startswith("_")} | set(protocol.__annotations__)
+    return {
+        n: inspect.signature(getattr(protocol, n))
+        if inspect.isfunction(getattr(protocol, n, None))
+        else None
+        for n in names
+    }
+
+
+@pytest.mark.parametrize(
+    ("part", "protocol"), [(ContainerHosts, NodeHosts), (ContainerNode, RayNode)]
+)
+def test_docker_is_the_ray_start_deployer_on_containers(part: type, protocol: type) -> None:
+    p = DockerProvisioner()
+    assert isinstance(p, RayStartMode)
+    assert type(p.hosts) is ContainerHosts
+    for name, signature in _members(protocol).items():
+        assert hasattr(part, name), f"{part.__name__} lacks {protocol.__name__}.{name}"
+        if signature is not None:
+            have = inspect.signature(getattr(part, name))
+            assert list(have.parameters) == list(signature.parameters), (name, have, signature)
+
+
+def test_docker_mode_class_is_only_delegations() -> None:
+    """Its body: options, __init__ handing the deployer its source, one-line delegations."""
+    [cls] = ast.parse(textwrap.dedent(inspect.getsource(DockerProvisioner))).body
+    assert isinstance(cls, ast.ClassDef)
+    methods = [node for node in cls.body if isinstance(node, ast.FunctionDef)]
+    others = [
+        node
+        for node in cls.body
+        if not isinstance(node, ast.FunctionDef | ast.AnnAssign | ast.Expr)
+    ]
+    assert others == [], [ast.unparse(node) for node in others]
+    assert [ast.unparse(s) for s in methods[0].body] == ["super().__init__(ContainerHosts())"]
+    assert methods[0].name == "__init__"
+    for method in methods[1:]:
+        params = [a.arg for a in method.args.args[1:]]
+        assert [ast.unparse(s) for s in method.body] == [
+            f"return self.hosts.{method.name}({', '.join(params)})"
+        ], ast.unparse(method)
+    delegated = {m.name for m in methods[1:]}
+    assert delegated == {
+        "node_names",
+        "node_exec",
+        "node_addresses",
+        "probe_from_outside",
+        "kill_worker",
+        "replaces_lost_nodes",
+        "shm_bytes_per_node",
+        "shm_advice",
+        "image_run",
+    }
 
 
 def test_docker_declares_its_options() -> None:
@@ -340,7 +427,7 @@ def test_no_egress_drops_and_counts_what_a_node_sends_off_its_network(
     labels = {RUN_ID_LABEL: spec.run_id}
     with services.network(labels) as outside:
         target = Service(
-            provisioner._image,
+            provisioner.hosts._image,
             ["python3", "-m", "http.server", "8000"],
             name=run_name(spec.run_id, "outside"),
             labels=labels,

@@ -181,8 +181,9 @@ def test_docker_inventory_without_an_engine_is_a_failure_and_keeps_what_it_made(
     tmp_path: Path,
 ) -> None:
     mode = DockerProvisioner()
-    mode._spec = _spec(tmp_path, "docker", **{containers.DOCKER_HOST.key: _dead_engine()})
-    mode._nodes, mode._network = ["rc-r1-docker-head"], "rc-r1-docker-net"
+    spec = _spec(tmp_path, "docker", **{containers.DOCKER_HOST.key: _dead_engine()})
+    mode._spec = mode.hosts._spec = spec
+    mode.hosts._names, mode.hosts._network = ["rc-r1-docker-head"], "rc-r1-docker-net"
     items = mode.inventory()
     assert items[0].kind == INVENTORY_ERROR, items
     assert str(items[0]).startswith("could not list Docker ")

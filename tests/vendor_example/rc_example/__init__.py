@@ -48,6 +48,13 @@ class ExampleNode:
         self.popen = popen
         self.log = log
 
+    @property
+    def hostname(self) -> str:
+        return ""  # the nodes share this machine's
+
+    def ip(self) -> str:
+        return "127.0.0.1"
+
     def exited(self) -> int | None:
         return self.popen.poll()
 
@@ -68,6 +75,7 @@ class ExampleHosts:
     """The service's hosts: this machine's loopback, one session and one directory per run."""
 
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (ZONE,)
+    WORKERS_WITH_HEAD: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.spec: ClusterSpec | None = None
@@ -87,8 +95,17 @@ class ExampleHosts:
     def address(self) -> str:
         return "127.0.0.1"
 
+    def head_address(self) -> str:
+        return "127.0.0.1"
+
+    def dashboard_host(self) -> str:
+        return "127.0.0.1"
+
     def port(self, role: str) -> int:
         return _free_port()
+
+    def outside_port(self, port: int) -> int:
+        return port
 
     def node_args(self) -> list[str]:
         ports = ("node-manager", "object-manager", "dashboard-agent-listen")
