@@ -228,7 +228,12 @@ class RayStartMode:
             python_version=python_version,
             head_address=gcs,
             access={
-                "RAY_ADDRESS": gcs,
+                # The nodes' address is this machine's only when they share its network.
+                (
+                    "RAY_ADDRESS"
+                    if self.hosts.head_address() == address
+                    else "RAY_ADDRESS on a node"
+                ): gcs,
                 "ray client": f"ray://{address}:{self._outside[CLIENT_PORT]}",
                 "dashboard": self._dashboard_url,
                 **self.hosts.access(),
