@@ -216,8 +216,7 @@ class MachineSource(Protocol):
         ...
 
     def launcher_for(self, run: RayUpRun, base: Launcher) -> Launcher:
-        """The launcher the run drives: ``base``, or one running ``ray`` elsewhere (a client
-        container)."""
+        """The launcher the run drives: ``base``, or one running ``ray`` in a client container."""
         ...
 
     def up(self, run: RayUpRun, timeout: float) -> None:
@@ -315,7 +314,7 @@ class DirectMachineSource(MachineSource, Protocol):
         ...
 
     def run_in_cluster(self, run: RayUpRun, script: str, timeout: float) -> str:
-        """Run a script beside the head with ``RAY_ADDRESS`` set (``Provisioner.run_in_cluster``)."""
+        """Run a script beside the head with ``RAY_ADDRESS`` set; its stdout."""
         ...
 
 
