@@ -451,6 +451,8 @@ class RayUpDriver(abc.ABC, Generic[S]):
         self.up_started = False  # `up` ran: Ray may be running somewhere
         self.torn_down = False
         self._held = False  # this provision holds the run (runstate)
+        # The source was handed the run (plan); before that it made nothing and knows no spec.
+        self._planned = False
 
     # --- How Ray is reached: the subclass's ---------------------------------------------------
 
@@ -521,6 +523,7 @@ class RayUpDriver(abc.ABC, Generic[S]):
         self._held = True
         started = time.monotonic()
         spec.workdir.mkdir(parents=True, exist_ok=True)
+        self._planned = True
         source.plan(run)
         self.prepare_access()
         # Everything that can fail on bad input fails here, before any machine exists.
@@ -603,11 +606,13 @@ class RayUpDriver(abc.ABC, Generic[S]):
                 self.source.down(self.run, self.spec.timeouts.teardown * RAY_DOWN_SHARE)
             if self.launcher is not None:
                 self.launcher.close()  # `ray down`'s own ssh control masters
-            self.source.remove_machines(self.run)
+            if self._planned:
+                self.source.remove_machines(self.run)
             if self.launcher is not None:
                 self.launcher.remove_state_files()
             self.remove_access()
-            self.source.remove_files(self.run)
+            if self._planned:
+                self.source.remove_files(self.run)
             runstate.remove_private_dir(self.spec.run_id, self.spec.mode)
         finally:
             if self._held:
@@ -618,7 +623,7 @@ class RayUpDriver(abc.ABC, Generic[S]):
         if self._spec is None:
             return []
         items = self.launcher.inventory() if self.launcher else []
-        items += self.source.leak_query(self.run)
+        items += self.source.leak_query(self.run) if self._planned else []
         private = runstate.private_path(self.spec.run_id, self.spec.mode)
         if private.exists():
             items.append(
