@@ -8,6 +8,11 @@ then what it leaves that the run created: instances still alive (terminated, and
 the security group ``ray-autoscaler-<cluster>``, the key pair. Ray's IAM role and instance
 profile are shared by every Ray cluster of an account: reported as kept, never removed.
 
+The mode is the SSH ``ray up`` deployer given a machine source, ``SshRayUpMode(AwsMachines())``
+(:mod:`provisioners.launcher.driver`). :class:`AwsMachines` owns the config, the key pair, the
+rehearsal's stage, the cleanup after ``ray down`` and the EC2 inventory; the mode adds only
+one-line delegations for its autoscaling abilities.
+
 ``--ray-aws-rehearsal`` runs the same sequence against moto on this machine, each instance a
 container (:mod:`provisioners.rehearsals.aws`): no account, no cost, no packet off the machine.
 """
@@ -28,10 +33,9 @@ import botocore.exceptions
 from botocore.config import Config
 
 from provisioners.contract.base import (
-    CLIENT_PORT,
     RUN_ID_LABEL,
+    AutoscalingLimits,
     ClusterSpec,
-    Endpoint,
     InventoryError,
     InventoryItem,
     NightlyRun,
@@ -39,7 +43,16 @@ from provisioners.contract.base import (
     listing,
 )
 from provisioners.contract.options import Option
-from provisioners.launcher import CLUSTER_YAML, LAUNCHER_CONFIG, Machine, SshRayUpMode, autoscaling
+from provisioners.launcher import (
+    CLUSTER_YAML,
+    LAUNCHER_CONFIG,
+    Launcher,
+    Machine,
+    MachineSourceBase,
+    RayUpRun,
+    SshRayUpMode,
+    autoscaling,
+)
 from provisioners.launcher import config as launcher_config
 from provisioners.launcher.ssh import SshTarget
 from provisioners.rehearsals.aws import Stage
@@ -189,14 +202,11 @@ def failed_setup(log: str, config: dict[str, Any]) -> str | None:
     return None
 
 
-class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
-    """``ray up`` on AWS through Ray's aws provider, or its rehearsal on moto."""
+class AwsMachines(MachineSourceBase, autoscaling.CloudAutoscaling):
+    """EC2 instances Ray's aws provider launches in ``ray up`` (or moto's, rehearsed), reached
+    over SSH with a key pair the run imports."""
 
     TEMPLATE: ClassVar[str] = "aws.yaml"
-    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (
-        NightlyRun("secrets"),
-        NightlyRun("root", "aws-rehearsal", (REHEARSAL.flag,)),
-    )
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         CLUSTER_YAML,
         REGION,
@@ -209,6 +219,8 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         nodeimage.IMAGE_BUILD,
         containers.DOCKER_HOST,
     )
+    # SSH tunnels for all, the dashboard too: no port opened in the security group.
+    DASHBOARD_BY_LAUNCHER: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -229,16 +241,13 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
 
     # --- SupportsAutoscaling, SupportsPendingNodes ------------------------------------------
 
-    def cloud_instances(self) -> list[InventoryItem]:
+    def cloud_instances(self, run: RayUpRun) -> list[InventoryItem]:
         return self._ec2_inventory()
 
-    # --- Hooks of the launcher driver -------------------------------------------------------
+    # --- MachineSource ----------------------------------------------------------------------
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
-        missing = super().missing_prerequisites(spec)
-        missing += [
-            f"`{t}` not on PATH" for t in ("ssh", "ssh-keygen", "rsync") if shutil.which(t) is None
-        ]
+        missing: list[str] = []
         if not spec.get(REHEARSAL):
             if not credentials_found():
                 missing.append(
@@ -257,7 +266,9 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         missing += ["aws rehearsal: `docker` CLI not on PATH"] if not shutil.which("docker") else []
         return missing
 
-    def plan(self, spec: ClusterSpec) -> None:
+    def plan(self, run: RayUpRun) -> None:
+        super().plan(run)
+        spec = run.spec
         self._cluster = run_name(spec.run_id, spec.mode)
         self._key_name = run_name(spec.run_id, spec.mode, "key")
         user = spec.get(CLUSTER_YAML)
@@ -302,13 +313,13 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         ssh_dir = Path.home() / ".ssh"
         self._ssh_before = {p.name for p in ssh_dir.glob("ray-autoscaler_*")}
 
-    def identity(self) -> tuple[str, Path | None]:
+    def identity(self, run: RayUpRun) -> tuple[str, Path | None]:
         # Never the user's key: a fresh one, imported as the run's key pair.
         return str((self._base.get("auth") or {}).get("ssh_user") or "ubuntu"), None
 
-    def render(self, machines: Sequence[Machine]) -> dict[str, Any]:
+    def render(self, run: RayUpRun, machines: Sequence[Machine]) -> dict[str, Any]:
         spec = self.spec
-        rendered = launcher_config.deep_merge(self._base, self.provider_section(machines))
+        rendered = launcher_config.deep_merge(self._base, self.provider_section(run, machines))
         rendered = launcher_config.deep_merge(
             rendered, launcher_config.load_user_overrides(spec.get(LAUNCHER_CONFIG))
         )
@@ -345,7 +356,7 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                     "which its network backs. Leave them out for the rehearsal"
                 )
 
-    def provider_section(self, machines: Sequence[Machine]) -> dict[str, Any]:
+    def provider_section(self, run: RayUpRun, machines: Sequence[Machine]) -> dict[str, Any]:
         run_tag = {"Key": RUN_ID_LABEL, "Value": self.spec.run_id}
         node_types: dict[str, Any] = {}
         for name, node_type in (self._base.get("available_node_types") or {}).items():
@@ -362,14 +373,13 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         return {
             "cluster_name": self._cluster,
             "provider": {"region": self._region, "cache_stopped_nodes": False},
-            "auth": {"ssh_user": self.ssh_user, "ssh_private_key": str(self.ssh_key)},
+            "auth": {"ssh_user": run.ssh.user, "ssh_private_key": str(run.ssh.key)},
             "available_node_types": node_types,
         }
 
-    def prepare_machines(self, timeout: float) -> list[Machine]:
+    def prepare_machines(self, run: RayUpRun, timeout: float) -> list[Machine]:
         spec = self.spec
-        assert self.ssh_key is not None
-        public_key = Path(f"{self.ssh_key}.pub").read_text().strip()
+        public_key = Path(f"{run.ssh.key}.pub").read_text().strip()
         if self.rehearsal:
             node = nodeimage.node_image_for(spec, timeout, need_ssh=True)
             self.stage = Stage(
@@ -380,7 +390,7 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 spec.get(containers.DOCKER_HOST),
                 spec.progress,
             )
-            self.stage.start(node, self.ssh_user, public_key, self.spec.deadline.left())
+            self.stage.start(node, run.ssh.user, public_key, self.spec.deadline.left())
         self.ec2().import_key_pair(
             KeyName=self._key_name,
             PublicKeyMaterial=public_key.encode(),
@@ -401,18 +411,20 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 5})
         return boto3.session.Session(region_name=self._region).client(service, config=config)
 
-    def launcher_env(self) -> dict[str, str]:
+    def launcher_env(self, run: RayUpRun) -> dict[str, str]:
         # Autoscaler v1, as `vm`: v2 lists idle nodes under "Idle:" in `ray status` and logs
         # no autoscaler lines to monitor.log (both measured here); v1 launches workers alike.
         return {"RAY_UP_enable_autoscaler_v2": "0"}
 
-    def up(self, timeout: float) -> None:
-        if self.stage is not None:
-            self.launcher = self.stage.launcher(self.require_launcher())
+    def launcher_for(self, run: RayUpRun, base: Launcher) -> Launcher:
+        # The rehearsal runs `ray` in its client container, on the run's network only.
+        return self.stage.launcher(base) if self.stage is not None else base
+
+    def up(self, run: RayUpRun, timeout: float) -> None:
         try:
-            super().up(timeout)
+            super().up(run, timeout)
         except ProvisionError as exc:
-            failed = self._failed_setup(self.require_launcher().log.read_text(errors="replace"))
+            failed = self._failed_setup(run.launcher.log.read_text(errors="replace"))
             if failed:
                 raise self._setup_error(failed) from None
             raise exc from None
@@ -427,13 +439,13 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             f"cannot work here; rehearse without setup commands: {SKIP_SETUP.flag}"
         )
 
-    def node_count(self) -> int:
-        return launcher_config.min_nodes(self.require_launcher().config)
+    def node_count(self, run: RayUpRun) -> int:
+        return launcher_config.min_nodes(run.launcher.config)
 
-    def expected_nodes(self) -> list[Machine]:
+    def expected_nodes(self, run: RayUpRun) -> list[Machine]:
         return []  # the provider names them; counted by node_count
 
-    def discover_machines(self) -> list[Machine]:
+    def discover_machines(self, run: RayUpRun) -> list[Machine]:
         flt = [
             {"Name": f"tag:{CLUSTER_TAG}", "Values": [self._cluster]},
             {"Name": "instance-state-name", "Values": ["running"]},
@@ -444,9 +456,7 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             for r in page["Reservations"]
             for i in r["Instances"]
         ]
-        internal = bool(
-            (self.require_launcher().config.get("provider") or {}).get("use_internal_ips")
-        )
+        internal = bool((run.launcher.config.get("provider") or {}).get("use_internal_ips"))
 
         def kind(i: dict[str, Any]) -> str:
             return next((t["Value"] for t in i.get("Tags", []) if t["Key"] == NODE_KIND_TAG), "")
@@ -459,13 +469,13 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             for i in found
         ]
 
-    def target(self, machine: Machine) -> SshTarget:
+    def ssh_target(self, run: RayUpRun, machine: Machine, target: SshTarget) -> SshTarget:
         # Every ssh of the run (probes, tunnels, node_exec) comes through here.
         if self.stage is not None:
             self.stage.check_address(machine.ip)
-        return super().target(machine)
+        return target
 
-    def gave_up(self) -> str | None:
+    def gave_up(self, run: RayUpRun) -> str | None:
         if self.stage is None:
             return None
         reason = self.stage.gave_up()
@@ -474,7 +484,7 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         # A worker's setup command fails in the head's autoscaler, not in `ray up`.
         self._setup_checked = time.monotonic()
         with contextlib.suppress(CommandError, ProvisionError):
-            out = self.head_ssh(
+            out = run.ssh.head_ssh(
                 f"grep -h '{SETUP_MARK}' /tmp/ray/session_latest/logs/monitor* || true", 15
             )
             failed = self._failed_setup(out)
@@ -482,27 +492,18 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 return str(self._setup_error(failed))
         return None
 
-    def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
-        # SSH tunnels for all, the dashboard too: no port opened in the security group.
-        head = self.head()
-        host = head.ip if remote_port == CLIENT_PORT else "127.0.0.1"
-        return self.require_launcher().tunnel(self.target(head), host, remote_port)
-
-    def collect_diagnostics(self, dest: Path) -> None:
-        super().collect_diagnostics(dest)
+    def collect_diagnostics(self, run: RayUpRun, dest: Path) -> None:
         if self.stage is not None:  # the rehearsal's cloud API and client, by their logs
             self.stage.save_service_logs(dest)
 
-    def access(self) -> dict[str, str]:
-        out = super().access()
-        path = self.require_launcher().config_path
-        if self.stage is not None:
-            out.update(self.stage.access(path, self.target(self.head())))
-        return out
+    def access(self, run: RayUpRun) -> dict[str, str]:
+        if self.stage is None:
+            return {}
+        return self.stage.access(run.launcher.config_path, run.ssh.target(run.head()))
 
     # --- Teardown and leaks -----------------------------------------------------------------
 
-    def remove_machines(self) -> None:
+    def remove_machines(self, run: RayUpRun) -> None:
         if not self._cleaned and self._key_name and (self.stage is not None or not self.rehearsal):
             self._cleaned = True
             try:
@@ -573,7 +574,7 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         ssh_dir = Path.home() / ".ssh"
         return sorted({p.name for p in ssh_dir.glob("ray-autoscaler_*")} - self._ssh_before)
 
-    def leak_query(self) -> list[InventoryItem]:
+    def leak_query(self, run: RayUpRun) -> list[InventoryItem]:
         items: list[InventoryItem] = []
         if self._left is not None:
             items += self._left
@@ -596,13 +597,36 @@ class AwsProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         except InventoryError as exc:
             return [exc.item(self.spec.run_id)]
 
-    def removal_commands(self) -> list[str]:
+    def removal_commands(self, run: RayUpRun) -> list[str]:
         if self.stage is not None:
             return self.stage.removal_commands()
-        commands = super().removal_commands()
+        commands = super().removal_commands(run)
         region = f"--region {self._region}"
         return [
             *commands,
             f"aws ec2 delete-security-group --group-name {security_group_name(self._cluster)} {region}",
             f"aws ec2 delete-key-pair --key-name {self._key_name} {region}",
         ]
+
+
+class AwsProvisioner(SshRayUpMode[AwsMachines]):
+    """``ray up`` on AWS through Ray's aws provider, or its rehearsal on moto: the SSH
+    deployer given :class:`AwsMachines`."""
+
+    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (
+        NightlyRun("secrets"),
+        NightlyRun("root", "aws-rehearsal", (REHEARSAL.flag,)),
+    )
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = AwsMachines.OPTIONS
+
+    def __init__(self) -> None:
+        super().__init__(AwsMachines())
+
+    def autoscaling_limits(self) -> AutoscalingLimits | None:
+        return self.source.autoscaling_limits()
+
+    def pending_nodes(self) -> list[str]:
+        return self.source.pending_nodes(self.run)
+
+    def cloud_instances(self) -> list[InventoryItem]:
+        return self.source.cloud_instances(self.run)

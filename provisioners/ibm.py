@@ -18,6 +18,12 @@ through a 3-line fix (``ibm_compat/rc_gen2_compat.py``, copied to the head too);
 
 ``--ray-ibm-rehearsal`` runs the same sequence against a stand-in of IAM and the VPC API on this
 machine, each instance a container (:mod:`provisioners.rehearsals.ibm`): no account, no cost.
+
+The mode is the SSH ``ray up`` deployer given a machine source, ``SshRayUpMode(IbmMachines())``
+(:mod:`provisioners.launcher.driver`). :class:`IbmMachines` owns the config and its secret, the
+key, the stage, the cleanup after ``ray down`` and the VPC inventory. It also declares how the
+head is reached: workers through it as a jump host, and Ray at its private address. The mode
+adds only one-line delegations for its autoscaling abilities.
 """
 
 from __future__ import annotations
@@ -31,9 +37,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from provisioners.contract.base import (
-    CLIENT_PORT,
+    AutoscalingLimits,
     ClusterSpec,
-    Endpoint,
     InventoryError,
     InventoryItem,
     NightlyRun,
@@ -44,9 +49,11 @@ from provisioners.contract.options import Option
 from provisioners.ibm_vpc import collect, primary_address, vpc_client
 from provisioners.launcher import (
     CLUSTER_YAML,
-    GCS_PORT,
     LAUNCHER_CONFIG,
+    Launcher,
     Machine,
+    MachineSourceBase,
+    RayUpRun,
     SshRayUpMode,
     autoscaling,
 )
@@ -170,14 +177,11 @@ def ibm_inventory(
     return items
 
 
-class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
-    """``ray up`` on IBM Cloud VPC through the Gen2 connector (an external node provider)."""
+class IbmMachines(MachineSourceBase, autoscaling.CloudAutoscaling):
+    """VPC instances the Gen2 connector (an external node provider) creates in ``ray up``, or
+    the stand-in's, reached over SSH with a key the run imports."""
 
     TEMPLATE: ClassVar[str] = "ibm.yaml"
-    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (
-        NightlyRun("secrets"),
-        NightlyRun("root", "ibm-rehearsal", (REHEARSAL.flag, COMPAT.flag)),
-    )
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
         CLUSTER_YAML,
         PROVIDER,
@@ -190,6 +194,8 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         nodeimage.IMAGE_BUILD,
         containers.DOCKER_HOST,
     )
+    # SSH tunnels for all, the dashboard too: no port opened in the security group.
+    DASHBOARD_BY_LAUNCHER: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -225,11 +231,13 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
 
     # --- SupportsAutoscaling, SupportsPendingNodes ------------------------------------------
 
-    def cloud_instances(self) -> list[InventoryItem]:
+    def cloud_instances(self, run: RayUpRun) -> list[InventoryItem]:
         return self._vpc_inventory()
 
+    # --- MachineSource ----------------------------------------------------------------------
+
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
-        missing = super().missing_prerequisites(spec)
+        missing: list[str] = []
         module = self.provider_class(spec)
         found = probe(module)
         if not found.ok:
@@ -274,9 +282,9 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             )
         return missing
 
-    # --- Hooks of the launcher driver ---------------------------------------------------------
-
-    def plan(self, spec: ClusterSpec) -> None:
+    def plan(self, run: RayUpRun) -> None:
+        super().plan(run)
+        spec = run.spec
         self._cluster = run_name(spec.run_id, spec.mode, limit=MAX_CLUSTER_NAME)
         self._key_name = run_name(spec.run_id, spec.mode, "key")
         user = spec.get(CLUSTER_YAML)
@@ -353,7 +361,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         self._tags_existed = (Path.home() / TAGS_FILE).exists()
         # Only this user can read it (the run's private dir, outside the report); the
         # rehearsal's client container mounts it.
-        self._private = self.private_dir()
+        self._private = run.private_dir()
         if self.stage is None:  # a rehearsal's cloud is a container, swept by its label
             provider = self._base.get("provider") or {}
             runstate.note(
@@ -366,11 +374,11 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 key_name=self._key_name,
             )
 
-    def identity(self) -> tuple[str, Path | None]:
+    def identity(self, run: RayUpRun) -> tuple[str, Path | None]:
         # Never the user's key: a fresh one, imported into the VPC for this run.
         return str((self._base.get("auth") or {}).get("ssh_user") or "root"), None
 
-    def provider_section(self, machines: Sequence[Machine]) -> dict[str, Any]:
+    def provider_section(self, run: RayUpRun, machines: Sequence[Machine]) -> dict[str, Any]:
         node_types = {
             name: {"node_config": {"key_id": self._key_id or "imported-at-launch"}}
             for name in self._base.get("available_node_types") or {}
@@ -382,12 +390,12 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 "iam_api_key": self._api_key,
                 "cache_stopped_nodes": False,
             },
-            "auth": {"ssh_user": self.ssh_user, "ssh_private_key": str(self.ssh_key)},
+            "auth": {"ssh_user": run.ssh.user, "ssh_private_key": str(run.ssh.key)},
             "available_node_types": node_types,
         }
 
-    def render(self, machines: Sequence[Machine]) -> dict[str, Any]:
-        rendered = launcher_config.deep_merge(self._base, self.provider_section(machines))
+    def render(self, run: RayUpRun, machines: Sequence[Machine]) -> dict[str, Any]:
+        rendered = launcher_config.deep_merge(self._base, self.provider_section(run, machines))
         if self.spec.get(COMPAT) and not self.spec.get(PROVIDER):
             # The head's autoscaler imports the fix too: the file goes there, on its path.
             rendered["file_mounts"] = {
@@ -404,7 +412,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         launcher_config.validate(rendered, source="ibm cluster config")
         return rendered
 
-    def write_config(self, rendered: Mapping[str, Any]) -> Path:
+    def write_config(self, run: RayUpRun, rendered: Mapping[str, Any]) -> Path:
         # The report keeps the config with the key redacted; `ray up` reads the real one from
         # a directory only this user can read, removed at teardown.
         redacted = json.loads(json.dumps(rendered))
@@ -419,23 +427,21 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         provider = self._base.get("provider") or {}
         return vpc_client(str(provider["endpoint"]), self._api_key, provider.get("iam_endpoint"))
 
-    def prepare_machines(self, timeout: float) -> list[Machine]:
-        assert self.ssh_key is not None
+    def prepare_machines(self, run: RayUpRun, timeout: float) -> list[Machine]:
         spec = self.spec
         if self.stage is not None:
             node = nodeimage.node_image_for(spec, timeout, need_ssh=True)
             assert self._private is not None
             self.stage.start(node, [self._private, COMPAT_DIR], self.spec.deadline.left())
         try:
-            self._snapshot_and_import_key(self.vpc())
+            self._snapshot_and_import_key(self.vpc(), run.ssh.key)
         except ProvisionError:
             raise
         except Exception as exc:  # the SDK's ApiException: what the VPC said, in one line
             raise ProvisionError(f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
         return []  # the connector creates the instances in `ray up`
 
-    def _snapshot_and_import_key(self, vpc: Any) -> None:
-        assert self.ssh_key is not None
+    def _snapshot_and_import_key(self, vpc: Any, ssh_key: Path) -> None:
         groups = {
             str((t.get("node_config") or {}).get("security_group_id"))
             for t in (self._base.get("available_node_types") or {}).values()
@@ -449,7 +455,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         )
         head = (self._base.get("available_node_types") or {})[self._base["head_node_type"]]
         key = vpc.create_key(
-            public_key=Path(f"{self.ssh_key}.pub").read_text().strip(),
+            public_key=Path(f"{ssh_key}.pub").read_text().strip(),
             name=self._key_name,
             type="ed25519",
             resource_group={"id": head["node_config"]["resource_group_id"]},
@@ -457,7 +463,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         self._key_id = key["id"]
         self.spec.progress(f"imported the run's SSH key as {self._key_name} ({self._key_id})")
 
-    def launcher_env(self) -> dict[str, str]:
+    def launcher_env(self, run: RayUpRun) -> dict[str, str]:
         # Autoscaler v1, as the other launcher modes (see provisioners/aws.py).
         env = {"RAY_UP_enable_autoscaler_v2": "0"}
         if self.spec.get(COMPAT):
@@ -466,21 +472,20 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             )
         return env
 
-    def up(self, timeout: float) -> None:
-        if self.stage is not None:
-            self.launcher = self.stage.launcher(self.require_launcher())
-        super().up(timeout)
+    def launcher_for(self, run: RayUpRun, base: Launcher) -> Launcher:
+        # The rehearsal runs `ray` in its client container, on the run's network only.
+        return self.stage.launcher(base) if self.stage is not None else base
 
-    def gave_up(self) -> str | None:
+    def gave_up(self, run: RayUpRun) -> str | None:
         return self.stage.gave_up() if self.stage is not None else None
 
-    def node_count(self) -> int:
-        return launcher_config.min_nodes(self.require_launcher().config)
+    def node_count(self, run: RayUpRun) -> int:
+        return launcher_config.min_nodes(run.launcher.config)
 
-    def expected_nodes(self) -> list[Machine]:
+    def expected_nodes(self, run: RayUpRun) -> list[Machine]:
         return []  # the connector names them; counted by node_count
 
-    def discover_machines(self) -> list[Machine]:
+    def discover_machines(self, run: RayUpRun) -> list[Machine]:
         vpc = self.vpc()
         prefix = f"ray-{self._cluster}-"
         found = [
@@ -489,7 +494,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             if i["name"].startswith(prefix) and i["status"] == "running"
         ]
         found.sort(key=lambda i: (not i["name"].startswith(f"{prefix}head"), i["name"]))
-        provider = self.require_launcher().config.get("provider") or {}
+        provider = run.launcher.config.get("provider") or {}
         machines = []
         for inst in found:
             ip = primary_address(inst)
@@ -506,44 +511,33 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             machines.append(Machine(inst["name"], ip))
         return machines
 
-    def target(self, machine: Machine) -> SshTarget:
+    def ssh_target(self, run: RayUpRun, machine: Machine, target: SshTarget) -> SshTarget:
         # Workers have private addresses only (use_hybrid_ips): reached through the head.
         if self.stage is not None:  # every ssh of the run (probes, tunnels, node_exec)
             self.stage.check_address(machine.ip)
-        target = super().target(machine)
-        provider = self.require_launcher().config.get("provider") or {}
-        if self.machines and machine != self.machines[0] and not provider.get("use_internal_ips"):
-            return SshTarget(
-                target.host, target.user, target.key, jump=super().target(self.machines[0])
-            )
+        provider = run.launcher.config.get("provider") or {}
+        machines = run.machines
+        if machines and machine != machines[0] and not provider.get("use_internal_ips"):
+            head = SshTarget(machines[0].ip, target.user, target.key)
+            return SshTarget(target.host, target.user, target.key, jump=head)
         return target
 
-    def head_address(self) -> str:
+    def ray_host(self, run: RayUpRun) -> str:
         # Ray listens on the head's own (private) address; a floating IP is NAT in front of it.
-        return f"{self._head_private or self.head().ip}:{GCS_PORT}"
+        return self._head_private or run.head().ip
 
-    def port_forward(self, remote_port: int) -> contextlib.AbstractContextManager[Endpoint]:
-        # SSH tunnels for all, the dashboard too: no port opened in the security group.
-        head = self.head()
-        host = (self._head_private or head.ip) if remote_port == CLIENT_PORT else "127.0.0.1"
-        return self.require_launcher().tunnel(self.target(head), host, remote_port)
-
-    def collect_diagnostics(self, dest: Path) -> None:
-        super().collect_diagnostics(dest)
+    def collect_diagnostics(self, run: RayUpRun, dest: Path) -> None:
         if self.stage is not None:  # the rehearsal's cloud API and client, by their logs
             self.stage.save_service_logs(dest)
 
-    def access(self) -> dict[str, str]:
-        out = super().access()
-        if self.stage is not None:
-            out.update(
-                self.stage.access(self.require_launcher().config_path, self.target(self.head()))
-            )
-        return out
+    def access(self, run: RayUpRun) -> dict[str, str]:
+        if self.stage is None:
+            return {}
+        return self.stage.access(run.launcher.config_path, run.ssh.target(run.head()))
 
     # --- Teardown and leaks -------------------------------------------------------------------
 
-    def remove_machines(self) -> None:
+    def remove_machines(self, run: RayUpRun) -> None:
         self._remove_cloud_leftovers()
         if self.stage is not None:
             self.stage.stop()
@@ -602,8 +596,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                     if getattr(exc, "code", None) != 404:
                         raise
 
-    def remove_files(self) -> None:
-        super().remove_files()
+    def remove_files(self, run: RayUpRun) -> None:
         if self._private is not None:
             shutil.rmtree(self._private, ignore_errors=True)
         self._forget_tags()
@@ -620,7 +613,7 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
                 else:
                     path.unlink()
 
-    def leak_query(self) -> list[InventoryItem]:
+    def leak_query(self, run: RayUpRun) -> list[InventoryItem]:
         items: list[InventoryItem] = []
         if self._left is not None:
             items += self._left
@@ -665,10 +658,10 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
         except InventoryError as exc:
             return [exc.item(self.spec.run_id)]
 
-    def removal_commands(self) -> list[str]:
+    def removal_commands(self, run: RayUpRun) -> list[str]:
         if self.stage is not None:
             return self.stage.removal_commands()
-        commands = super().removal_commands()
+        commands = super().removal_commands(run)
         private = [f"rm -rf {self._private}"] if self._private else []
         name = f"ray-{self._cluster}-"
         return [
@@ -677,3 +670,26 @@ class IbmProvisioner(SshRayUpMode, autoscaling.CloudAutoscaling):
             f"ibmcloud is key-delete {self._key_name} -f",
             *private,
         ]
+
+
+class IbmProvisioner(SshRayUpMode[IbmMachines]):
+    """``ray up`` on IBM Cloud VPC through the Gen2 connector (an external node provider): the
+    SSH deployer given :class:`IbmMachines`."""
+
+    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (
+        NightlyRun("secrets"),
+        NightlyRun("root", "ibm-rehearsal", (REHEARSAL.flag, COMPAT.flag)),
+    )
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = IbmMachines.OPTIONS
+
+    def __init__(self) -> None:
+        super().__init__(IbmMachines())
+
+    def autoscaling_limits(self) -> AutoscalingLimits | None:
+        return self.source.autoscaling_limits()
+
+    def pending_nodes(self) -> list[str]:
+        return self.source.pending_nodes(self.run)
+
+    def cloud_instances(self) -> list[InventoryItem]:
+        return self.source.cloud_instances(self.run)

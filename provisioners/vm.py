@@ -4,10 +4,11 @@ By default the "machines" are containers of the node image on a network of this 
 its own hostname and IP, sshd and this run's key. With ``--ray-vm-hosts head,worker1,...``,
 ``--ray-ssh-user`` and ``--ray-ssh-key`` it drives real hosts instead and creates no containers.
 
-The ``ray up`` sequence and teardown order are the launcher driver's; this module supplies the
-provider section, the machines, and the leak query. Its removal stops the Ray processes this run
-started on *every* node (``ray down`` with this provider leaves Ray running on workers), then
-removes the containers.
+The mode is the SSH ``ray up`` deployer given a machine source, ``SshRayUpMode(VmMachines())``
+(:mod:`provisioners.launcher.driver`): the deployer owns the ``ray up`` sequence, the teardown
+order and SSH; :class:`VmMachines` supplies the provider section, the machines, and the leak
+query. Its removal stops the Ray processes this run started on *every* node (``ray down`` with
+this provider leaves Ray running on workers), then removes the containers.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from provisioners.contract.base import (
     ProvisionError,
 )
 from provisioners.contract.options import Option
-from provisioners.launcher import LAUNCHER_CONFIG, Machine, SshRayUpMode
+from provisioners.launcher import (
+    LAUNCHER_CONFIG,
+    Machine,
+    MachineSourceBase,
+    RayUpRun,
+    SshRayUpMode,
+)
 from provisioners.util import containers, nodeimage, runstate
 from provisioners.util.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
 from provisioners.util.naming import run_name
@@ -73,8 +80,8 @@ STOP_MARKED = (
 )
 
 
-class VmProvisioner(SshRayUpMode):
-    """``ray up`` over SSH onto containers (default) or the user's hosts."""
+class VmMachines(MachineSourceBase):
+    """Machines reached over SSH: containers of the node image (default) or the user's hosts."""
 
     TEMPLATE: ClassVar[str] = "vm.yaml"
     OPTIONS: ClassVar[tuple[Option[Any], ...]] = (
@@ -101,17 +108,19 @@ class VmProvisioner(SshRayUpMode):
     def _in_containers(self) -> bool:
         return not self.spec.get(HOSTS)
 
-    # --- Hooks of the launcher driver -------------------------------------------------------
+    # --- MachineSource ----------------------------------------------------------------------
 
     def missing_prerequisites(self, spec: ClusterSpec) -> list[str]:
-        missing = super().missing_prerequisites(spec)
+        missing: list[str] = []
         if not spec.get(HOSTS):
             problem = containers.engine_problem(spec.get(containers.DOCKER_HOST))
             missing += [problem] if problem else []
             missing += EgressLock.missing() if spec.get(NO_EGRESS) else []
         return missing
 
-    def plan(self, spec: ClusterSpec) -> None:
+    def plan(self, run: RayUpRun) -> None:
+        super().plan(run)
+        spec = run.spec
         hosts = spec.get(HOSTS)
         if hosts:
             key = spec.get(SSH_KEY)
@@ -125,16 +134,16 @@ class VmProvisioner(SshRayUpMode):
             if self._workers < 0:
                 raise ProvisionError(f"workers must be >= 0 (got {self._workers})")
 
-    def identity(self) -> tuple[str, Path | None]:
+    def identity(self, run: RayUpRun) -> tuple[str, Path | None]:
         key = self.spec.get(SSH_KEY)
         if self._in_containers() or key is None:
             return "root", None
         return self.spec.get(SSH_USER) or getpass.getuser(), key.resolve()
 
-    def template_values(self) -> Mapping[str, object]:
+    def template_values(self, run: RayUpRun) -> Mapping[str, object]:
         return {
-            "ssh_user": self.ssh_user,
-            "ssh_key": self.ssh_key,
+            "ssh_user": run.ssh.user,
+            "ssh_key": run.ssh.key,
             "wheel_dir_remote": REMOTE_WHEELS,
             "wheel_dir_local": f"{self._wheels or self.spec.workdir}/",
             "setup_requirement": SETUP_REQUIREMENT,
@@ -142,20 +151,20 @@ class VmProvisioner(SshRayUpMode):
             "object_store_bytes": OBJECT_STORE_BYTES,
         }
 
-    def provider_section(self, machines: Sequence[Machine]) -> dict[str, Any]:
+    def provider_section(self, run: RayUpRun, machines: Sequence[Machine]) -> dict[str, Any]:
         ips = [m.ip for m in machines]
         return {
             "provider": {"head_ip": ips[0], "worker_ips": ips[1:]},
             "max_workers": len(ips) - 1,
         }
 
-    def planned_machines(self) -> list[Machine]:
+    def planned_machines(self, run: RayUpRun) -> list[Machine]:
         hosts = self.spec.get(HOSTS)
         return [Machine(h, h) for h in hosts] or [Machine("planned", "10.0.0.1")] * (
             self._workers + 1
         )
 
-    def launcher_env(self) -> dict[str, str]:
+    def launcher_env(self, run: RayUpRun) -> dict[str, str]:
         # `ray up` turns on autoscaler v2 by default; with the local provider v2 adopted the
         # head as an unmanaged worker, then asked for the last worker every 5 s and never
         # launched it. v1 starts every worker ip (measured with 2 workers).
@@ -164,11 +173,11 @@ class VmProvisioner(SshRayUpMode):
     def setup_packages(self) -> list[str]:
         return [SETUP_MODULE]
 
-    def up(self, timeout: float) -> None:
+    def up(self, run: RayUpRun, timeout: float) -> None:
         self._ray_on_nodes = True
-        super().up(timeout)
+        super().up(run, timeout)
 
-    def prepare_machines(self, timeout: float) -> list[Machine]:
+    def prepare_machines(self, run: RayUpRun, timeout: float) -> list[Machine]:
         # The download can fail on a machine without an index: before any container.
         self._wheels = self._download_wheel(min(120.0, timeout))
         hosts = self.spec.get(HOSTS)
@@ -179,22 +188,22 @@ class VmProvisioner(SshRayUpMode):
                 self.spec.mode,
                 "ssh-hosts",
                 hosts=list(hosts),
-                user=self.ssh_user,
-                key=str(self.ssh_key),
+                user=run.ssh.user,
+                key=str(run.ssh.key),
                 cluster=self._cluster_name(),
             )
             return [Machine(h, h) for h in hosts]
-        return self._start_containers(self.spec.deadline.left())
+        return self._start_containers(run, self.spec.deadline.left())
 
     def _cluster_name(self) -> str:
         return run_name(self.spec.run_id, self.spec.mode)
 
-    def remove_machines(self) -> None:
+    def remove_machines(self, run: RayUpRun) -> None:
         if self._ray_on_nodes:
             self._ray_on_nodes = False
-            self._stop_ray_on_nodes()
+            self._stop_ray_on_nodes(run)
             if not self._in_containers():
-                self._remove_bootstrap_files()
+                self._remove_bootstrap_files(run)
         if self._in_containers():
             with self._docker() as client:
                 if client is not None:
@@ -202,11 +211,11 @@ class VmProvisioner(SshRayUpMode):
             if self._egress is not None:
                 self._egress.remove()
 
-    def leak_query(self) -> list[InventoryItem]:
+    def leak_query(self, run: RayUpRun) -> list[InventoryItem]:
         run_id = self.spec.run_id
-        items = self._marked_processes()
+        items = self._marked_processes(run)
         if not self._in_containers():
-            items += self._bootstrap_files()
+            items += self._bootstrap_files(run)
         if self._in_containers():
             with self._docker() as client:
                 try:
@@ -218,7 +227,7 @@ class VmProvisioner(SshRayUpMode):
             items += self._egress.inventory() if self._egress is not None else []
         return items
 
-    def removal_commands(self) -> list[str]:
+    def removal_commands(self, run: RayUpRun) -> list[str]:
         # The sweep stops the run's Ray on every node (by its RC_RUN_ID), removes what `ray up`
         # copied to the head, the run's containers and network, and its key: as printed, from
         # any shell, once this run's process has exited.
@@ -226,16 +235,17 @@ class VmProvisioner(SshRayUpMode):
 
     # --- SupportsNodeAddresses ---------------------------------------------------------------
 
-    def node_addresses(self) -> list[NodeAddresses]:
+    def node_addresses(self, run: RayUpRun) -> list[NodeAddresses]:
+        """Each node's addresses (``SupportsNodeAddresses``)."""
         if self._in_containers():
             # The run's network is the nodes' network: probed from outside it, no address of
             # theirs may answer at all.
-            return [NodeAddresses(m.name, "", (m.ip,)) for m in self.machines]
+            return [NodeAddresses(m.name, "", (m.ip,)) for m in run.machines]
         # A user's hosts: the address given is the one the cluster uses (the GCS and the client
         # answer there, to that network); every other address the host has must stay shut.
         out = []
-        for machine in self.machines:
-            found = self.target(machine).run("hostname -I", 30).split()
+        for machine in run.machines:
+            found = run.ssh.target(machine).run("hostname -I", 30).split()
             others = tuple(a for a in found if a != machine.ip and not a.startswith("127."))
             out.append(NodeAddresses(machine.name, machine.ip, others))
         return out
@@ -243,6 +253,7 @@ class VmProvisioner(SshRayUpMode):
     def probe_from_outside(
         self, targets: list[tuple[str, int]], timeout: float
     ) -> set[tuple[str, int]]:
+        """The targets that accept a connection from outside the nodes' network."""
         if not self._in_containers():  # no network of the run's: this machine is outside
             return {t for t in targets if port_accepts(t[0], t[1], timeout=timeout)}
         with self._docker() as client:
@@ -272,12 +283,11 @@ class VmProvisioner(SshRayUpMode):
                 raise ProvisionError(f"cannot fetch the setup package: {e}") from None
         return dest
 
-    def _start_containers(self, timeout: float) -> list[Machine]:
+    def _start_containers(self, run: RayUpRun, timeout: float) -> list[Machine]:
         spec = self.spec
         image = self._image = nodeimage.node_image_for(spec, timeout, need_ssh=True)
         labels = containers.labels(spec.run_id, spec.mode)
-        assert self.ssh_key is not None
-        pub = Path(f"{self.ssh_key}.pub").read_text().strip()
+        pub = Path(f"{run.ssh.key}.pub").read_text().strip()
         names = [run_name(spec.run_id, spec.mode, "head")]
         names += [
             run_name(spec.run_id, spec.mode, "worker", str(i)) for i in range(1, self._workers + 1)
@@ -327,28 +337,25 @@ class VmProvisioner(SshRayUpMode):
         finally:
             client.close()
 
-    # --- Ray on the nodes -------------------------------------------------------------------
-
     # --- SupportsKillHead ---------------------------------------------------------------------
 
-    def kill_head(self) -> str:
+    def kill_head(self, run: RayUpRun) -> str:
         """SIGKILL this run's Ray processes on the head machine (they carry RC_RUN_ID=<run id>):
         the head node dies, the machine and its sshd stay, as after a crash of Ray alone."""
-        head = self.head()
-        self.target(head).run("SIG=KILL; " + MARKED_PROCS.format(run_id=self.spec.run_id), 30)
+        head = run.head()
+        run.ssh.target(head).run("SIG=KILL; " + MARKED_PROCS.format(run_id=self.spec.run_id), 30)
         return head.ip
 
-    def recovers_head(self) -> bool:
-        return False
+    # --- Ray on the nodes -------------------------------------------------------------------
 
-    def _stop_ray_on_nodes(self) -> None:
+    def _stop_ray_on_nodes(self, run: RayUpRun) -> None:
         """Stop the Ray processes this run started, on every node: `ray down` leaves the
         workers' raylets running. Only processes carrying RC_RUN_ID=<run id> are touched."""
         stop = STOP_MARKED.format(list=MARKED_PROCS.format(run_id=self.spec.run_id))
         left: dict[str, int] = {}
-        for machine in self.machines:
+        for machine in run.machines:
             try:
-                left[machine.name] = int(self.target(machine).run(stop, 60).split()[0])
+                left[machine.name] = int(run.ssh.target(machine).run(stop, 60).split()[0])
             except (CommandError, ProvisionError, ValueError, IndexError) as e:
                 self.spec.progress(
                     f"could not stop Ray on {machine.name}: {str(e).splitlines()[0]}"
@@ -359,18 +366,18 @@ class VmProvisioner(SshRayUpMode):
                 + ", ".join(f"{n}: {c}" for n, c in left.items() if c)
             )
 
-    def _bootstrap_files(self) -> list[InventoryItem]:
+    def _bootstrap_files(self, run: RayUpRun) -> list[InventoryItem]:
         """``ray up``'s copies on the head of a user's host (on containers they go with them)."""
-        if not self._up_started or not self.machines:
+        if not run.up_started or not run.machines:
             return []
         try:
-            out = self.target(self.machines[0]).run(self._bootstrap_listing(), 30)
+            out = run.ssh.target(run.machines[0]).run(self._bootstrap_listing(), 30)
         except (CommandError, ProvisionError):
             return []  # an unreachable head: its processes' listing says so already
         return [
             InventoryItem(
                 "file",
-                f"{self.machines[0].name}:{f}",
+                f"{run.machines[0].name}:{f}",
                 self.spec.run_id,
                 "ray up's copy on the head",
             )
@@ -383,24 +390,24 @@ class VmProvisioner(SshRayUpMode):
         name = shlex.quote(self._cluster_name())
         return f"grep -qs -- {name} ~/{BOOTSTRAP_FILES[0]} && ls {files} 2>/dev/null || true"
 
-    def _remove_bootstrap_files(self) -> None:
+    def _remove_bootstrap_files(self, run: RayUpRun) -> None:
         files = " ".join(f"~/{f}" for f in BOOTSTRAP_FILES)
         listing = self._bootstrap_listing()
         try:
-            self.target(self.machines[0]).run(f'[ -n "$({listing})" ] && rm -f {files}; true', 30)
+            run.ssh.target(run.machines[0]).run(f'[ -n "$({listing})" ] && rm -f {files}; true', 30)
         except (CommandError, ProvisionError) as e:
             self.spec.progress(
                 f"could not remove ray up's copies on the head: {str(e).splitlines()[0]}"
             )
 
-    def _marked_processes(self) -> list[InventoryItem]:
+    def _marked_processes(self, run: RayUpRun) -> list[InventoryItem]:
         """Ray processes of this run still running on any node (ray down misses workers)."""
-        if not self._up_started or (self._torn_down and self._in_containers()):
+        if not run.up_started or (run.torn_down and self._in_containers()):
             return []  # containers are gone with their processes; their inventory covers them
         items = []
-        for machine in self.machines:
+        for machine in run.machines:
             try:
-                out = self.target(machine).run(MARKED_PROCS.format(run_id=self.spec.run_id), 30)
+                out = run.ssh.target(machine).run(MARKED_PROCS.format(run_id=self.spec.run_id), 30)
             except (CommandError, ProvisionError) as exc:
                 if self._in_containers():
                     continue  # an unreachable node: its container is listed separately
@@ -412,3 +419,27 @@ class VmProvisioner(SshRayUpMode):
                 for pid in out.split()
             ]
         return items
+
+
+class VmProvisioner(SshRayUpMode[VmMachines]):
+    """``ray up`` over SSH onto containers (default) or the user's hosts: the SSH deployer
+    given :class:`VmMachines`."""
+
+    OPTIONS: ClassVar[tuple[Option[Any], ...]] = VmMachines.OPTIONS
+
+    def __init__(self) -> None:
+        super().__init__(VmMachines())
+
+    def node_addresses(self) -> list[NodeAddresses]:
+        return self.source.node_addresses(self.run)
+
+    def probe_from_outside(
+        self, targets: list[tuple[str, int]], timeout: float
+    ) -> set[tuple[str, int]]:
+        return self.source.probe_from_outside(targets, timeout)
+
+    def kill_head(self) -> str:
+        return self.source.kill_head(self.run)
+
+    def recovers_head(self) -> bool:
+        return False  # nothing restarts a `ray up` head on these machines

@@ -121,7 +121,7 @@ def _refused(tmp_path: Path, spec: ClusterSpec, match: str) -> None:
     p = AwsProvisioner()
     with pytest.raises(ProvisionError, match=match) as info:
         p.provision(spec)
-    assert p.stage is None  # refused before moto, a network or a container existed
+    assert p.source.stage is None  # refused before moto, a network or a container existed
     p.teardown()
     assert p.inventory() == []
     assert not (spec.workdir / "cluster.yaml").exists()
@@ -165,7 +165,7 @@ def test_render_sets_run_name_key_tags_and_no_network_setup(tmp_path: Path) -> N
     spec = _spec(tmp_path)
     p = AwsProvisioner()
     p._spec = spec
-    p.plan(spec)
+    p.source.plan(p.run)
     p.prepare_access()
     try:
         config = p.render([])
@@ -208,8 +208,8 @@ def test_no_autoscaled_type_when_asked_for_none(tmp_path: Path) -> None:
     spec = _spec(tmp_path, **{autoscaling.AUTOSCALE_MAX.key: 0})
     p = AwsProvisioner()
     p._spec = spec
-    p.plan(spec)
-    assert autoscaling.NODE_TYPE not in p._base["available_node_types"]
+    p.source.plan(p.run)
+    assert autoscaling.NODE_TYPE not in p.source._base["available_node_types"]
     assert p.autoscaling_limits() is None
 
 
@@ -247,7 +247,7 @@ def test_skip_setup_empties_every_setup_command(tmp_path: Path) -> None:
     spec = _spec(tmp_path, **{CLUSTER_YAML.key: path, SKIP_SETUP.key: True})
     p = AwsProvisioner()
     p._spec = spec
-    p.plan(spec)
+    p.source.plan(p.run)
     p.prepare_access()
     try:
         assert p.render([])["setup_commands"] == []
@@ -308,9 +308,10 @@ def test_teardown_removes_rays_leftovers_and_reports_a_planted_group(
     spec = _spec(tmp_path, **{REHEARSAL.key: False})
     p = AwsProvisioner()
     p._spec = spec
-    p.plan(spec)
-    ec2.import_key_pair(KeyName=p._key_name, PublicKeyMaterial=_public_key(tmp_path))
-    _launch(ec2, p._cluster, spec.run_id)  # an instance `ray down` missed, and Ray's group
+    machines = p.source
+    machines.plan(p.run)
+    ec2.import_key_pair(KeyName=machines._key_name, PublicKeyMaterial=_public_key(tmp_path))
+    _launch(ec2, machines._cluster, spec.run_id)  # an instance `ray down` missed, and Ray's group
     planted = ec2.create_security_group(
         GroupName="planted",
         Description="left on purpose",
@@ -321,13 +322,13 @@ def test_teardown_removes_rays_leftovers_and_reports_a_planted_group(
             }
         ],
     )
-    monkeypatch.setattr(p, "ec2", lambda: ec2)
+    monkeypatch.setattr(machines, "ec2", lambda: ec2)
     monkeypatch.setattr(
-        p, "_client", lambda service: boto3.client(service, region_name="us-west-2")
+        machines, "_client", lambda service: boto3.client(service, region_name="us-west-2")
     )
-    p._cleaned = False
-    p.remove_machines()
-    left = p.leak_query()
+    machines._cleaned = False
+    machines.remove_machines(p.run)
+    left = machines.leak_query(p.run)
     assert [(i.kind, i.name, i.detail) for i in left] == [
         ("security-group", planted["GroupId"], "planted")
     ]
@@ -365,7 +366,7 @@ def test_only_addresses_on_the_run_network_are_dialed(tmp_path: Path, ip: str) -
         stage.check_address(ip)
     p = AwsProvisioner()
     p._spec = _spec(tmp_path)
-    p.stage = stage
+    p.source.stage = stage
     p.ssh_key = tmp_path / "key"
     with pytest.raises(ProvisionError, match="refusing to dial"):
         p.target(Machine("i-1", ip))
@@ -475,7 +476,7 @@ from provisioners.util.naming import run_name
 
 
 def test_plant_a_security_group(ray_cluster, ray_provisioner, ray_spec):
-    ec2 = ray_provisioner.ec2()
+    ec2 = ray_provisioner.source.ec2()
     ec2.create_security_group(
         GroupName=run_name(ray_spec.run_id, "planted"), Description="left on purpose",
         TagSpecifications=[{"ResourceType": "security-group",

@@ -175,14 +175,15 @@ def test_key_inventory_cleanup_and_secrets_against_the_standin(
     )
     mode = IbmProvisioner()
     mode._spec = spec
-    mode.plan(spec)
+    machines, run = mode.source, mode.run
+    machines.plan(run)
     mode.prepare_access()
-    mode.prepare_machines(60)
+    machines.prepare_machines(run, 60)
     cloud = standin.cloud
     [key] = cloud.keys.values()
     assert key["public_key"] == Path(f"{mode.ssh_key}.pub").read_text().strip()
     rendered = mode.render([])
-    path = mode.write_config(rendered)
+    path = machines.write_config(run, rendered)
     # The config `ray up` reads holds the key, for this user only, outside the report.
     assert PLANTED_KEY in path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -202,7 +203,7 @@ def test_key_inventory_cleanup_and_secrets_against_the_standin(
     _launch(rendered, "head")
     _launch(rendered, "worker")
     cloud.rules["r006-rule-planted"] = {"id": "r006-rule-planted", "direction": "inbound"}
-    kinds = sorted(i.kind for i in mode.leak_query())
+    kinds = sorted(i.kind for i in machines.leak_query(run))
     assert kinds == sorted(
         [
             "instance",
@@ -219,9 +220,9 @@ def test_key_inventory_cleanup_and_secrets_against_the_standin(
     # Another cluster's head address, made as the connector names them, unbound for a moment.
     other = cloud.create_floating_ip({"name": "ray-recyclable-othr"}, standin.base)["id"]
 
-    mode.remove_machines()
-    mode.remove_files()
-    left = sorted((i.kind, i.name) for i in mode.leak_query())
+    machines.remove_machines(run)
+    machines.remove_files(run)
+    left = sorted((i.kind, i.name) for i in machines.leak_query(run))
     # What the run made is gone; what it cannot tell from another's is reported, not deleted.
     assert left == [("floating-ip", other), ("security-group-rule", "r006-rule-planted")]
     assert list(cloud.floating_ips) == [other]
@@ -242,8 +243,8 @@ def test_plant_a_rule(ray_cluster, ray_provisioner, ray_spec):
     assert workers
     for name in workers:
         assert ray_provisioner.node_exec(name, ["hostname"], 60).strip() == name
-    vpc = ray_provisioner.vpc()
-    sg = ray_provisioner.stage.account["security_group_id"]
+    vpc = ray_provisioner.source.vpc()
+    sg = ray_provisioner.source.stage.account["security_group_id"]
     vpc.create_security_group_rule(sg, {"direction": "inbound", "protocol": "tcp",
                                         "port_min": 8265, "port_max": 8265})
 """

@@ -123,14 +123,15 @@ def test_aws_leak_query_reports_the_failed_listing_before_and_after_cleanup(
     spec = _spec(tmp_path, "aws", **{REHEARSAL.key: False})
     mode = AwsProvisioner()
     mode._spec = spec
-    mode.plan(spec)
-    monkeypatch.setattr(mode, "ec2", lambda: ec2_down)
-    [before] = mode.leak_query()
+    machines = mode.source
+    machines.plan(mode.run)
+    monkeypatch.setattr(machines, "ec2", lambda: ec2_down)
+    [before] = machines.leak_query(mode.run)
     assert before.kind == INVENTORY_ERROR
     assert before.name == "EC2 instances"
-    mode._cleaned = False
-    mode.remove_machines()  # cleanup fails too; the snapshot it leaves is the failure
-    assert _errors(mode.leak_query()) == [str(before)]
+    machines._cleaned = False
+    machines.remove_machines(mode.run)  # cleanup fails too; the snapshot it leaves is the failure
+    assert _errors(machines.leak_query(mode.run)) == [str(before)]
     assert "Unavailable" in before.detail
 
 
@@ -151,11 +152,13 @@ def test_ibm_leak_query_reports_the_failed_listing(
 ) -> None:
     mode = IbmProvisioner()
     mode._spec = _spec(tmp_path, "ibm")
-    mode._cluster, mode._before = "rc-r1-ibm", Snapshot(set(), {})
+    machines = mode.source
+    machines._spec = mode.spec  # as plan() keeps it
+    machines._cluster, machines._before = "rc-r1-ibm", Snapshot(set(), {})
     with serve("rc-key") as standin:
         vpc = vpc_client(standin.base, "wrong-key", standin.base)  # IAM refuses the key
-        monkeypatch.setattr(mode, "vpc", lambda: vpc)
-        errors = _errors(mode.leak_query())
+        monkeypatch.setattr(machines, "vpc", lambda: vpc)
+        errors = _errors(machines.leak_query(mode.run))
     assert len(errors) == 1, errors
     assert errors[0].startswith("could not list VPC instances: ")
     assert "Provided API key could not be found" in errors[0]
@@ -196,7 +199,8 @@ def test_docker_inventory_without_an_engine_is_a_failure_and_keeps_what_it_made(
 def test_vm_inventory_without_an_engine_is_a_failure(tmp_path: Path) -> None:
     mode = VmProvisioner()
     mode._spec = _spec(tmp_path, "vm", **{containers.DOCKER_HOST.key: _dead_engine()})
-    errors = _errors(mode.leak_query())
+    mode.source.plan(mode.run)
+    errors = _errors(mode.source.leak_query(mode.run))
     assert len(errors) == 1, errors
     assert errors[0].startswith("could not list Docker objects of run ")
 

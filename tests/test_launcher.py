@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import stat
 import sys
@@ -15,8 +16,23 @@ import psutil
 import pytest
 import yaml
 
-from provisioners.contract.base import ClusterSpec, ProvisionError, Timeouts
-from provisioners.launcher import LAUNCHER_CONFIG, Launcher, Machine, RayUpMode, cli, config
+from provisioners.contract.base import (
+    ClusterSpec,
+    Endpoint,
+    ProvisionError,
+    Timeouts,
+    direct_endpoint,
+)
+from provisioners.launcher import (
+    LAUNCHER_CONFIG,
+    Launcher,
+    Machine,
+    MachineSourceBase,
+    RayUpMode,
+    RayUpRun,
+    cli,
+    config,
+)
 from provisioners.launcher.ssh import SshTarget, generate_key, wait_for_ssh
 from provisioners.util import runstate
 from provisioners.util.runner import CommandError, CommandTimeout, run
@@ -230,7 +246,7 @@ def test_user_overrides_must_be_a_mapping(tmp_path: Path) -> None:
 # --- The driver, with a stand-in mode ----------------------------------------------------------
 
 
-class FakeMode(RayUpMode):
+class FakeMachines(MachineSourceBase):
     """Two machines that exist only as names; the second never joins unless told to."""
 
     TEMPLATE: ClassVar[str] = "autoscale.yaml"
@@ -241,33 +257,48 @@ class FakeMode(RayUpMode):
         self.joined = joined
         self.events: list[str] = []
 
-    def prepare_machines(self, timeout: float) -> list[Machine]:
+    def prepare_machines(self, run: RayUpRun, timeout: float) -> list[Machine]:
         self.events.append("prepare")
         return list(self.MACHINES)
 
-    def provider_section(self, machines: Sequence[Machine]) -> dict[str, Any]:
+    def provider_section(self, run: RayUpRun, machines: Sequence[Machine]) -> dict[str, Any]:
         return {"max_workers": len(machines)}
 
-    def alive_nodes(self) -> list[dict[str, Any]]:
-        return [{"ip": m.ip, "hostname": m.name, "node_id": "x"} for m in self.machines][
+    def alive_nodes(self, run: RayUpRun) -> list[dict[str, Any]]:
+        return [{"ip": m.ip, "hostname": m.name, "node_id": "x"} for m in run.machines][
             : self.joined
         ]
 
-    def versions(self) -> tuple[str, str]:
+    def versions(self, run: RayUpRun) -> tuple[str, str]:
         return "2.0.0", "3.11"
 
-    def head_address(self) -> str:
+    def head_address(self, run: RayUpRun) -> str:
         return "10.0.0.1:6379"
 
-    def down(self, timeout: float) -> None:
-        self.events.append("down")
-        super().down(timeout)
+    def port_forward(
+        self, run: RayUpRun, remote_port: int
+    ) -> contextlib.AbstractContextManager[Endpoint]:
+        return direct_endpoint("10.0.0.1", remote_port)
 
-    def remove_machines(self) -> None:
+    def run_in_cluster(self, run: RayUpRun, script: str, timeout: float) -> str:
+        raise RuntimeError("the fake machines run no scripts")
+
+    def down(self, run: RayUpRun, timeout: float) -> None:
+        self.events.append("down")
+        super().down(run, timeout)
+
+    def remove_machines(self, run: RayUpRun) -> None:
         self.events.append("remove")
 
-    def removal_commands(self) -> list[str]:
-        return [*super().removal_commands(), "fake rm n1 n2"]
+    def removal_commands(self, run: RayUpRun) -> list[str]:
+        return [*super().removal_commands(run), "fake rm n1 n2"]
+
+
+class FakeMode(RayUpMode[FakeMachines]):
+    """The ``ray up`` deployer given the fake machines."""
+
+    def __init__(self, joined: int) -> None:
+        super().__init__(FakeMachines(joined))
 
 
 def _driver_spec(tmp_path: Path, **options: object) -> ClusterSpec:
@@ -287,7 +318,7 @@ def test_driver_checks_the_schema_before_any_machine_exists(tmp_path: Path) -> N
     with pytest.raises(ProvisionError, match=r"fake cluster config: field 'upscaling_speed'"):
         mode.provision(_driver_spec(tmp_path, **{LAUNCHER_CONFIG.key: overrides}))
     mode.teardown()
-    assert mode.events == ["remove"]  # nothing prepared; removal is still safe
+    assert mode.source.events == ["remove"]  # nothing prepared; removal is still safe
     assert mode.inventory() == []
 
 
@@ -304,7 +335,7 @@ def test_driver_names_the_node_that_never_joined_then_tears_down_in_order(
         mode.provision(_driver_spec(tmp_path))
     mode.teardown()
     mode.teardown()  # idempotent: `ray down` and the removal's first pass run once
-    assert mode.events == ["prepare", "down", "remove", "remove"]
+    assert mode.source.events == ["prepare", "down", "remove", "remove"]
     assert [c.split()[0] for c in calls.read_text().splitlines()] == ["up", "down"]
 
 

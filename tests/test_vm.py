@@ -12,6 +12,7 @@ import yaml
 
 from provisioners.contract.base import ClusterSpec, ProvisionError, Timeouts
 from provisioners.launcher import LAUNCHER_CONFIG, generate_key
+from provisioners.util import runstate
 from provisioners.util.containers import docker_client
 from provisioners.vm import HOSTS, SSH_KEY, SSH_USER, VmProvisioner
 
@@ -52,6 +53,23 @@ def test_schema_error_fails_before_any_node_exists(tmp_path: Path) -> None:
     p.teardown()
     assert p.inventory() == []
     assert not (spec.workdir / "cluster.yaml").exists()  # `ray up` never got a config
+
+
+def test_a_run_a_sweep_holds_fails_and_tears_down_without_touching_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's lock refused before the source was handed the run: teardown and the leak check
+    still work, and ask nothing of a source that made nothing."""
+
+    def busy(run_id: str) -> None:
+        raise runstate.RunBusy(f"run {run_id}: a sweep is removing it")
+
+    monkeypatch.setattr(runstate, "hold", busy)  # the driver calls runstate.hold
+    p = VmProvisioner()
+    with pytest.raises(runstate.RunBusy, match="a sweep is removing it"):
+        p.provision(_spec(tmp_path))
+    p.teardown()
+    assert p.inventory() == []
 
 
 def test_missing_key_for_real_hosts_is_a_clear_error(tmp_path: Path) -> None:

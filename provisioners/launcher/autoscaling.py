@@ -18,6 +18,7 @@ from provisioners.contract.base import (
     ProvisionError,
 )
 from provisioners.contract.options import Option
+from provisioners.launcher.driver import RayUpRun
 
 # 0.2 min: NOTES measured removal ~20 s after work ended (fake provider).
 IDLE_TIMEOUT = Option.seconds(
@@ -90,33 +91,34 @@ def instances_not_nodes(inventory: list[InventoryItem], alive_ips: set[str]) -> 
 
 
 class CloudAutoscaling:
-    """The autoscaled type on a cloud ``ray up`` mode: ``SupportsAutoscaling`` and
-    ``SupportsPendingNodes`` over the mode's own instance listing (``cloud_instances``)."""
+    """The autoscaled type on a cloud's machine source: the limits (``SupportsAutoscaling``) and
+    the instances that are no nodes (``SupportsPendingNodes``) over its own instance listing.
 
-    _spec: ClusterSpec | None
+    A mixin of the source; the mode's ability methods delegate here in one line each.
+    """
+
     _autoscale_max = 0  # workers the head's autoscaler may add (its own node type)
+    _autoscale_spec: ClusterSpec | None = None
 
-    def cloud_instances(self) -> list[InventoryItem]:
+    def cloud_instances(self, run: RayUpRun) -> list[InventoryItem]:
         """The run's instances as the cloud lists them (an item per instance)."""
-        raise NotImplementedError
-
-    def alive_nodes(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def add_autoscaled_type(self, spec: ClusterSpec, config: dict[str, Any]) -> None:
         """Add the type to the user's cluster YAML, when ``--ray-cloud-autoscale-max`` asks."""
+        self._autoscale_spec = spec
         self._autoscale_max = spec.get(AUTOSCALE_MAX) or 0
         if self._autoscale_max:
             add_node_type(config, self._autoscale_max, spec.get(IDLE_TIMEOUT))
 
     def autoscaling_limits(self) -> AutoscalingLimits | None:
         """The head's autoscaler on the run's autoscaled node type; None without one."""
-        if not self._autoscale_max or self._spec is None:
+        if not self._autoscale_max or self._autoscale_spec is None:
             return None
-        return limits(self._spec, self._autoscale_max)
+        return limits(self._autoscale_spec, self._autoscale_max)
 
-    def pending_nodes(self) -> list[str]:
+    def pending_nodes(self, run: RayUpRun) -> list[str]:
         """Instances of the run that are not alive Ray nodes: one the autoscaler launched and
         never joined, or one it drained and never terminated."""
-        alive = {str(n["ip"]) for n in self.alive_nodes()}
-        return instances_not_nodes(self.cloud_instances(), alive)
+        alive = {str(n["ip"]) for n in run.alive_nodes()}
+        return instances_not_nodes(self.cloud_instances(run), alive)
