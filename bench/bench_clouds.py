@@ -27,14 +27,16 @@ from bench_rayup import ready_and_teardown
 from figures import save
 
 from fixtures.offline import run_offline
-from provisioners import aws, ibm
 from provisioners.contract.base import ClusterSpec, Provisioner
+from provisioners.modes.aws import AwsProvisioner
+from provisioners.modes.ibm import IbmProvisioner
+from provisioners.modes.vm import VmProvisioner
+from provisioners.sources import aws, ibm
 from provisioners.util.nodeimage import IMAGE_BUILD
-from provisioners.vm import VmProvisioner
 
 CLOUDS: dict[str, tuple[type[Provisioner], dict[str, object]]] = {
-    "aws": (aws.AwsProvisioner, {aws.REHEARSAL.key: True}),
-    "ibm": (ibm.IbmProvisioner, {ibm.REHEARSAL.key: True, ibm.COMPAT.key: True}),
+    "aws": (AwsProvisioner, {aws.REHEARSAL.key: True}),
+    "ibm": (IbmProvisioner, {ibm.REHEARSAL.key: True, ibm.COMPAT.key: True}),
 }
 
 

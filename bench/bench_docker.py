@@ -24,8 +24,8 @@ from figures import MIB, save
 
 from fixtures.offline import run_offline
 from provisioners.contract.base import DEFAULT_WORKERS, RUN_ID_LABEL, ClusterSpec, Timeouts
-from provisioners.docker import DockerProvisioner
-from provisioners.docker.hosts import (
+from provisioners.modes.docker import DockerProvisioner
+from provisioners.sources.docker import (
     OBJECT_STORE_SHARE_OF_SHM,
     SHM_SHARE,
     SHM_SIZE,

@@ -26,8 +26,8 @@ from figures import save
 
 from fixtures.offline import run_offline
 from provisioners.contract.base import ClusterSpec
-from provisioners.docker import DockerProvisioner
 from provisioners.kube.toolchain import ensure_toolchain
+from provisioners.modes.docker import DockerProvisioner
 from provisioners.modes.kind_operator import KindOperatorProvisioner
 
 PHASES = {

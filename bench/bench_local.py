@@ -29,7 +29,7 @@ from figures import save
 from fixtures.clients import run_retrying_flakes
 from fixtures.offline import run_offline
 from provisioners.contract.base import Timeouts
-from provisioners.raystart import STOP_GRACE_S
+from provisioners.deployers.raystart import STOP_GRACE_S
 from provisioners.util.processes import env_with_interpreter_first, kill_all, ray_cli, run_processes
 from provisioners.util.relay import free_port
 from provisioners.util.runner import run_full

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import save
 
 from fixtures.offline import run_offline
-from provisioners.autoscale import AutoscaleProvisioner
 from provisioners.contract.base import ClusterSpec, Provisioner
+from provisioners.modes.autoscale import AutoscaleProvisioner
+from provisioners.modes.vm import VmProvisioner
 from provisioners.util.nodeimage import IMAGE_BUILD
-from provisioners.vm import VmProvisioner
 
 SCALE = """
 import json, time, ray
@@ -93,7 +93,7 @@ def main() -> int:
     results: dict[str, float] = {}
 
     try:
-        from provisioners.docker import DockerProvisioner
+        from provisioners.modes.docker import DockerProvisioner
     except ImportError as e:
         print(f"docker mode unavailable ({e}); ratios are omitted")
         docker_ready = docker_down = None

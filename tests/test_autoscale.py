@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioners import autoscale
-from provisioners.autoscale import AutoscaleProvisioner
 from provisioners.contract.base import ClusterSpec, ProvisionError, Timeouts
-from provisioners.launcher import LAUNCHER_CONFIG
+from provisioners.deployers.launcher import LAUNCHER_CONFIG
+from provisioners.modes.autoscale import AutoscaleProvisioner
+from provisioners.sources import fake_provider
 
 
 def _spec(
@@ -63,7 +63,7 @@ def test_head_that_dies_half_way_is_reported_and_cleaned(
         "exit 1\n"
     )
     fake.chmod(0o755)
-    monkeypatch.setattr(autoscale, "ray_cli", lambda: str(fake))
+    monkeypatch.setattr(fake_provider, "ray_cli", lambda: str(fake))
     p = AutoscaleProvisioner()
     try:
         with pytest.raises(ProvisionError, match=r"ray start --head. exited 1: .*GCS failed") as e:

@@ -17,11 +17,15 @@ import boto3
 import pytest
 import yaml
 
-from provisioners import aws
-from provisioners.aws import (
+from provisioners.contract.base import RUN_ID_LABEL, ClusterSpec, ProvisionError, Timeouts
+from provisioners.deployers.launcher import CLUSTER_YAML, Machine, autoscaling
+from provisioners.modes.aws import AwsProvisioner
+from provisioners.rehearsals.aws import Stage, ec2_listing
+from provisioners.rehearsals.stage import DropRule, InstanceLoop
+from provisioners.sources import aws
+from provisioners.sources.aws import (
     REHEARSAL,
     SKIP_SETUP,
-    AwsProvisioner,
     aws_inventory,
     credentials_found,
     failed_setup,
@@ -29,10 +33,6 @@ from provisioners.aws import (
     security_group_name,
     shared_iam,
 )
-from provisioners.contract.base import RUN_ID_LABEL, ClusterSpec, ProvisionError, Timeouts
-from provisioners.launcher import CLUSTER_YAML, Machine, autoscaling
-from provisioners.rehearsals.aws import Stage, ec2_listing
-from provisioners.rehearsals.stage import DropRule, InstanceLoop
 from provisioners.util import containers, nodeimage, runstate
 from provisioners.util.containers import engine_problem
 from provisioners.util.naming import run_name

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from provisioners.contract.base import INVENTORY_ERROR, InventoryItem, ProvisionError
-from provisioners.launcher import autoscaling
-from provisioners.launcher.autoscaling import instances_not_nodes
+from provisioners.deployers.launcher import autoscaling
+from provisioners.deployers.launcher.autoscaling import instances_not_nodes
 
 RUN = "r1"
 

@@ -34,15 +34,15 @@ from provisioners.contract.base import (
     Timeouts,
 )
 from provisioners.contract.options import Option, OptionError, declared
-from provisioners.docker import DockerProvisioner
-from provisioners.docker.hosts import (
+from provisioners.deployers.raystart import NodeHosts, RayNode, RayStartMode
+from provisioners.modes.docker import DockerProvisioner
+from provisioners.sources.docker import (
     PUBLISH_DASHBOARD,
     SHM_SIZE,
     WORKER_COMMAND,
     ContainerHosts,
     ContainerNode,
 )
-from provisioners.raystart import NodeHosts, RayNode, RayStartMode
 from provisioners.util import nodeimage, services
 from provisioners.util.containers import DOCKER_HOST, docker_client
 from provisioners.util.iptables import NO_EGRESS

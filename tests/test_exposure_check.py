@@ -21,12 +21,12 @@ import yaml
 from leftovers import REPO, labeled, sweep
 
 from provisioners.contract.base import RUN_ID_LABEL
-from provisioners.launcher import generate_key
-from provisioners.launcher.ssh import SshTarget, wait_for_ssh
+from provisioners.deployers.launcher import generate_key
+from provisioners.deployers.launcher.ssh import SshTarget, wait_for_ssh
+from provisioners.sources.vm import BOOTSTRAP_FILES, SSHD_COMMAND
 from provisioners.util import nodeimage, services
 from provisioners.util.containers import docker_client, engine_problem
 from provisioners.util.services import Service
-from provisioners.vm import BOOTSTRAP_FILES, SSHD_COMMAND
 
 
 @pytest.fixture

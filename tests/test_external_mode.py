@@ -11,8 +11,8 @@ import pytest
 
 from provisioners.contract.base import ClusterHandle, ClusterSpec, ProvisionError, Timeouts
 from provisioners.contract.options import OptionError
-from provisioners.local import LocalProvisioner
 from provisioners.modes.external import ADDRESS, DASHBOARD_URL, EXPECT_NODES, parse_address
+from provisioners.modes.local import LocalProvisioner
 from provisioners.util.waits import wait_for
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"

@@ -127,7 +127,7 @@ def test_duplicate_entry_point_name_warns_with_both_sources(
     result.stdout.re_match_lines(
         [
             r".*PytestConfigWarning: mode 'local' is registered twice \("
-            r"(?=.*vendormod:VendorProvisioner)(?=.*provisioners\.local:LocalProvisioner).*"
+            r"(?=.*vendormod:VendorProvisioner)(?=.*provisioners\.modes\.local:LocalProvisioner).*"
         ]
     )
 
@@ -202,7 +202,7 @@ MODULES_CONFTEST = """
 import sys
 from pathlib import Path
 
-MODES = {"provisioners.local", "provisioners.docker", "provisioners.aws", "provisioners.kube"}
+MODES = {"provisioners.modes.local", "provisioners.modes.docker", "provisioners.modes.aws"}
 
 
 def pytest_unconfigure(config):
@@ -214,11 +214,15 @@ def pytest_unconfigure(config):
     ("args", "imported", "modules"),
     [
         (("--ray-modes", "vendor"), False, ""),
-        (("--ray-modes", "local", "--co"), False, "provisioners.local"),
+        (("--ray-modes", "local", "--co"), False, "provisioners.modes.local"),
         (("--ray-modes", "spy"), True, ""),
         # A flag no imported mode declares: every mode is imported so it means what it did.
-        (("--ray-modes", "vendor", "--ray-spy-zone=eu"), True, "*provisioners.aws*"),
-        (("--help",), True, "*provisioners.aws*provisioners.docker*provisioners.local*"),
+        (("--ray-modes", "vendor", "--ray-spy-zone=eu"), True, "*provisioners.modes.aws*"),
+        (
+            ("--help",),
+            True,
+            "*provisioners.modes.aws*provisioners.modes.docker*provisioners.modes.local*",
+        ),
     ],
     ids=["another mode", "a built-in", "selected", "its flag given", "help"],
 )
@@ -246,3 +250,20 @@ def test_a_run_imports_only_the_modes_it_selects(
     elif not imported:
         # Never imported, so never a warning about the broken one either.
         assert "broken" not in result.stdout.str()
+
+
+def test_an_ini_setting_of_an_unselected_mode_still_means_what_it_did(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``ray_*`` key in the config file that no selected mode declares imports every mode, so
+    the key stays known (no "unknown config option") as it was before modes loaded lazily."""
+    pytester.makepyfile(spymod=SPY_MODULE)
+    pytester.makeini("[pytest]\nray_spy_zone = eu\n")
+    make_vendor_dist(
+        pytester,
+        monkeypatch,
+        "vendor = vendormod:VendorProvisioner\nspy = spymod:SpyProvisioner",
+    )
+    result = run_subprocess(pytester, "--ray-modes", "vendor", "--strict-config", "-W", "error")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    assert (pytester.path / "spy-imported").exists()

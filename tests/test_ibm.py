@@ -16,16 +16,9 @@ import pytest
 import yaml
 
 from provisioners.contract.base import ClusterSpec, Timeouts
-from provisioners.ibm import (
-    API_KEY_ENVS,
-    COMPAT,
-    COMPAT_CLASS,
-    REDACTED,
-    TAGS_FILE,
-    IbmProvisioner,
-)
-from provisioners.launcher import CLUSTER_YAML
-from provisioners.launcher import config as launcher_config
+from provisioners.deployers.launcher import CLUSTER_YAML
+from provisioners.deployers.launcher import config as launcher_config
+from provisioners.modes.ibm import IbmProvisioner
 from provisioners.rehearsals.ibm_probe import (
     COMPAT_DIR,
     CONNECTOR_CLASS,
@@ -33,6 +26,13 @@ from provisioners.rehearsals.ibm_probe import (
     probe,
 )
 from provisioners.rehearsals.ibm_standin import ZONE, StandIn, serve
+from provisioners.sources.ibm import (
+    API_KEY_ENVS,
+    COMPAT,
+    COMPAT_CLASS,
+    REDACTED,
+    TAGS_FILE,
+)
 
 PLANTED_KEY = "planted-ibm-api-key-7f3a9c"
 REPO = Path(__file__).resolve().parent.parent

@@ -23,7 +23,6 @@ import pytest
 import yaml
 from botocore.config import Config
 
-from provisioners.aws import REHEARSAL, AwsProvisioner, aws_inventory
 from provisioners.contract.base import (
     INVENTORY_ERROR,
     ClusterSpec,
@@ -31,14 +30,17 @@ from provisioners.contract.base import (
     InventoryItem,
     Timeouts,
 )
-from provisioners.docker.provisioner import DockerProvisioner
-from provisioners.ibm import IbmProvisioner, Snapshot, ibm_inventory
-from provisioners.ibm_vpc import collect, vpc_client
+from provisioners.modes.aws import AwsProvisioner
+from provisioners.modes.docker import DockerProvisioner
+from provisioners.modes.ibm import IbmProvisioner
+from provisioners.modes.vm import VmProvisioner
 from provisioners.rehearsals.aws import Stage
 from provisioners.rehearsals.ibm_standin import serve
+from provisioners.sources.aws import REHEARSAL, aws_inventory
+from provisioners.sources.ibm import Snapshot, ibm_inventory
 from provisioners.util import containers
+from provisioners.util.ibm_vpc import collect, vpc_client
 from provisioners.util.relay import free_port
-from provisioners.vm import VmProvisioner
 
 EC2_DOWN = (
     b"<?xml version='1.0' encoding='UTF-8'?><Response><Errors><Error><Code>Unavailable</Code>"

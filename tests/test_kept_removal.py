@@ -24,7 +24,7 @@ import pytest
 import yaml
 from leftovers import REPO, clean_shell, labeled, plant, processes, rules, secrets_found, sweep
 
-from provisioners.launcher.cli import config_caches
+from provisioners.deployers.launcher.cli import config_caches
 from provisioners.util import runstate
 from provisioners.util.containers import engine_problem
 from provisioners.util.iptables import iptables

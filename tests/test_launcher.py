@@ -23,7 +23,7 @@ from provisioners.contract.base import (
     Timeouts,
     direct_endpoint,
 )
-from provisioners.launcher import (
+from provisioners.deployers.launcher import (
     LAUNCHER_CONFIG,
     Launcher,
     Machine,
@@ -33,7 +33,7 @@ from provisioners.launcher import (
     cli,
     config,
 )
-from provisioners.launcher.ssh import SshTarget, generate_key, wait_for_ssh
+from provisioners.deployers.launcher.ssh import SshTarget, generate_key, wait_for_ssh
 from provisioners.util import runstate
 from provisioners.util.runner import CommandError, CommandTimeout, run
 from provisioners.util.waits import wait_for

@@ -47,13 +47,19 @@ def test_the_checkout_keeps_every_contract(copy: Path) -> None:
 @pytest.mark.parametrize(
     ("module", "line", "broken"),
     [
-        ("suites/test_spread.py", "import provisioners.docker", "never name a mode"),
+        ("suites/test_spread.py", "import provisioners.modes.docker", "never name a mode"),
         (
             "provisioners/contract/base.py",
             "import provisioners.util.waits",
             "imports no mode or utility",
         ),
         ("provisioners/util/waits.py", "import provisioners.util.runner", "No import cycle"),
+        (
+            "provisioners/deployers/raystart.py",
+            "import provisioners.sources.local",
+            "Modes compose",
+        ),
+        ("provisioners/util/naming.py", "import provisioners.kube.api", "Modes compose"),
     ],
 )
 def test_each_contract_fails_when_its_rule_is_broken(
@@ -66,19 +72,23 @@ def test_each_contract_fails_when_its_rule_is_broken(
     assert any(broken in row and "BROKEN" in row for row in out.splitlines()), out
 
 
-def test_every_registered_mode_and_deployer_is_behind_both_contracts() -> None:
-    """The contracts name modules, so a new built-in mode must join their lists: this fails
-    until it does (the registry, not memory, says which modules are modes)."""
+def test_every_module_sits_in_a_layer_and_every_mode_in_modes() -> None:
+    """The layout is the architecture: each built-in mode's module is in provisioners/modes (the
+    registry, not memory, says which modules are modes), every package of provisioners/ is a
+    layer of the layers contract, and the harness may import none of the parts."""
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    modules = {v.split(":")[0] for v in project["project"]["entry-points"][ENTRY_POINTS].values()}
-    modules |= {"provisioners.raystart", "provisioners.launcher", "provisioners.deployers"}
-    for contract in project["tool"]["importlinter"]["contracts"][:2]:
-        forbidden = contract["forbidden_modules"]
-
-        def covered(module: str, forbidden: list[str] = forbidden) -> bool:
-            return any(module == f or module.startswith(f + ".") for f in forbidden)
-
-        missing = sorted(m for m in modules if not covered(m))
-        assert not missing, f"{contract['name']!r} does not forbid {missing}"
+    modes = {v.split(":")[0] for v in project["project"]["entry-points"][ENTRY_POINTS].values()}
+    assert {m.rpartition(".")[0] for m in modes} == {"provisioners.modes"}, modes
+    contracts = project["tool"]["importlinter"]["contracts"]
+    (layers,) = [c for c in contracts if c["type"] == "layers"]
+    layered = {name.strip() for layer in layers["layers"] for name in layer.split("|")}
+    root = REPO / "provisioners"
+    found = {p.stem for p in root.glob("*.py")} | {
+        p.parent.name for p in root.glob("*/__init__.py")
+    }
+    assert found - {"__init__", "__main__"} == layered
+    harness = contracts[0]["forbidden_modules"]
+    parts = ["modes", "sources", "deployers", "rules", "rehearsals", "kube"]
+    assert harness == [f"provisioners.{p}" for p in parts]

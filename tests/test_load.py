@@ -24,7 +24,7 @@ import pytest
 from harness_fakes import REPO, run_subprocess
 
 from provisioners.contract.base import ClusterHandle, ClusterSpec
-from provisioners.local import LocalProvisioner
+from provisioners.modes.local import LocalProvisioner
 from reports.html import _loads
 from reports.model import Result
 from suites.test_spread import check_load, check_together, parse_result, spread_source

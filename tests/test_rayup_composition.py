@@ -14,11 +14,8 @@ from typing import Any
 
 import pytest
 
-from provisioners.autoscale import AutoscaleMachines, AutoscaleProvisioner
-from provisioners.aws import AwsMachines, AwsProvisioner
 from provisioners.contract import base
-from provisioners.ibm import IbmMachines, IbmProvisioner
-from provisioners.launcher import (
+from provisioners.deployers.launcher import (
     DirectMachineSource,
     MachineSource,
     RayUpMode,
@@ -26,8 +23,15 @@ from provisioners.launcher import (
     SshMachineSource,
     SshRayUpMode,
 )
-from provisioners.launcher.driver import RayUpDriver
-from provisioners.vm import VmMachines, VmProvisioner
+from provisioners.deployers.launcher.driver import RayUpDriver
+from provisioners.modes.autoscale import AutoscaleProvisioner
+from provisioners.modes.aws import AwsProvisioner
+from provisioners.modes.ibm import IbmProvisioner
+from provisioners.modes.vm import VmProvisioner
+from provisioners.sources.aws import AwsMachines
+from provisioners.sources.fake_provider import AutoscaleMachines
+from provisioners.sources.ibm import IbmMachines
+from provisioners.sources.vm import VmMachines
 
 MODES: dict[type[Any], tuple[type[Any], type[Any], type[Any]]] = {
     # mode: (deployer, source class, the source Protocol that deployer takes)

@@ -223,8 +223,8 @@ def test_a_dead_aws_runs_ec2_objects_are_found_by_its_notes_and_removed(
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from provisioners.aws import CLUSTER_TAG, security_group_name
     from provisioners.contract.base import RUN_ID_LABEL
+    from provisioners.sources.aws import CLUSTER_TAG, security_group_name
     from provisioners.util.relay import free_port
 
     port = free_port()

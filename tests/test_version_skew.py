@@ -26,7 +26,7 @@ CLUSTER = """
 import json, sys
 from pathlib import Path
 from provisioners.contract.base import ClusterSpec
-from provisioners.local import LocalProvisioner
+from provisioners.modes.local import LocalProvisioner
 
 provisioner = LocalProvisioner()
 spec = ClusterSpec(mode="local", run_id=sys.argv[1], workdir=Path(sys.argv[2]), workers=0)

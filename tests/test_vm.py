@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from provisioners.contract.base import ClusterSpec, ProvisionError, Timeouts
-from provisioners.launcher import LAUNCHER_CONFIG, generate_key
+from provisioners.deployers.launcher import LAUNCHER_CONFIG, generate_key
+from provisioners.modes.vm import VmProvisioner
+from provisioners.sources.vm import HOSTS, SSH_KEY, SSH_USER
 from provisioners.util import runstate
 from provisioners.util.containers import docker_client
-from provisioners.vm import HOSTS, SSH_KEY, SSH_USER, VmProvisioner
 
 
 def _spec(tmp_path: Path, **options: object) -> ClusterSpec:

@@ -290,7 +290,7 @@ def _path(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
 
 def _ray_cluster(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
     """Files Ray's launcher keeps for a cluster outside the run's dirs."""
-    from provisioners.launcher.cli import config_caches, control_dir
+    from provisioners.deployers.launcher.cli import config_caches, control_dir
 
     name, mode = str(entry["name"]), str(entry.get("mode") or "")
     paths: list[Path] = []
@@ -384,8 +384,8 @@ def _kube(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
 
 def _ssh_hosts(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
     """Ray of the run on a user's hosts, and the copies ``ray up`` put on the head."""
-    from provisioners.launcher.ssh import SshTarget
-    from provisioners.vm import BOOTSTRAP_FILES, MARKED_PROCS, STOP_MARKED
+    from provisioners.deployers.launcher.ssh import SshTarget
+    from provisioners.sources.vm import BOOTSTRAP_FILES, MARKED_PROCS, STOP_MARKED
 
     key, user, mode = Path(str(entry["key"])), str(entry["user"]), str(entry.get("mode") or "")
     cluster = str(entry.get("cluster") or "")
@@ -434,7 +434,7 @@ def _aws(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
     import botocore.session
     from botocore.config import Config
 
-    from provisioners.aws import aws_inventory, credentials_found, security_group_name
+    from provisioners.sources.aws import aws_inventory, credentials_found, security_group_name
 
     if not credentials_found():
         return [
@@ -509,8 +509,8 @@ def _aws(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
 
 def _ibm(run_id: str, entry: dict[str, Any]) -> list[Leftover]:
     """The run's VPC objects: instances named for its cluster, their floating IPs, the key."""
-    from provisioners.ibm import Snapshot, api_key_from_env, ibm_inventory
-    from provisioners.ibm_vpc import vpc_client
+    from provisioners.sources.ibm import Snapshot, api_key_from_env, ibm_inventory
+    from provisioners.util.ibm_vpc import vpc_client
 
     key = api_key_from_env()
     if not key:

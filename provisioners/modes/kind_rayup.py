@@ -28,7 +28,7 @@ from provisioners.contract.base import (
     ProvisionError,
 )
 from provisioners.contract.options import Option
-from provisioners.launcher.config import load_template
+from provisioners.deployers.launcher.config import load_template
 from provisioners.util import nodeimage
 from provisioners.util.runner import CommandError, CommandTimeout, pip_download
 

@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
 from provisioners.contract.base import Deadline
-from provisioners.ibm_vpc import collect, primary_address, vpc_client
 from provisioners.rehearsals import stage
 from provisioners.rehearsals.ibm_standin import READY_LINE, Cloud
 from provisioners.rehearsals.stage import Instance, Layout
+from provisioners.util.ibm_vpc import collect, primary_address, vpc_client
 
 SUBNET = "10.240.0.0/16"
 INSTANCES = "10.240.0.0/24"  # the stand-in's zone subnet: instances get .4 onwards

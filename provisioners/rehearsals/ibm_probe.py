@@ -31,7 +31,7 @@ from provisioners.util.runner import CommandError, run
 #: The connector's provider class since 1.0.0b64; the book's YAML names the old one.
 CONNECTOR_CLASS = "gen2.node_provider.IBMGen2NodeProvider"
 OLD_CONNECTOR_CLASS = "gen2.node_provider.Gen2NodeProvider"
-COMPAT_DIR = Path(__file__).parent.parent / "ibm_compat"
+COMPAT_DIR = Path(__file__).parents[1] / "sources" / "ibm_compat"
 CLUSTER = "rc-probe"
 PROBE_TIMEOUT_S = 120.0
 VERDICT = "probe-verdict:"

@@ -43,8 +43,8 @@ from provisioners.contract.base import (
     ProvisionError,
     listing,
 )
-from provisioners.launcher.cli import Launcher
-from provisioners.launcher.ssh import SshTarget
+from provisioners.deployers.launcher.cli import Launcher
+from provisioners.deployers.launcher.ssh import SshTarget
 from provisioners.util import containers, nodeimage, runstate
 from provisioners.util.iptables import CountedRule
 from provisioners.util.naming import run_name

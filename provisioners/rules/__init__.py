@@ -1,1 +1,3 @@
-"""A platform's rules, applied to any source of its kind: OpenShift's SCC grants and non-root pods on a Kubernetes cluster."""
+"""A platform's rules, applied to any source of its kind: OpenShift's SCC grants and non-root pods
+on a Kubernetes cluster.
+"""

@@ -12,6 +12,7 @@ from provisioners.contract.base import ClusterSpec, IngressRoute, ProvisionError
 from provisioners.contract.options import Option
 from provisioners.deployers import ingress
 from provisioners.deployers.kuberay import KubeRayDeployer, OperatorSource, RaySize
+from provisioners.deployers.launcher.autoscaling import IDLE_TIMEOUT
 from provisioners.deployers.operator import (
     KUBERAY_VERSION,
     OPERATOR_IMAGE,
@@ -27,7 +28,6 @@ from provisioners.deployers.operator import (
 from provisioners.kube import artifacts
 from provisioners.kube.clusters import ClusterProvider, ExistingCluster, KindCluster
 from provisioners.kube.toolchain import ToolchainUnavailable
-from provisioners.launcher.autoscaling import IDLE_TIMEOUT
 from provisioners.util import containers, nodeimage, runstate
 from provisioners.util.naming import run_name
 

@@ -5,7 +5,7 @@ container, and the containers the harness's tests start: testcontainers gives th
 lifecycle (create, start, a wait strategy, logs, stop). Each carries the run's labels, so the
 run's inventory lists it and ``provisioners sweep`` removes it after a crash like every other
 object of the run. The node containers of the docker and vm modes stay on the Docker SDK
-(``provisioners/docker``, ``provisioners/vm.py``): they are the cluster under test, with shm,
+(``provisioners/modes/docker``, ``provisioners/sources/vm.py``): they are the cluster under test, with shm,
 egress rules, restarts and per-node exec that the modes manage themselves.
 
 Images are never pulled: each is built or cached here first, and a missing one is an error.

@@ -1,7 +1,7 @@
 """An example vendor mode: "Example Ray Service", whose nodes are processes on this machine.
 
 A vendor whose platform gives hosts and starts Ray on them with ``ray start`` writes only the
-node source: :class:`ExampleHosts` meets ``provisioners.raystart.NodeHosts`` (where the nodes
+node source: :class:`ExampleHosts` meets ``provisioners.deployers.raystart.NodeHosts`` (where the nodes
 run, what they leave, how to remove it), and the mode is the project's ``ray start`` deployer
 given that source. Everything here is the vendor's own: no class of this project is subclassed
 but the deployer, and the option (the "zone") is declared by the source.
@@ -26,7 +26,7 @@ import psutil
 
 from provisioners.contract.base import ClusterSpec, InventoryItem
 from provisioners.contract.options import Option
-from provisioners.raystart import RayStartMode
+from provisioners.deployers.raystart import RayStartMode
 from provisioners.util.runner import Background, Completed, run_full
 
 #: ``--ray-example-zone`` on the command line, ``ray_example_zone`` in an ini file.

@@ -1,6 +1,6 @@
 """Containers of one Docker engine as the ``ray start`` deployer's node source.
 
-:class:`ContainerHosts` meets :class:`provisioners.raystart.NodeHosts`: each Ray node is one
+:class:`ContainerHosts` meets :class:`provisioners.deployers.raystart.NodeHosts`: each Ray node is one
 container of the node image on the run's user bridge network, running ``ray start --block`` as
 its command (:class:`ContainerNode`). The head's dashboard and client ports are published on
 this machine's loopback; scripts and probes run by ``docker exec`` in the head.
@@ -44,7 +44,7 @@ from provisioners.contract.base import (
     listing,
 )
 from provisioners.contract.options import Option
-from provisioners.raystart import RayNode
+from provisioners.deployers.raystart import RayNode
 from provisioners.util import containers, nodeimage
 from provisioners.util.containers import DOCKER_HOST, ENGINE_ERRORS, docker_client, http_timeout
 from provisioners.util.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock

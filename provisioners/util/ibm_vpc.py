@@ -1,6 +1,6 @@
 """The IBM VPC API as the connector calls it: the SDK's client, paging, an instance's address.
 
-Shared by the mode (``provisioners.ibm``) and its rehearsal stand-in, which reads its instances
+Shared by the mode (``provisioners.sources.ibm``) and its rehearsal stand-in, which reads its instances
 through the same client a real account's would be read with.
 """
 

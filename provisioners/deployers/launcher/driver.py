@@ -61,10 +61,10 @@ from provisioners.contract.base import (
     ProvisionError,
 )
 from provisioners.contract.options import Option
-from provisioners.launcher import config
-from provisioners.launcher.cli import Launcher
-from provisioners.launcher.config import LAUNCHER_CONFIG
-from provisioners.launcher.ssh import SshTarget, generate_key, remove_key, wait_for_ssh
+from provisioners.deployers.launcher import config
+from provisioners.deployers.launcher.cli import Launcher
+from provisioners.deployers.launcher.config import LAUNCHER_CONFIG
+from provisioners.deployers.launcher.ssh import SshTarget, generate_key, remove_key, wait_for_ssh
 from provisioners.util import runstate
 from provisioners.util.naming import run_name
 from provisioners.util.processes import ray_cli

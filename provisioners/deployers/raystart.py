@@ -4,8 +4,8 @@ A mode made this way is :class:`RayStartMode` given a :class:`NodeHosts`. The de
 Ray: the ``ray start`` commands, the head's ports, the waits, the handle, port-forward,
 in-cluster scripts, the drain at teardown and head loss. The node source owns where the
 processes run and what they leave behind: its directories, processes or containers, its inventory.
-``local`` is this deployer on processes of this machine (:mod:`provisioners.local`), ``docker``
-on containers of one engine (:mod:`provisioners.docker.hosts`); a vendor's node source plugs in
+``local`` is this deployer on processes of this machine (:mod:`provisioners.sources.local`), ``docker``
+on containers of one engine (:mod:`provisioners.sources.docker`); a vendor's node source plugs in
 the same way (tests/vendor_example).
 """
 

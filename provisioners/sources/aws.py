@@ -1,4 +1,4 @@
-"""Mode ``aws``: ``ray up`` with Ray's aws provider, as the book does, or rehearsed on moto.
+"""The node source of mode ``aws``: ``ray up`` with Ray's aws provider, as the book does, or rehearsed on moto.
 
 The cluster YAML is the book's made safe (``templates/aws.yaml``) or the user's
 (``--ray-cluster-yaml``); the run lays its own cluster name, a key pair it generates and
@@ -9,7 +9,7 @@ the security group ``ray-autoscaler-<cluster>``, the key pair. Ray's IAM role an
 profile are shared by every Ray cluster of an account: reported as kept, never removed.
 
 The mode is the SSH ``ray up`` deployer given a machine source, ``SshRayUpMode(AwsMachines())``
-(:mod:`provisioners.launcher.driver`). :class:`AwsMachines` owns the config, the key pair, the
+(:mod:`provisioners.deployers.launcher.driver`). :class:`AwsMachines` owns the config, the key pair, the
 rehearsal's stage, the cleanup after ``ray down`` and the EC2 inventory; the mode adds only
 one-line delegations for its autoscaling abilities.
 
@@ -34,27 +34,24 @@ from botocore.config import Config
 
 from provisioners.contract.base import (
     RUN_ID_LABEL,
-    AutoscalingLimits,
     ClusterSpec,
     InventoryError,
     InventoryItem,
-    NightlyRun,
     ProvisionError,
     listing,
 )
 from provisioners.contract.options import Option
-from provisioners.launcher import (
+from provisioners.deployers.launcher import (
     CLUSTER_YAML,
     LAUNCHER_CONFIG,
     Launcher,
     Machine,
     MachineSourceBase,
     RayUpRun,
-    SshRayUpMode,
     autoscaling,
 )
-from provisioners.launcher import config as launcher_config
-from provisioners.launcher.ssh import SshTarget
+from provisioners.deployers.launcher import config as launcher_config
+from provisioners.deployers.launcher.ssh import SshTarget
 from provisioners.rehearsals.aws import Stage
 from provisioners.util import containers, nodeimage, runstate
 from provisioners.util.iptables import iptables
@@ -607,26 +604,3 @@ class AwsMachines(MachineSourceBase, autoscaling.CloudAutoscaling):
             f"aws ec2 delete-security-group --group-name {security_group_name(self._cluster)} {region}",
             f"aws ec2 delete-key-pair --key-name {self._key_name} {region}",
         ]
-
-
-class AwsProvisioner(SshRayUpMode[AwsMachines]):
-    """``ray up`` on AWS through Ray's aws provider, or its rehearsal on moto: the SSH
-    deployer given :class:`AwsMachines`."""
-
-    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (
-        NightlyRun("secrets"),
-        NightlyRun("root", "aws-rehearsal", (REHEARSAL.flag,)),
-    )
-    OPTIONS: ClassVar[tuple[Option[Any], ...]] = AwsMachines.OPTIONS
-
-    def __init__(self) -> None:
-        super().__init__(AwsMachines())
-
-    def autoscaling_limits(self) -> AutoscalingLimits | None:
-        return self.source.autoscaling_limits()
-
-    def pending_nodes(self) -> list[str]:
-        return self.source.pending_nodes(self.run)
-
-    def cloud_instances(self) -> list[InventoryItem]:
-        return self.source.cloud_instances(self.run)

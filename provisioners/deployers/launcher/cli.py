@@ -23,7 +23,7 @@ import psutil
 import yaml
 
 from provisioners.contract.base import DASHBOARD_PORT, Endpoint, InventoryItem, ProvisionError
-from provisioners.launcher.ssh import SshTarget
+from provisioners.deployers.launcher.ssh import SshTarget
 from provisioners.util import runstate
 from provisioners.util.processes import ray_cli
 from provisioners.util.relay import free_port

@@ -1,6 +1,6 @@
-"""Mode ``local``: a Ray cluster of processes on this machine (``ray start`` head + workers).
+"""The node source of mode ``local``: a Ray cluster of processes on this machine (``ray start`` head + workers).
 
-The ``ray start`` deployer (:mod:`provisioners.raystart`) on :class:`LocalHosts`: every node is
+The ``ray start`` deployer (:mod:`provisioners.deployers.raystart`) on :class:`LocalHosts`: every node is
 a ``ray start --block`` child in its own process group, with a per-run ``--temp-dir`` and
 kernel-picked ports, so it never collides with a Ray the user already runs and teardown stops
 exactly what this run started (``ray stop`` would kill every Ray here).
@@ -29,7 +29,7 @@ from provisioners.contract.base import (
     listing,
 )
 from provisioners.contract.options import Option
-from provisioners.raystart import RayNode, RayStartMode
+from provisioners.deployers.raystart import RayNode
 from provisioners.util import runstate
 from provisioners.util.processes import (
     env_with_interpreter_first,
@@ -238,15 +238,6 @@ class LocalHosts:
         return run_processes(
             (n.started.pid for n in self._nodes), str(self._temp_dir) if self._temp_dir else None
         )
-
-
-class LocalProvisioner(RayStartMode):
-    """Head and ``--ray-workers`` nodes as local processes (``ray start`` on :class:`LocalHosts`)."""
-
-    OPTIONS: ClassVar[tuple[Option[Any], ...]] = LocalHosts.OPTIONS
-
-    def __init__(self) -> None:
-        super().__init__(LocalHosts(), default_workers=LOCAL_WORKERS)
 
 
 def _shm_entries() -> set[str]:

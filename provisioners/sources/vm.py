@@ -1,11 +1,11 @@
-"""Mode ``vm``: ``ray up`` with Ray's ``local`` provider, over SSH, onto existing machines.
+"""The node source of mode ``vm``: ``ray up`` with Ray's ``local`` provider, over SSH, onto existing machines.
 
 By default the "machines" are containers of the node image on a network of this run, each with
 its own hostname and IP, sshd and this run's key. With ``--ray-vm-hosts head,worker1,...``,
 ``--ray-ssh-user`` and ``--ray-ssh-key`` it drives real hosts instead and creates no containers.
 
 The mode is the SSH ``ray up`` deployer given a machine source, ``SshRayUpMode(VmMachines())``
-(:mod:`provisioners.launcher.driver`): the deployer owns the ``ray up`` sequence, the teardown
+(:mod:`provisioners.deployers.launcher.driver`): the deployer owns the ``ray up`` sequence, the teardown
 order and SSH; :class:`VmMachines` supplies the provider section, the machines, and the leak
 query. Its removal stops the Ray processes this run started on *every* node (``ray down`` with
 this provider leaves Ray running on workers), then removes the containers.
@@ -30,12 +30,11 @@ from provisioners.contract.base import (
     ProvisionError,
 )
 from provisioners.contract.options import Option
-from provisioners.launcher import (
+from provisioners.deployers.launcher import (
     LAUNCHER_CONFIG,
     Machine,
     MachineSourceBase,
     RayUpRun,
-    SshRayUpMode,
 )
 from provisioners.util import containers, nodeimage, runstate
 from provisioners.util.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
@@ -419,27 +418,3 @@ class VmMachines(MachineSourceBase):
                 for pid in out.split()
             ]
         return items
-
-
-class VmProvisioner(SshRayUpMode[VmMachines]):
-    """``ray up`` over SSH onto containers (default) or the user's hosts: the SSH deployer
-    given :class:`VmMachines`."""
-
-    OPTIONS: ClassVar[tuple[Option[Any], ...]] = VmMachines.OPTIONS
-
-    def __init__(self) -> None:
-        super().__init__(VmMachines())
-
-    def node_addresses(self) -> list[NodeAddresses]:
-        return self.source.node_addresses(self.run)
-
-    def probe_from_outside(
-        self, targets: list[tuple[str, int]], timeout: float
-    ) -> set[tuple[str, int]]:
-        return self.source.probe_from_outside(targets, timeout)
-
-    def kill_head(self) -> str:
-        return self.source.kill_head(self.run)
-
-    def recovers_head(self) -> bool:
-        return False  # nothing restarts a `ray up` head on these machines

@@ -6,9 +6,9 @@ the whole sequence and teardown order, given the machine source of a launcher mo
 ``autoscale``, the clouds).
 """
 
-from provisioners.launcher.cli import Launcher
-from provisioners.launcher.config import CLUSTER_YAML, LAUNCHER_CONFIG
-from provisioners.launcher.driver import (
+from provisioners.deployers.launcher.cli import Launcher
+from provisioners.deployers.launcher.config import CLUSTER_YAML, LAUNCHER_CONFIG
+from provisioners.deployers.launcher.driver import (
     GCS_PORT,
     DirectMachineSource,
     Machine,
@@ -19,7 +19,7 @@ from provisioners.launcher.driver import (
     SshMachineSource,
     SshRayUpMode,
 )
-from provisioners.launcher.ssh import SshTarget, generate_key, wait_for_ssh
+from provisioners.deployers.launcher.ssh import SshTarget, generate_key, wait_for_ssh
 
 __all__ = [
     "CLUSTER_YAML",

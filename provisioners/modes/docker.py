@@ -1,7 +1,7 @@
 """Mode ``docker``: the ``ray start`` deployer on containers of one engine.
 
-``DockerProvisioner`` is :class:`provisioners.raystart.RayStartMode` given
-:class:`provisioners.docker.hosts.ContainerHosts`: the deployer owns Ray (its commands, ports,
+``DockerProvisioner`` is :class:`provisioners.deployers.raystart.RayStartMode` given
+:class:`provisioners.sources.docker.ContainerHosts`: the deployer owns Ray (its commands, ports,
 waits, handle, port-forward, scripts, drain and head loss), the source owns the containers, the
 run's network, its egress rules and their removal. The abilities only containers have (exec on a
 node, shared memory, the image run, addresses off the network, a worker's loss) are the source's,
@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 from provisioners.contract.base import NodeAddresses
 from provisioners.contract.options import Option
-from provisioners.docker.hosts import ContainerHosts
-from provisioners.raystart import RayStartMode
+from provisioners.deployers.raystart import RayStartMode
+from provisioners.sources.docker import ContainerHosts
 
 
 class DockerProvisioner(RayStartMode):

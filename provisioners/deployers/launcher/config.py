@@ -18,7 +18,7 @@ import yaml
 from provisioners.contract.base import ProvisionError
 from provisioners.contract.options import Option, kind_of, read_yaml_mapping
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 #: Sections of a cluster config that are mappings (Ray's ray-schema.json: "type": "object").
 MAPPING_SECTIONS = ("provider", "auth", "docker", "available_node_types", "file_mounts")

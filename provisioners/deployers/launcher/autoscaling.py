@@ -18,7 +18,7 @@ from provisioners.contract.base import (
     ProvisionError,
 )
 from provisioners.contract.options import Option
-from provisioners.launcher.driver import RayUpRun
+from provisioners.deployers.launcher.driver import RayUpRun
 
 # 0.2 min: NOTES measured removal ~20 s after work ended (fake provider).
 IDLE_TIMEOUT = Option.seconds(

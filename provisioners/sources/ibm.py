@@ -1,4 +1,4 @@
-"""Mode ``ibm``: ``ray up`` on IBM Cloud VPC through the Gen2 connector, as the book does.
+"""The node source of mode ``ibm``: ``ray up`` on IBM Cloud VPC through the Gen2 connector, as the book does.
 
 The cluster YAML is the user's (``--ray-cluster-yaml``: lithopscloud's output, or a copy of
 ``templates/ibm.yaml`` with the account's VPC, subnet, security group, image and resource
@@ -20,7 +20,7 @@ through a 3-line fix (``ibm_compat/rc_gen2_compat.py``, copied to the head too);
 machine, each instance a container (:mod:`provisioners.rehearsals.ibm`): no account, no cost.
 
 The mode is the SSH ``ray up`` deployer given a machine source, ``SshRayUpMode(IbmMachines())``
-(:mod:`provisioners.launcher.driver`). :class:`IbmMachines` owns the config and its secret, the
+(:mod:`provisioners.deployers.launcher.driver`). :class:`IbmMachines` owns the config and its secret, the
 key, the stage, the cleanup after ``ray down`` and the VPC inventory. It also declares how the
 head is reached: workers through it as a jump host, and Ray at its private address. The mode
 adds only one-line delegations for its autoscaling abilities.
@@ -37,32 +37,29 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from provisioners.contract.base import (
-    AutoscalingLimits,
     ClusterSpec,
     InventoryError,
     InventoryItem,
-    NightlyRun,
     ProvisionError,
     listing,
 )
 from provisioners.contract.options import Option
-from provisioners.ibm_vpc import collect, primary_address, vpc_client
-from provisioners.launcher import (
+from provisioners.deployers.launcher import (
     CLUSTER_YAML,
     LAUNCHER_CONFIG,
     Launcher,
     Machine,
     MachineSourceBase,
     RayUpRun,
-    SshRayUpMode,
     autoscaling,
 )
-from provisioners.launcher import config as launcher_config
-from provisioners.launcher.ssh import SshTarget
+from provisioners.deployers.launcher import config as launcher_config
+from provisioners.deployers.launcher.ssh import SshTarget
 from provisioners.rehearsals.ibm import Stage
 from provisioners.rehearsals.ibm_probe import COMPAT_DIR, CONNECTOR_CLASS, probe
 from provisioners.rehearsals.ibm_standin import ZONE
 from provisioners.util import containers, nodeimage, runstate
+from provisioners.util.ibm_vpc import collect, primary_address, vpc_client
 from provisioners.util.iptables import iptables
 from provisioners.util.naming import run_name
 from provisioners.util.waits import WaitTimeout, wait_for
@@ -74,7 +71,7 @@ PROVIDER = Option.string(
 COMPAT = Option.switch(
     "ibm-compat",
     "ibm: load the connector through ray-conformance's fix of its internal_ip "
-    "(provisioners/ibm_compat/rc_gen2_compat.py, copied to the head)",
+    "(provisioners/sources/ibm_compat/rc_gen2_compat.py, copied to the head)",
 )
 #: The fix's directory: on PYTHONPATH for the probe and the `ray` CLI here, and on the head.
 COMPAT_CLASS = "rc_gen2_compat.IBMGen2NodeProvider"
@@ -464,7 +461,7 @@ class IbmMachines(MachineSourceBase, autoscaling.CloudAutoscaling):
         self.spec.progress(f"imported the run's SSH key as {self._key_name} ({self._key_id})")
 
     def launcher_env(self, run: RayUpRun) -> dict[str, str]:
-        # Autoscaler v1, as the other launcher modes (see provisioners/aws.py).
+        # Autoscaler v1, as the other launcher modes (see provisioners/sources/aws.py).
         env = {"RAY_UP_enable_autoscaler_v2": "0"}
         if self.spec.get(COMPAT):
             env["PYTHONPATH"] = os.pathsep.join(
@@ -670,26 +667,3 @@ class IbmMachines(MachineSourceBase, autoscaling.CloudAutoscaling):
             f"ibmcloud is key-delete {self._key_name} -f",
             *private,
         ]
-
-
-class IbmProvisioner(SshRayUpMode[IbmMachines]):
-    """``ray up`` on IBM Cloud VPC through the Gen2 connector (an external node provider): the
-    SSH deployer given :class:`IbmMachines`."""
-
-    NIGHTLY: ClassVar[tuple[NightlyRun, ...]] = (
-        NightlyRun("secrets"),
-        NightlyRun("root", "ibm-rehearsal", (REHEARSAL.flag, COMPAT.flag)),
-    )
-    OPTIONS: ClassVar[tuple[Option[Any], ...]] = IbmMachines.OPTIONS
-
-    def __init__(self) -> None:
-        super().__init__(IbmMachines())
-
-    def autoscaling_limits(self) -> AutoscalingLimits | None:
-        return self.source.autoscaling_limits()
-
-    def pending_nodes(self) -> list[str]:
-        return self.source.pending_nodes(self.run)
-
-    def cloud_instances(self) -> list[InventoryItem]:
-        return self.source.cloud_instances(self.run)

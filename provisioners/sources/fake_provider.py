@@ -1,4 +1,4 @@
-"""Mode ``autoscale``: Ray's ``fake_multinode`` autoscaler on this machine.
+"""The node source of mode ``autoscale``: Ray's ``fake_multinode`` autoscaler on this machine.
 
 The head runs here with 0 CPUs; its autoscaler starts 1-CPU "nodes" (extra raylets on this
 machine) when work is queued and removes them after ``idle_timeout_minutes``.
@@ -9,7 +9,7 @@ a fake_multinode config from ``fake_multi_node/example.yaml``, which the Ray whe
 fake head id, which is no address.
 
 The mode is the ``ray up`` deployer given a machine source,
-``RayUpMode(AutoscaleMachines())`` (:mod:`provisioners.launcher.driver`). The deployer renders,
+``RayUpMode(AutoscaleMachines())`` (:mod:`provisioners.deployers.launcher.driver`). The deployer renders,
 validates and writes the config, waits for the head and keeps the teardown order. The source's
 own ``up`` and ``down`` start and stop the head. Its Ray is on loopback, reached without SSH,
 so the source answers the probes, the forwards and the in-cluster scripts itself, and the mode
@@ -44,8 +44,13 @@ from provisioners.contract.base import (
     ProvisionError,
 )
 from provisioners.contract.options import Option
-from provisioners.launcher import LAUNCHER_CONFIG, Machine, MachineSourceBase, RayUpMode, RayUpRun
-from provisioners.launcher.autoscaling import IDLE_TIMEOUT
+from provisioners.deployers.launcher import (
+    LAUNCHER_CONFIG,
+    Machine,
+    MachineSourceBase,
+    RayUpRun,
+)
+from provisioners.deployers.launcher.autoscaling import IDLE_TIMEOUT
 from provisioners.util import runstate
 from provisioners.util.processes import (
     env_with_interpreter_first,
@@ -260,15 +265,3 @@ class AutoscaleMachines(MachineSourceBase):
         """Alive processes of this run: our process group, or naming our temp dir."""
         groups = [self._head.pid] if self._head is not None else []
         return run_processes(groups, str(self._temp_dir) if self._temp_dir else None)
-
-
-class AutoscaleProvisioner(RayUpMode[AutoscaleMachines]):
-    """Head plus on-demand fake workers: the ``ray up`` deployer given :class:`AutoscaleMachines`."""
-
-    OPTIONS: ClassVar[tuple[Option[Any], ...]] = AutoscaleMachines.OPTIONS
-
-    def __init__(self) -> None:
-        super().__init__(AutoscaleMachines())
-
-    def autoscaling_limits(self) -> AutoscalingLimits:
-        return self.source.autoscaling_limits()
