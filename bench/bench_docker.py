@@ -25,11 +25,7 @@ from figures import MIB, save
 from fixtures.offline import run_offline
 from provisioners.contract.base import DEFAULT_WORKERS, RUN_ID_LABEL, ClusterSpec, Timeouts
 from provisioners.modes.docker import DockerProvisioner
-from provisioners.sources.docker import (
-    OBJECT_STORE_SHARE_OF_SHM,
-    SHM_SHARE,
-    SHM_SIZE,
-)
+from provisioners.sources.docker import OBJECT_STORE_SHARE_OF_SHM, SHM_SHARE, SHM_SIZE
 from provisioners.util.containers import docker_client
 from provisioners.util.naming import run_name
 from provisioners.util.nodeimage import IMAGE, ensure_node_image

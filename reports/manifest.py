@@ -6,13 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from reports.model import (
-    RESULTS_FILE,
-    BundleError,
-    is_safe_relpath,
-    read_json,
-    write_json,
-)
+from reports.model import RESULTS_FILE, BundleError, is_safe_relpath, read_json, write_json
 from reports.secrets import refuse_secrets
 
 MANIFEST_FILE = "manifest.json"

@@ -26,13 +26,7 @@ from provisioners.rehearsals.ibm_probe import (
     probe,
 )
 from provisioners.rehearsals.ibm_standin import ZONE, StandIn, serve
-from provisioners.sources.ibm import (
-    API_KEY_ENVS,
-    COMPAT,
-    COMPAT_CLASS,
-    REDACTED,
-    TAGS_FILE,
-)
+from provisioners.sources.ibm import API_KEY_ENVS, COMPAT, COMPAT_CLASS, REDACTED, TAGS_FILE
 
 PLANTED_KEY = "planted-ibm-api-key-7f3a9c"
 REPO = Path(__file__).resolve().parent.parent

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from provisioners.contract.base import (
-    AutoscalingLimits,
-)
+from provisioners.contract.base import AutoscalingLimits
 from provisioners.contract.options import Option
-from provisioners.deployers.launcher import (
-    RayUpMode,
-)
+from provisioners.deployers.launcher import RayUpMode
 from provisioners.sources.fake_provider import AutoscaleMachines
 
 

@@ -9,15 +9,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from provisioners.contract.base import (
-    AutoscalingLimits,
-    InventoryItem,
-    NightlyRun,
-)
+from provisioners.contract.base import AutoscalingLimits, InventoryItem, NightlyRun
 from provisioners.contract.options import Option
-from provisioners.deployers.launcher import (
-    SshRayUpMode,
-)
+from provisioners.deployers.launcher import SshRayUpMode
 from provisioners.sources.aws import REHEARSAL, AwsMachines
 
 

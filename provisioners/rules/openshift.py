@@ -15,12 +15,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from provisioners.contract.base import (
-    RUN_ID_LABEL,
-    ClusterSpec,
-    InventoryItem,
-    ProvisionError,
-)
+from provisioners.contract.base import RUN_ID_LABEL, ClusterSpec, InventoryItem, ProvisionError
 from provisioners.contract.options import Option
 from provisioners.deployers.kuberay import KubeRayDeployer
 from provisioners.deployers.operator import KubeSource

@@ -44,12 +44,7 @@ from provisioners.contract.base import (
     ProvisionError,
 )
 from provisioners.contract.options import Option
-from provisioners.deployers.launcher import (
-    LAUNCHER_CONFIG,
-    Machine,
-    MachineSourceBase,
-    RayUpRun,
-)
+from provisioners.deployers.launcher import LAUNCHER_CONFIG, Machine, MachineSourceBase, RayUpRun
 from provisioners.deployers.launcher.autoscaling import IDLE_TIMEOUT
 from provisioners.util import runstate
 from provisioners.util.processes import (

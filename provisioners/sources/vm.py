@@ -30,12 +30,7 @@ from provisioners.contract.base import (
     ProvisionError,
 )
 from provisioners.contract.options import Option
-from provisioners.deployers.launcher import (
-    LAUNCHER_CONFIG,
-    Machine,
-    MachineSourceBase,
-    RayUpRun,
-)
+from provisioners.deployers.launcher import LAUNCHER_CONFIG, Machine, MachineSourceBase, RayUpRun
 from provisioners.util import containers, nodeimage, runstate
 from provisioners.util.iptables import NO_EGRESS, NO_UPSTREAM_DNS, EgressLock
 from provisioners.util.naming import run_name
