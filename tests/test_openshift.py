@@ -16,10 +16,11 @@ import test_kube
 
 from provisioners.contract.base import ClusterSpec, ProvisionError
 from provisioners.deployers.kuberay import KubeRayDeployer, OperatorSource, RaySize
-from provisioners.deployers.operator import KUBERAY_VERSION, module_manifests
+from provisioners.deployers.operator import module_manifests
 from provisioners.kube import validate
 from provisioners.kube.api import Kube, one_line
 from provisioners.kube.clusters import KindCluster
+from provisioners.kube.toolchain.build import KUBERAY_VERSION
 from provisioners.modes.openshift import OpenShiftProvisioner
 from provisioners.rules import scc
 from provisioners.rules.openshift import REHEARSAL, OpenShiftRules

@@ -112,8 +112,9 @@ def _kube_artifacts(say: Say, timeout: float) -> str:
 def _kuberay_releases(say: Say, timeout: float) -> str:
     """The KubeRay releases besides the toolchain's (``--ray-operator-version``, the upgrade
     check), each cached by its version."""
-    from provisioners.deployers.operator import KUBERAY_VERSION, KUBERAY_VERSIONS
+    from provisioners.deployers.operator import KUBERAY_VERSIONS
     from provisioners.kube import artifacts
+    from provisioners.kube.toolchain.build import KUBERAY_VERSION
 
     deadline = Deadline.after(timeout, "the KubeRay releases")
     return _artifact(

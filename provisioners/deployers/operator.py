@@ -33,14 +33,15 @@ from provisioners.deployers import ingress
 from provisioners.deployers.kuberay import GCS_PORT, KubeRayDeployer, OperatorSource, RaySize
 from provisioners.kube.api import Kube
 from provisioners.kube.clusters import ClusterProvider
+from provisioners.kube.toolchain.build import KUBERAY_VERSION, go_binary
 from provisioners.util import runstate
 from provisioners.util.naming import run_name
 from provisioners.util.runner import run
 
 KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
-KUBERAY_VERSION = "v1.5.0"
-#: The ray-operator releases the Go module proxy serves (listed 2026-12-03), oldest first.
-KUBERAY_VERSIONS = ("v1.4.0", "v1.5.0")
+#: The ray-operator releases the Go module proxy serves (listed 2026-12-03), oldest first; the
+#: newest is the one the toolchain builds.
+KUBERAY_VERSIONS = ("v1.4.0", KUBERAY_VERSION)
 UPSTREAM_OPERATOR_REPO = "quay.io/kuberay/operator"
 #: The teardown's first step (the RayCluster, then the operator) gets at most this share of the
 #: teardown time; deleting the cluster gets the rest, so a hung API never keeps the cluster.
@@ -77,12 +78,6 @@ OPERATOR_UPGRADE_FROM: Option[str | None] = Option(
     None,
     metavar="|".join(KUBERAY_VERSIONS[:-1]),
 )
-
-
-def go_binary() -> str | None:
-    """The ``go`` on PATH, else the one Go's own tarball installs; None without either."""
-    beside = Path("/usr/local/go/bin/go")
-    return shutil.which("go") or (str(beside) if beside.exists() else None)
 
 
 def go_module_dir(module: str, version: str, timeout: float) -> Path:

@@ -14,20 +14,19 @@ from provisioners.deployers import ingress
 from provisioners.deployers.kuberay import KubeRayDeployer, OperatorSource, RaySize
 from provisioners.deployers.launcher.autoscaling import IDLE_TIMEOUT
 from provisioners.deployers.operator import (
-    KUBERAY_VERSION,
     OPERATOR_IMAGE,
     OPERATOR_INSTALL,
     OPERATOR_UPGRADE_FROM,
     OPERATOR_VERSION,
     UPSTREAM_OPERATOR_REPO,
     KubeSource,
-    go_binary,
     module_manifests,
     unique_options,
 )
 from provisioners.kube import artifacts
 from provisioners.kube.clusters import ClusterProvider, ExistingCluster, KindCluster
 from provisioners.kube.toolchain import ToolchainUnavailable
+from provisioners.kube.toolchain.build import KUBERAY_VERSION, go_binary
 from provisioners.util import containers, nodeimage, runstate
 from provisioners.util.naming import run_name
 

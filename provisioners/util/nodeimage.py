@@ -28,6 +28,7 @@ from provisioners.contract.base import ClusterSpec, Deadline, ProvisionError
 from provisioners.contract.options import Option
 from provisioners.util.containers import DOCKER_HOST, docker_client, http_timeout, one_line
 from provisioners.util.runner import CommandError, pip_download, run
+from provisioners.util.runstate import project_cache
 from provisioners.util.waits import WaitTimeout, file_lock
 
 #: Options of every mode whose nodes come from this image (one declaration, shared).
@@ -69,8 +70,7 @@ _PULL_TIMEOUT_S = 20.0
 
 def cache_dir() -> Path:
     """Where bases, wheels and build contexts are kept between runs."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "ray-conformance"
+    return project_cache()
 
 
 def client_ray_version() -> str:

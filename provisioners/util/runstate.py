@@ -48,10 +48,14 @@ class RunBusy(RuntimeError):
     """The run's lock is held exclusively: a sweep is removing the run right now."""
 
 
+def project_cache() -> Path:
+    """The project's one cache directory (``$XDG_CACHE_HOME`` respected): runs, images, tools."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ray-conformance"
+
+
 def runs_root() -> Path:
-    """Where every run's directory lives (``$XDG_CACHE_HOME`` respected, as the image cache)."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "ray-conformance" / "runs"
+    """Where every run's directory lives."""
+    return project_cache() / "runs"
 
 
 def run_dir(run_id: str) -> Path:

@@ -32,7 +32,9 @@ import docker
 import docker.errors
 
 from provisioners.util.containers import ENGINE_ERRORS, docker_client, engine_problem, one_line
+from provisioners.util.nodeimage import IMAGE_HASH_LABEL
 from provisioners.util.runner import CommandError, CommandTimeout, run_full
+from provisioners.util.runstate import project_cache
 from provisioners.util.waits import WaitTimeout, file_lock
 
 #: Newest v1.34.z on the module proxy (2026-11-26). 1.35+ refuses cgroup v1 hosts unless
@@ -50,7 +52,6 @@ KUBERAY_VERSION = "v1.5.0"
 DEBIAN_SUITE = "bookworm"
 
 #: Label stamped on every image built here: the hash of the inputs.
-IMAGE_HASH_LABEL = "ray-conformance.image-hash"
 NODE_REPO = "ray-conformance-kind-node"
 OPERATOR_REPO = "ray-conformance-kuberay-operator"
 
@@ -130,8 +131,7 @@ class ToolchainUnavailable(Exception):
 
 
 def cache_root() -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "ray-conformance" / "kube"
+    return project_cache() / "kube"
 
 
 def input_hash() -> str:
@@ -879,10 +879,14 @@ def _pause_version(k8s_dir: Path) -> str:
     return "3.10.1"
 
 
+def go_binary() -> str | None:
+    """The ``go`` on PATH, else the one Go's own tarball installs; None without either."""
+    beside = Path("/usr/local/go/bin/go")
+    return shutil.which("go") or (str(beside) if beside.exists() else None)
+
+
 def _go_binary() -> Path:
-    found = shutil.which("go") or (
-        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
-    )
+    found = go_binary()
     if found is None:
         raise ToolchainUnavailable("go not on PATH (nor /usr/local/go/bin/go)")
     return Path(found)
