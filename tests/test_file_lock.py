@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from provisioners.contract.base import Deadline
 from provisioners.util.waits import WaitTimeout, file_lock
 
 #: Holds the lock in another process (a build elsewhere) until its stdin closes.
 HOLDER = """
-import sys, time
+import sys
+from pathlib import Path
+from provisioners.contract.base import Deadline
 from provisioners.util.waits import file_lock
-with file_lock(__import__("pathlib").Path(sys.argv[1]), time.monotonic() + 30, print, "build"):
+with file_lock(Path(sys.argv[1]), Deadline.after(30, "the build"), print, "build"):
     print("held", flush=True)
     sys.stdin.read()
 """
@@ -41,7 +44,7 @@ def test_a_held_lock_is_waited_for_within_the_deadline_and_named(tmp_path: Path)
         t0 = time.monotonic()
         with (
             pytest.raises(WaitTimeout, match=r"another process's node image build to release"),
-            file_lock(path, time.monotonic() + 1.0, said.append, "node image build"),
+            file_lock(path, Deadline.after(1.0, "the build"), said.append, "node image build"),
         ):
             pass
         assert 0.9 < time.monotonic() - t0 < 10
@@ -52,7 +55,7 @@ def test_a_held_lock_is_waited_for_within_the_deadline_and_named(tmp_path: Path)
         proc.wait(timeout=30)
     # Released (the holder exited): taken at once, and nothing said.
     said.clear()
-    with file_lock(path, time.monotonic() + 1.0, said.append, "node image build"):
+    with file_lock(path, Deadline.after(1.0, "the build"), said.append, "node image build"):
         assert said == []
     # A second holder after ours released gets it too: the lock is really given back.
     holder(path).communicate(timeout=30)

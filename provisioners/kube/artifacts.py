@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from provisioners.contract.base import Deadline
 from provisioners.kube.toolchain.build import (
     ToolchainUnavailable,
     _Builder,
@@ -125,7 +126,7 @@ def ensure_artifact(
         ToolchainUnavailable: a step failed or the bound ran out, naming which.
     """
     started = time.monotonic()
-    deadline = started + timeout
+    deadline = Deadline.after(timeout, f"the {name} build")
 
     def say(line: str) -> None:
         progress(f"[{time.monotonic() - started:6.1f} s] {line}")

@@ -310,7 +310,7 @@ def node_image_with(
     tools: KubeToolchain, images: Sequence[str], progress: Callable[[str], None], timeout: float
 ) -> str:
     """The toolchain's kind node image with ``images`` in its containerd (built once, cached)."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline.after(timeout, "the kind node image build")
     client = docker_client(timeout=timeout)
     try:
         ids = [client.images.get(ref).id for ref in (tools.node_image, *images)]

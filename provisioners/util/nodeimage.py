@@ -162,7 +162,7 @@ def build_node_image(
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        with file_lock(cache / "build.lock", deadline.at, progress, "node image build"):
+        with file_lock(cache / "build.lock", deadline, progress, "node image build"):
             base = _ensure_base(client, progress, deadline, cache)
             wheels = _ensure_wheels(progress, deadline, cache, ray_version)
             template = _DOCKERFILE.read_text()

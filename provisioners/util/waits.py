@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import filelock
 
-from provisioners.contract.base import ProvisionError
+from provisioners.contract.base import Deadline, ProvisionError
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ def wait_for(
     ``give_up`` is asked after each miss: a reason (the process that would answer has exited)
     ends the wait at once with :class:`WaitGaveUp` naming it, instead of waiting out the bound.
     """
-    deadline = time.monotonic() + timeout
+    deadline = Deadline.after(timeout, what)
     last_error = ""
     while True:
         try:
@@ -55,13 +55,13 @@ def wait_for(
         reason = give_up() if give_up is not None else None
         if reason:
             raise WaitGaveUp(f"gave up waiting for {what}: {reason}")
-        if time.monotonic() >= deadline:
+        if deadline.expired():
             seen = last_seen() if last_seen else last_error
             raise WaitTimeout(
                 f"timed out after {timeout:.0f} s waiting for {what}"
                 + (f"; last seen: {seen}" if seen else "")
             )
-        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+        time.sleep(min(interval, deadline.remaining()))
 
 
 def http_json(url: str, timeout: float = 5.0) -> Any:
@@ -237,11 +237,11 @@ def urlopen_ok(url: str, timeout: float = 5.0) -> bool:
 
 @contextlib.contextmanager
 def file_lock(
-    path: Path, deadline: float, progress: Callable[[str], None], what: str
+    path: Path, deadline: Deadline, progress: Callable[[str], None], what: str
 ) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (one build per machine for every process that needs it).
 
-    Waits for another holder at most until ``deadline`` (monotonic), saying so once; raises
+    Waits for another holder at most until ``deadline``, saying so once; raises
     :class:`WaitTimeout` naming ``what`` the lock guards. The lock is ``filelock``'s (an
     ``flock`` on Unix), released when the block ends or the process dies.
     """
@@ -259,7 +259,7 @@ def file_lock(
         progress(f"waiting for another process's {what} ...")
         wait_for(
             locked,
-            timeout=max(0.0, deadline - time.monotonic()),
+            timeout=deadline.remaining(),
             what=f"another process's {what} to release {path}",
         )
     try:

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
+from provisioners.contract.base import Deadline
 from provisioners.util.containers import ENGINE_ERRORS, docker_client, engine_problem, one_line
 from provisioners.util.nodeimage import IMAGE_HASH_LABEL
 from provisioners.util.runner import CommandError, CommandTimeout, run_full
@@ -200,7 +201,7 @@ def ensure_toolchain(progress: Callable[[str], None], timeout: float) -> KubeToo
             step failed or ran out of time; the message names the command and its output tail.
     """
     started = time.monotonic()
-    deadline = started + timeout
+    deadline = Deadline.after(timeout, "the toolchain build")
 
     def say(line: str) -> None:
         progress(f"[{time.monotonic() - started:6.1f} s] {line}")
@@ -231,7 +232,9 @@ def ensure_toolchain(progress: Callable[[str], None], timeout: float) -> KubeToo
 
 
 class _Builder:
-    def __init__(self, work: Path, key: str, deadline: float, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, work: Path, key: str, deadline: Deadline, say: Callable[[str], None]
+    ) -> None:
         self.work = work
         self.key = key
         self.deadline = deadline
@@ -709,7 +712,7 @@ class _Builder:
 
 
 def preload(
-    base: str, tag: str, images: Sequence[str], work: Path, key: str, deadline: float
+    base: str, tag: str, images: Sequence[str], work: Path, key: str, deadline: Deadline
 ) -> None:
     """Import ``images`` into ``base``'s containerd and commit the result as ``tag``.
 
@@ -780,7 +783,7 @@ def preload(
         archive.unlink(missing_ok=True)
 
 
-def docker_build(context: Path, tag: str, key: str, deadline: float) -> None:
+def docker_build(context: Path, tag: str, key: str, deadline: Deadline) -> None:
     """Build ``context`` as ``tag``, labelled with ``key``; no network in the build."""
 
     # The SDK speaks the classic builder (as DOCKER_BUILDKIT=0 did).
@@ -930,16 +933,16 @@ def _load_state(path: Path) -> KubeToolchain | None:
     return result if all(p.exists() for p in paths) else None
 
 
-def _images_present(toolchain: KubeToolchain, deadline: float) -> bool:
+def _images_present(toolchain: KubeToolchain, deadline: Deadline) -> bool:
     return all(_image_exists(i, deadline) for i in (toolchain.node_image, toolchain.operator_image))
 
 
-def _sdk(what: str, deadline: float, call: Callable[[docker.DockerClient], T]) -> T:
+def _sdk(what: str, deadline: Deadline, call: Callable[[docker.DockerClient], T]) -> T:
     """One Docker SDK call, each request bounded by what is left until ``deadline``.
 
     An engine error becomes `ToolchainUnavailable` naming ``what`` and the engine's reason.
     """
-    remaining = deadline - time.monotonic()
+    remaining = deadline.remaining()
     if remaining <= 0:
         raise ToolchainUnavailable(f"no time left for {what} (toolchain timeout reached)")
     try:
@@ -952,7 +955,7 @@ def _sdk(what: str, deadline: float, call: Callable[[docker.DockerClient], T]) -
         raise ToolchainUnavailable(f"{what}: {one_line(exc)}") from None
 
 
-def _image(ref: str, deadline: float) -> Any:
+def _image(ref: str, deadline: Deadline) -> Any:
     """The engine's image ``ref`` (``docker.models.images.Image``), or None when it has none."""
 
     def get(client: docker.DockerClient) -> Any:
@@ -964,21 +967,21 @@ def _image(ref: str, deadline: float) -> Any:
     return _sdk(f"docker image inspect {ref}", deadline, get)
 
 
-def _image_id(ref: str, deadline: float) -> str:
+def _image_id(ref: str, deadline: Deadline) -> str:
     image = _image(ref, deadline)
     return str(image.id) if image is not None else ""
 
 
-def _image_exists(ref: str, deadline: float) -> bool:
+def _image_exists(ref: str, deadline: Deadline) -> bool:
     return _image(ref, deadline) is not None
 
 
-def _image_label(ref: str, deadline: float) -> str:
+def _image_label(ref: str, deadline: Deadline) -> str:
     image = _image(ref, deadline)
     return str((image.labels or {}).get(IMAGE_HASH_LABEL, "")) if image is not None else ""
 
 
-def _remove_image(ref: str, deadline: float) -> None:
+def _remove_image(ref: str, deadline: Deadline) -> None:
     """Remove an image this build made, if it can be (one still in use is left)."""
 
     def remove(client: docker.DockerClient) -> None:
@@ -989,7 +992,7 @@ def _remove_image(ref: str, deadline: float) -> None:
     _sdk(f"docker rmi {ref}", deadline, remove)
 
 
-def _remove_container(name: str, deadline: float) -> None:
+def _remove_container(name: str, deadline: Deadline) -> None:
     def remove(client: docker.DockerClient) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             client.containers.get(name).remove(force=True)
@@ -997,7 +1000,7 @@ def _remove_container(name: str, deadline: float) -> None:
     _sdk(f"docker rm -f {name}", deadline, remove)
 
 
-def _drop_superseded(old_id: str, ref: str, deadline: float) -> None:
+def _drop_superseded(old_id: str, ref: str, deadline: Deadline) -> None:
     """Remove the image a rebuilt tag used to name (an older build of this toolchain)."""
     if old_id and old_id != _image_id(ref, deadline):
         _remove_image(old_id, deadline)
@@ -1018,7 +1021,7 @@ def _symlink(link: Path, target: str) -> None:
 
 def _run(
     argv: Sequence[str],
-    deadline: float,
+    deadline: Deadline,
     what: str,
     *,
     cwd: Path | None = None,
@@ -1026,7 +1029,7 @@ def _run(
     check: bool = True,
 ) -> str:
     """The one runner, bounded by ``deadline``; stdout ("" on failure when not ``check``)."""
-    remaining = deadline - time.monotonic()
+    remaining = deadline.remaining()
     if remaining <= 0:
         raise ToolchainUnavailable(f"no time left for {what} (toolchain timeout reached)")
     try:
